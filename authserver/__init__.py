@@ -1,0 +1,83 @@
+"""authserver: a tenant-aware SMART on FHIR authorization server.
+
+:func:`create_app` is the only place the app is wired together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from jinja2 import ChoiceLoader
+from jinja2 import FileSystemLoader
+
+from authserver import config
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app from ``AUTHSERVER_*`` settings, with ``test_config`` overriding them.
+
+    :raises config.ConfigError: when a production setting is missing (the message says
+        how to fix it).
+    """
+    settings = config.load(test_config)
+    app = Flask(
+        __name__,
+        instance_path=settings["AUTHSERVER_INSTANCE_PATH"],
+        instance_relative_config=True,
+        template_folder=str(TEMPLATES_DIR),
+    )
+    settings = config.finalize(settings, Path(app.instance_path))
+    app.config.from_mapping(settings)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=config.sqlalchemy_url(settings["AUTHSERVER_DATABASE_URL"]),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SECRET_KEY=settings["AUTHSERVER_SECRET_KEY"],
+        SESSION_COOKIE_SECURE=settings["AUTHSERVER_PUBLIC_URL"].startswith("https://"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_loader = ChoiceLoader(
+        [FileSystemLoader(settings["AUTHSERVER_TEMPLATE_DIR"]), app.jinja_loader]  # type: ignore[list-item]
+    )
+    _init_extensions(app)
+    _register_blueprints(app)
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from authserver import db_events
+    from authserver import web
+    from authserver.accounts.passwords import Passwords
+    from authserver.extensions import csrf
+    from authserver.extensions import db
+    from authserver.extensions import migrate
+    from authserver.oauth import server
+
+    db.init_app(app)
+    db_events.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    csrf.init_app(app)
+    app.extensions["authserver.passwords"] = Passwords.from_config(app.config)
+    server.init_app(app)
+    web.init_app(app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from authserver import health
+    from authserver.accounts import views as accounts
+    from authserver.cli import register_commands
+    from authserver.keys import views as keys
+    from authserver.smart import views as smart
+    from authserver.tenancy.resolution import tenant_blueprint
+
+    app.register_blueprint(tenant_blueprint(accounts.bp, keys.bp, smart.bp))
+    app.register_blueprint(health.bp)
+    register_commands(app)

@@ -1,0 +1,1 @@
+"""Staff and patient accounts per tenant, their roles, passwords and login sessions."""

@@ -1,0 +1,225 @@
+"""Every change to accounts: roles, users, passwords and login sessions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+
+from authserver import security
+from authserver.accounts.models import ACTIVE
+from authserver.accounts.models import DISABLED
+from authserver.accounts.models import LoginSession
+from authserver.accounts.models import Role
+from authserver.accounts.models import User
+from authserver.accounts.passwords import passwords
+from authserver.accounts.roles import DEFAULT_ROLES
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.errors import Conflict
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.tenancy.models import Tenant
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,149}")
+FHIR_USER = re.compile(
+    r"(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9.-]{1,64}"
+)
+MIN_PASSWORD_LENGTH = 8
+# Hashing megabytes of "password" is a denial of service, not a login.
+MAX_PASSWORD_LENGTH = 1024
+SESSION_TOKEN_PREFIX = "asls"
+
+
+def create_default_roles(tenant: Tenant) -> list[Role]:
+    roles = [
+        Role(tenant_id=tenant.id, name=name, description=description)
+        for name, description in DEFAULT_ROLES.items()
+    ]
+    db.session.add_all(roles)
+    db.session.flush()
+    return roles
+
+
+def list_roles(tenant: Tenant) -> list[Role]:
+    return list(db.session.scalars(Role.for_tenant(tenant).order_by(Role.name)))
+
+
+def find_roles(tenant: Tenant, names: list[str]) -> list[Role]:
+    """This tenant's roles called ``names``.
+
+    :raises ValidationError: for none given, or a name the tenant does not have.
+    """
+    if not names:
+        raise ValidationError("at least one role is required")
+    roles = {role.name: role for role in list_roles(tenant)}
+    unknown = sorted(set(names) - set(roles))
+    if unknown:
+        raise ValidationError(
+            f"unknown role {', '.join(unknown)}; "
+            f"this tenant's roles are: {', '.join(sorted(roles))}"
+        )
+    return [roles[name] for name in dict.fromkeys(names)]
+
+
+def normalize_username(username: str) -> str:
+    return (username or "").strip().lower()
+
+
+def validate_password(password: str) -> str:
+    """:raises ValidationError: when too short, too long or blank."""
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValidationError(f"password is longer than {MAX_PASSWORD_LENGTH} characters")
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(
+    tenant: Tenant,
+    username: str,
+    password: str,
+    roles: list[str],
+    *,
+    fhir_user: str | None = None,
+    actor: str | None = None,
+) -> User:
+    """Create an account at ``tenant``. Everything is checked before anything is written.
+
+    :raises ValidationError: bad username, password, fhirUser or unknown role.
+    :raises Conflict: when the username is taken in this tenant.
+    """
+    username = normalize_username(username)
+    if not USERNAME.fullmatch(username):
+        raise ValidationError(
+            "invalid username: use 1 to 150 letters, digits and . _ @ + -, starting with a letter "
+            "or digit"
+        )
+    if fhir_user is not None and not FHIR_USER.fullmatch(fhir_user):
+        raise ValidationError(
+            f"invalid fhirUser {fhir_user!r}: use Practitioner/ID, PractitionerRole/ID, "
+            "Patient/ID, RelatedPerson/ID or Person/ID"
+        )
+    validate_password(password)
+    role_rows = find_roles(tenant, roles)
+    if find_user(tenant, username) is not None:
+        raise Conflict(f"user {username!r} already exists at tenant {tenant.slug!r}")
+    user = User(
+        tenant_id=tenant.id,
+        username=username,
+        password_hash=passwords().hash(password),
+        fhir_user=fhir_user,
+        roles=role_rows,
+    )
+    db.session.add(user)
+    db.session.flush()
+    audit.record(tenant, AuditEvent.USER_CREATED, actor=actor, subject=username, roles=roles)
+    return user
+
+
+def find_user(tenant: Tenant, username: str) -> User | None:
+    query = User.for_tenant(tenant).where(User.username == normalize_username(username))
+    return db.session.scalar(query)
+
+
+def get_user(tenant: Tenant, username: str) -> User:
+    """:raises NotFound: when ``tenant`` has no such user."""
+    user = find_user(tenant, username)
+    if user is None:
+        raise NotFound(f"no user {normalize_username(username)!r} at tenant {tenant.slug!r}")
+    return user
+
+
+def set_password(tenant: Tenant, user: User, password: str) -> None:
+    validate_password(password)
+    user.password_hash = passwords().hash(password)
+    db.session.flush()
+
+
+def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
+    """Enable or disable a user; disabling ends their login sessions at once."""
+    user.status = ACTIVE if active else DISABLED
+    if not active:
+        sessions = LoginSession.for_tenant(tenant).where(
+            LoginSession.user_id == user.id, LoginSession.ended_at.is_(None)
+        )
+        for login in db.session.scalars(sessions):
+            login.ended_at = utcnow()
+    db.session.flush()
+    event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED
+    audit.record(tenant, event, actor=actor, subject=user.username)
+    return user
+
+
+def authenticate(tenant: Tenant, username: str, password: str) -> User | None:
+    """The active user of ``tenant`` with this password, or ``None``.
+
+    Unknown, disabled and wrong-password cases cost the same and look the same to the caller.
+    """
+    if len(password) > MAX_PASSWORD_LENGTH:
+        password = ""
+    user = find_user(tenant, username)
+    hasher = passwords()
+    valid = hasher.verify(user.password_hash if user else None, password)
+    if not (valid and user is not None and user.is_active):
+        audit.record(tenant, AuditEvent.LOGIN_FAILED, subject=normalize_username(username)[:150])
+        return None
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
+        audit.record(tenant, AuditEvent.USER_PASSWORD_REHASHED, subject=user.username)
+    audit.record(tenant, AuditEvent.LOGIN_SUCCEEDED, subject=user.username)
+    return user
+
+
+def start_session(tenant: Tenant, user: User) -> tuple[str, LoginSession]:
+    """A new login session; returns the raw cookie token (shown once) and its row."""
+    token = security.new_token(SESSION_TOKEN_PREFIX)
+    lifetime = timedelta(seconds=current_app.config["AUTHSERVER_LOGIN_SESSION_LIFETIME"])
+    login = LoginSession(
+        tenant_id=tenant.id,
+        user_id=user.id,
+        token_digest=security.digest(token),
+        expires_at=utcnow() + lifetime,
+    )
+    db.session.add(login)
+    db.session.flush()
+    return token, login
+
+
+def find_session(tenant: Tenant, token: str | None) -> LoginSession | None:
+    """The live session of ``tenant`` that ``token`` names; a token of another tenant is none."""
+    if not token:
+        return None
+    query = LoginSession.for_tenant(tenant).where(
+        LoginSession.token_digest == security.digest(token),
+        LoginSession.ended_at.is_(None),
+        LoginSession.expires_at > utcnow(),
+    )
+    login = db.session.scalar(query)
+    if login is None or not login.user.is_active:
+        return None
+    return login
+
+
+def end_session(tenant: Tenant, login: LoginSession) -> None:
+    login.ended_at = utcnow()
+    db.session.flush()
+    audit.record(tenant, AuditEvent.LOGOUT, subject=login.user.username)
+
+
+def describe_user(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "roles": user.role_names,
+        "fhir_user": user.fhir_user,
+        "status": user.status,
+    }
+
+
+def all_users(tenant: Tenant) -> list[User]:
+    return list(db.session.scalars(User.for_tenant(tenant).order_by(User.username)))

@@ -1,0 +1,1 @@
+"""Per-tenant audit events, written by services from a fixed vocabulary."""

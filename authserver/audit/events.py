@@ -1,0 +1,25 @@
+"""The audit vocabulary: ``subject:action`` names, never free text."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditEvent(StrEnum):
+    TENANT_CREATED = "tenant:created"
+    TENANT_SUSPENDED = "tenant:suspended"
+    TENANT_ACTIVATED = "tenant:activated"
+    TENANT_BRANDED = "tenant:branded"
+    KEY_CREATED = "key:created"
+    KEY_ROTATED = "key:rotated"
+    KEY_RETIRED = "key:retired"
+    USER_CREATED = "user:created"
+    USER_DISABLED = "user:disabled"
+    USER_ENABLED = "user:enabled"
+    USER_PASSWORD_REHASHED = "user:password-rehashed"
+    LOGIN_SUCCEEDED = "login:succeeded"
+    LOGIN_FAILED = "login:failed"
+    LOGOUT = "login:ended"
+    CLIENT_CREATED = "client:created"
+    CLIENT_DELETED = "client:deleted"
+    CLIENT_SECRET_RESET = "client:secret-reset"

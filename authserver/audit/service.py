@@ -1,0 +1,29 @@
+"""Writing audit records. Callers pass identifiers and outcomes, never secrets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authserver.audit.events import AuditEvent
+from authserver.audit.models import AuditRecord
+from authserver.extensions import db
+
+log = logging.getLogger("authserver.audit")
+
+
+def record(
+    tenant: Any,
+    event: AuditEvent,
+    *,
+    actor: str | None = None,
+    subject: str | None = None,
+    **details: Any,
+) -> AuditRecord:
+    """Add an audit record for ``tenant`` to the current transaction."""
+    entry = AuditRecord(
+        tenant_id=tenant.id, event=str(event), actor=actor, subject=subject, details=details
+    )
+    db.session.add(entry)
+    log.info("%s tenant=%s actor=%s subject=%s", event, tenant.slug, actor, subject)
+    return entry

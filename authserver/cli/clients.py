@@ -1,0 +1,145 @@
+"""``authserver client ...``"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask.cli import with_appcontext
+
+from authserver.cli.common import ACTOR
+from authserver.cli.common import emit
+from authserver.cli.common import service_command
+from authserver.cli.common import tenant_named
+from authserver.clients import service
+from authserver.clients.models import APP
+from authserver.clients.models import RESOURCE_SERVER
+from authserver.errors import ValidationError
+
+
+@click.group()
+def client() -> None:
+    """Register apps (OAuth clients) and resource servers."""
+
+
+@client.command("create")
+@click.argument("tenant")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI (repeat).")
+@click.option("--public", "public", is_flag=True, help="Public app: no secret, PKCE only.")
+@click.option("--secret", "secret", is_flag=True, help="Confidential app with a client secret.")
+@click.option("--jwks-uri", help="Confidential app authenticating with private_key_jwt.")
+@click.option("--jwks-file", type=click.File("r"), help="Like --jwks-uri, with the JWK Set inline.")
+@click.option(
+    "--auth-method",
+    type=click.Choice(["client_secret_basic", "client_secret_post"]),
+    default="client_secret_basic",
+    show_default=True,
+    help="How a --secret client sends its secret.",
+)
+@click.option(
+    "--scope", "scopes", multiple=True, help="A scope the client may be granted (repeat)."
+)
+@click.option("--grant-type", "grant_types", multiple=True, help="A grant type (repeat).")
+@click.option(
+    "--resource-server", is_flag=True, help="A resource server (FHIR gateway) credential."
+)
+@with_appcontext
+@service_command
+def create(
+    tenant: str,
+    name: str,
+    redirect_uris: tuple[str, ...],
+    public: bool,
+    secret: bool,
+    jwks_uri: str | None,
+    jwks_file: click.utils.LazyFile | None,
+    auth_method: str,
+    scopes: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    resource_server: bool,
+) -> None:
+    """Register a client at TENANT; prints its client_id, and its secret this once."""
+    chosen = [
+        flag
+        for flag, given in (
+            ("--public", public),
+            ("--secret", secret),
+            ("--jwks-uri", jwks_uri),
+            ("--jwks-file", jwks_file),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise ValidationError(
+            f"choose one of --public, --secret, --jwks-uri, --jwks-file, not {chosen}"
+        )
+    if not chosen and not resource_server:
+        raise ValidationError("choose one of --public, --secret, --jwks-uri, --jwks-file")
+    registration = service.register(
+        tenant_named(tenant),
+        name=name,
+        kind=RESOURCE_SERVER if resource_server else APP,
+        auth_method=_auth_method(public, jwks_uri, jwks_file, auth_method),
+        redirect_uris=list(redirect_uris),
+        scopes=list(scopes),
+        grant_types=list(grant_types),
+        jwks=_read_jwks(jwks_file),
+        jwks_uri=jwks_uri,
+        actor=ACTOR,
+    )
+    emit(service.describe(registration.client, registration.client_secret))
+
+
+def _auth_method(public: bool, jwks_uri: str | None, jwks_file: object, secret_method: str) -> str:
+    if public:
+        return "none"
+    if jwks_uri or jwks_file:
+        return "private_key_jwt"
+    return secret_method
+
+
+def _read_jwks(jwks_file: click.utils.LazyFile | None) -> object:
+    if jwks_file is None:
+        return None
+    try:
+        return json.load(jwks_file)
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            f"--jwks-file is not JSON: {error.msg} at line {error.lineno}"
+        ) from None
+
+
+@client.command("list")
+@click.argument("tenant")
+@with_appcontext
+@service_command
+def list_(tenant: str) -> None:
+    """List TENANT's clients."""
+    emit(
+        [
+            {**service.describe(row), "status": row.status}
+            for row in service.list_clients(tenant_named(tenant))
+        ]
+    )
+
+
+@client.command("delete")
+@click.argument("tenant")
+@click.argument("client_id")
+@with_appcontext
+@service_command
+def delete(tenant: str, client_id: str) -> None:
+    """Delete CLIENT_ID at TENANT: it can no longer authenticate."""
+    emit(service.describe(service.delete(tenant_named(tenant), client_id, actor=ACTOR)))
+
+
+@client.command("reset-secret")
+@click.argument("tenant")
+@click.argument("client_id")
+@with_appcontext
+@service_command
+def reset_secret(tenant: str, client_id: str) -> None:
+    """Give CLIENT_ID a new secret, printed this once; the old one stops working."""
+    registration = service.reset_secret(tenant_named(tenant), client_id, actor=ACTOR)
+    emit(service.describe(registration.client, registration.client_secret))

@@ -1,0 +1,43 @@
+"""What every command shares: JSON output, one-line errors, the tenant argument."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+from typing import TypeVar
+
+import click
+
+from authserver.errors import ServiceError
+from authserver.extensions import db
+from authserver.tenancy import service as tenants
+from authserver.tenancy.models import Tenant
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+ACTOR = "cli"
+
+
+def emit(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def service_command(command: Command) -> Command:
+    """Commit when ``command`` succeeds; on a refused request roll back and fail in one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = command(*args, **kwargs)
+        except ServiceError as error:
+            db.session.rollback()
+            raise click.ClickException(str(error)) from None
+        db.session.commit()
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def tenant_named(slug: str) -> Tenant:
+    return tenants.get_tenant(slug)

@@ -1,0 +1,75 @@
+"""``authserver tenant ...``"""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+
+from authserver.cli.common import ACTOR
+from authserver.cli.common import emit
+from authserver.cli.common import service_command
+from authserver.cli.common import tenant_named
+from authserver.tenancy import service
+
+
+@click.group()
+def tenant() -> None:
+    """Create and manage tenants (clinics)."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="Display name, e.g. 'Riverside Family Clinic'.")
+@click.option("--fhir-base-url", help="FHIR base URL apps send as aud (default {issuer}/fhir).")
+@with_appcontext
+@service_command
+def create(slug: str, name: str, fhir_base_url: str | None) -> None:
+    """Create tenant SLUG with its roles and first signing key."""
+    created = service.create_tenant(slug, name, fhir_base_url=fhir_base_url, actor=ACTOR)
+    emit(service.describe(created))
+
+
+@tenant.command("list")
+@with_appcontext
+def list_() -> None:
+    """List tenants."""
+    emit([service.describe(row) for row in service.list_tenants()])
+
+
+@tenant.command("suspend")
+@click.argument("slug")
+@with_appcontext
+@service_command
+def suspend(slug: str) -> None:
+    """Suspend SLUG: its endpoints refuse service until it is activated."""
+    emit(service.describe(service.suspend(tenant_named(slug), actor=ACTOR)))
+
+
+@tenant.command("activate")
+@click.argument("slug")
+@with_appcontext
+@service_command
+def activate(slug: str) -> None:
+    """Serve SLUG again."""
+    emit(service.describe(service.activate(tenant_named(slug), actor=ACTOR)))
+
+
+@tenant.command("brand")
+@click.argument("slug")
+@click.option("--display-name")
+@click.option("--logo-url", help="https URL of the logo ('' clears it).")
+@click.option("--primary-color", help="#rrggbb ('' clears it).")
+@click.option("--support-contact", help="Shown on the login page ('' clears it).")
+@with_appcontext
+@service_command
+def brand(slug: str, **fields: str | None) -> None:
+    """Change SLUG's branding."""
+    branded = service.brand(tenant_named(slug), actor=ACTOR, **fields)
+    emit(
+        {
+            **service.describe(branded),
+            "logo_url": branded.logo_url,
+            "primary_color": branded.primary_color,
+            "support_contact": branded.support_contact,
+        }
+    )

@@ -1,0 +1,79 @@
+"""``authserver user ...``"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import with_appcontext
+
+from authserver.accounts import service
+from authserver.cli.common import ACTOR
+from authserver.cli.common import emit
+from authserver.cli.common import service_command
+from authserver.cli.common import tenant_named
+
+
+@click.group()
+def user() -> None:
+    """Create and manage staff and patient accounts."""
+
+
+@user.command("create")
+@click.argument("tenant")
+@click.argument("username")
+@click.option(
+    "--role", "roles", multiple=True, required=True, help="A role of the tenant (repeat)."
+)
+@click.option("--fhir-user", help="Practitioner/ID, PractitionerRole/ID, Patient/ID, ...")
+@click.option(
+    "--password-stdin", is_flag=True, required=True, help="Read the password from standard input."
+)
+@with_appcontext
+@service_command
+def create(
+    tenant: str, username: str, roles: tuple[str, ...], fhir_user: str | None, password_stdin: bool
+) -> None:
+    """Create USERNAME at TENANT; the password comes from stdin, never the command line."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    created = service.create_user(
+        tenant_named(tenant), username, password, list(roles), fhir_user=fhir_user, actor=ACTOR
+    )
+    emit(service.describe_user(created))
+
+
+@user.command("list")
+@click.argument("tenant")
+@with_appcontext
+@service_command
+def list_(tenant: str) -> None:
+    """List TENANT's accounts."""
+    emit([service.describe_user(row) for row in service.all_users(tenant_named(tenant))])
+
+
+@user.command("disable")
+@click.argument("tenant")
+@click.argument("username")
+@with_appcontext
+@service_command
+def disable(tenant: str, username: str) -> None:
+    """Disable USERNAME at TENANT and end their login sessions."""
+    tenant_row = tenant_named(tenant)
+    changed = service.set_status(
+        tenant_row, service.get_user(tenant_row, username), False, actor=ACTOR
+    )
+    emit(service.describe_user(changed))
+
+
+@user.command("enable")
+@click.argument("tenant")
+@click.argument("username")
+@with_appcontext
+@service_command
+def enable(tenant: str, username: str) -> None:
+    """Enable USERNAME at TENANT again."""
+    tenant_row = tenant_named(tenant)
+    changed = service.set_status(
+        tenant_row, service.get_user(tenant_row, username), True, actor=ACTOR
+    )
+    emit(service.describe_user(changed))

@@ -1,0 +1,1 @@
+"""Registered apps (OAuth clients) and resource servers, tenant-owned."""

@@ -1,0 +1,80 @@
+"""A registered app or resource server of one tenant, shaped for Authlib's ClientMixin."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from sqlalchemy import JSON
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+from authserver import security
+from authserver.models import Base
+from authserver.models import TenantOwned
+from authserver.models import utcnow
+
+APP = "app"
+RESOURCE_SERVER = "resource_server"
+ACTIVE = "active"
+DELETED = "deleted"
+
+
+class Client(TenantOwned, ClientMixin, Base):
+    __tablename__ = "clients"
+    __table_args__ = (UniqueConstraint("tenant_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default=APP)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=ACTIVE)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
+    client_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    allowed_scope: Mapped[str] = mapped_column(Text, default="")
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == ACTIVE
+
+    # -- Authlib ClientMixin (RFC 6749 §2) -------------------------------------------------
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # RFC 6749 §3.1.2.3: without an exact redirect_uri, only a single registered one will do.
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        allowed = set(self.allowed_scope.split())
+        return " ".join(item for item in (scope or "").split() if item in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string match, never prefix or pattern (RFC 9700 §4.1.3).
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return security.matches(client_secret, self.client_secret_digest)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types

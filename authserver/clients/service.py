@@ -1,0 +1,170 @@
+"""Every change to registered apps and resource servers."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from authserver import security
+from authserver import validation
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.clients import metadata
+from authserver.clients.models import ACTIVE
+from authserver.clients.models import APP
+from authserver.clients.models import DELETED
+from authserver.clients.models import RESOURCE_SERVER
+from authserver.clients.models import Client
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
+from authserver.extensions import db
+from authserver.tenancy.models import Tenant
+
+CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
+SECRET_PREFIX = "ascs"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A new client and, when one was made, its secret: shown this once, never stored."""
+
+    client: Client
+    client_secret: str | None
+
+
+def register(
+    tenant: Tenant,
+    *,
+    name: str,
+    auth_method: str,
+    kind: str = APP,
+    redirect_uris: list[str] | None = None,
+    scopes: list[str] | None = None,
+    grant_types: list[str] | None = None,
+    jwks: Any = None,
+    jwks_uri: str | None = None,
+    actor: str | None = None,
+) -> Registration:
+    """Register an app or a resource server at ``tenant``; everything is checked first.
+
+    :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`.
+    """
+    name = validation.text(name, "name", max_length=200)
+    metadata.auth_method(auth_method)
+    uris = metadata.redirect_uris(redirect_uris or [])
+    keys = _key_source(auth_method, jwks, jwks_uri)
+    if kind == RESOURCE_SERVER:
+        grants = _resource_server_shape(auth_method, uris, grant_types)
+    else:
+        grants = metadata.grant_types(
+            grant_types or metadata.default_grant_types(auth_method, bool(uris)),
+            method=auth_method,
+            has_redirect_uris=bool(uris),
+        )
+    secret = new_secret() if auth_method in metadata.SECRET_METHODS else None
+    client = Client(
+        tenant_id=tenant.id,
+        client_id=f"{CLIENT_ID_PREFIX[kind]}_{secrets.token_urlsafe(18)}",
+        kind=kind,
+        name=name,
+        token_endpoint_auth_method=auth_method,
+        client_secret_digest=security.digest(secret) if secret else None,
+        redirect_uris=uris,
+        allowed_scope=metadata.scopes(scopes or []),
+        grant_types=grants,
+        **keys,
+    )
+    db.session.add(client)
+    db.session.flush()
+    audit.record(
+        tenant, AuditEvent.CLIENT_CREATED, actor=actor, subject=client.client_id, kind=kind
+    )
+    return Registration(client, secret)
+
+
+def new_secret() -> str:
+    return security.new_token(SECRET_PREFIX)
+
+
+def _key_source(auth_method: str, jwks: Any, jwks_uri: str | None) -> dict[str, Any]:
+    if auth_method != "private_key_jwt":
+        if jwks is not None or jwks_uri:
+            raise ValidationError("jwks and jwks_uri are only for private_key_jwt clients")
+        return {}
+    if (jwks is None) == (not jwks_uri):
+        raise ValidationError("a private_key_jwt client needs exactly one of jwks or jwks_uri")
+    if jwks_uri:
+        return {"jwks_uri": validation.web_url(jwks_uri, "jwks_uri")}
+    return {"jwks": metadata.jwks(jwks)}
+
+
+def _resource_server_shape(
+    auth_method: str, uris: list[str], grants: list[str] | None
+) -> list[str]:
+    # A resource server only calls introspection: it authenticates, it never gets user tokens.
+    if auth_method == "none":
+        raise ValidationError("a resource server needs credentials; it cannot be public")
+    if uris or grants:
+        raise ValidationError("a resource server has no redirect URIs or grant types")
+    return []
+
+
+def find_client(tenant: Tenant, client_id: str) -> Client | None:
+    """The active client ``client_id`` of ``tenant``; another tenant's client is none."""
+    query = Client.for_tenant(tenant).where(Client.client_id == client_id, Client.status == ACTIVE)
+    return db.session.scalar(query)
+
+
+def get_client(tenant: Tenant, client_id: str) -> Client:
+    """:raises NotFound: when ``tenant`` has no active client ``client_id``."""
+    client = find_client(tenant, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id!r} at tenant {tenant.slug!r}")
+    return client
+
+
+def list_clients(tenant: Tenant) -> list[Client]:
+    return list(db.session.scalars(Client.for_tenant(tenant).order_by(Client.id)))
+
+
+def delete(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Client:
+    """Mark the client deleted: it can no longer authenticate or be found by id."""
+    client = get_client(tenant, client_id)
+    client.status = DELETED
+    db.session.flush()
+    audit.record(tenant, AuditEvent.CLIENT_DELETED, actor=actor, subject=client_id)
+    return client
+
+
+def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Registration:
+    """Give a secret client a new secret; the old one stops working at once.
+
+    :raises ValidationError: for a client that does not authenticate with a secret.
+    """
+    client = get_client(tenant, client_id)
+    if client.token_endpoint_auth_method not in metadata.SECRET_METHODS:
+        raise ValidationError(f"client {client_id!r} does not use a client secret")
+    secret = new_secret()
+    client.client_secret_digest = security.digest(secret)
+    db.session.flush()
+    audit.record(tenant, AuditEvent.CLIENT_SECRET_RESET, actor=actor, subject=client_id)
+    return Registration(client, secret)
+
+
+def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
+    """The client's registration as the CLI prints it; the secret only when just made."""
+    shown: dict[str, Any] = {
+        "client_id": client.client_id,
+        "name": client.name,
+        "kind": client.kind,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "redirect_uris": client.redirect_uris,
+        "scope": client.allowed_scope,
+        "grant_types": client.grant_types,
+    }
+    if client.jwks_uri:
+        shown["jwks_uri"] = client.jwks_uri
+    if secret:
+        shown["client_secret"] = secret
+    return shown

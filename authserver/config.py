@@ -1,0 +1,142 @@
+"""Every ``AUTHSERVER_*`` deployment setting, with its default and the reason for it.
+
+Per-tenant policy (branding, token lifetimes, role ceilings) lives on the tenant's rows, never
+here. Settings are read from the environment; tests pass overrides into ``create_app(...)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    # "production" refuses to start without explicit secrets; "development" makes them up once.
+    "AUTHSERVER_ENV": "production",
+    # Issuers are {public URL}/t/{slug}; must be what clients see, behind any proxy.
+    "AUTHSERVER_PUBLIC_URL": "http://localhost:5000",
+    # None means a SQLite file in the instance folder: zero set-up for a first run.
+    "AUTHSERVER_DATABASE_URL": None,
+    # Wraps every tenant's private signing keys at rest (32 bytes, base64). Comma-separated:
+    # the first encrypts, all decrypt, so the key-encryption key itself can be rotated.
+    "AUTHSERVER_KEY_ENCRYPTION_KEY": None,
+    # Signs the CSRF cookie session.
+    "AUTHSERVER_SECRET_KEY": None,
+    # Where development secrets and the default SQLite file go. None means Flask's ./instance.
+    "AUTHSERVER_INSTANCE_PATH": None,
+    # Deployment-wide template overrides (templates/tenants/{slug}/login.html etc.), searched
+    # before the packaged templates. None means {instance folder}/templates.
+    "AUTHSERVER_TEMPLATE_DIR": None,
+    # How long a login session lasts without a new login (seconds).
+    "AUTHSERVER_LOGIN_SESSION_LIFETIME": 8 * 3600,
+    # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile). Changing them
+    # makes every password rehash at its owner's next login.
+    "AUTHSERVER_ARGON2_TIME_COST": 3,
+    "AUTHSERVER_ARGON2_MEMORY_COST": 65536,
+    "AUTHSERVER_ARGON2_PARALLELISM": 4,
+}
+
+ENVIRONMENTS = ("production", "development")
+KEK_HELP = (
+    "set AUTHSERVER_KEY_ENCRYPTION_KEY to 32 random bytes in base64, "
+    "for example the output of: openssl rand -base64 32"
+)
+SECRET_HELP = (
+    "set AUTHSERVER_SECRET_KEY to a long random string, "
+    "for example the output of: openssl rand -base64 32"
+)
+
+
+class ConfigError(RuntimeError):
+    """A deployment setting is missing or malformed; the message says how to fix it."""
+
+
+def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the settings: defaults, then the environment, then ``overrides``."""
+    settings = dict(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        if name in os.environ:
+            settings[name] = _coerce(os.environ[name], default)
+    settings.update(overrides or {})
+    if settings["AUTHSERVER_ENV"] not in ENVIRONMENTS:
+        raise ConfigError(f"AUTHSERVER_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    return settings
+
+
+def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {value!r}") from None
+    return value
+
+
+def finalize(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
+    """Fill in derived settings and refuse to run production without its secrets.
+
+    :raises ConfigError: when a production secret is missing or a key is malformed.
+    """
+    development = settings["AUTHSERVER_ENV"] == "development"
+    settings["AUTHSERVER_PUBLIC_URL"] = settings["AUTHSERVER_PUBLIC_URL"].rstrip("/")
+    if not settings["AUTHSERVER_DATABASE_URL"]:
+        settings["AUTHSERVER_DATABASE_URL"] = f"sqlite:///{instance_path / 'authserver.sqlite'}"
+    for name, help_text in (
+        ("AUTHSERVER_KEY_ENCRYPTION_KEY", KEK_HELP),
+        ("AUTHSERVER_SECRET_KEY", SECRET_HELP),
+    ):
+        if not settings[name]:
+            if not development:
+                raise ConfigError(f"{name} is not set: {help_text} (or AUTHSERVER_ENV=development)")
+            settings[name] = _development_secret(instance_path, name)
+    settings["AUTHSERVER_KEY_ENCRYPTION_KEYS"] = parse_keks(
+        settings["AUTHSERVER_KEY_ENCRYPTION_KEY"]
+    )
+    if not settings["AUTHSERVER_TEMPLATE_DIR"]:
+        settings["AUTHSERVER_TEMPLATE_DIR"] = str(instance_path / "templates")
+    return settings
+
+
+def parse_keks(value: str) -> list[bytes]:
+    """Decode the comma-separated key-encryption keys.
+
+    :raises ConfigError: when one is not 32 bytes of base64.
+    """
+    keys = []
+    for part in value.split(","):
+        try:
+            key = base64.b64decode(part.strip() + "==", altchars=b"-_", validate=False)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(f"AUTHSERVER_KEY_ENCRYPTION_KEY is malformed: {KEK_HELP}")
+        keys.append(key)
+    return keys
+
+
+def _development_secret(instance_path: Path, name: str) -> str:
+    """Make a secret once into the instance folder, so restarts keep the data readable."""
+    path = instance_path / name.lower()
+    if not path.exists():
+        instance_path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        log.warning(
+            "development mode: generated %s into %s; never use this in production", name, path
+        )
+    return path.read_text().strip()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Map a plain ``postgresql://`` URL to the psycopg 3 driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

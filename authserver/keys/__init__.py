@@ -1,0 +1,1 @@
+"""Per-tenant signing keys: generation, encryption at rest, rotation and the JWKS."""

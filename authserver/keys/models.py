@@ -1,0 +1,51 @@
+"""Signing keys: one active signer per algorithm per tenant, older ones published until retired."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import LargeBinary
+from sqlalchemy import String
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+from authserver.keys import crypto
+from authserver.models import Base
+from authserver.models import TenantOwned
+from authserver.models import utcnow
+
+ACTIVE = "active"  # signs new tokens; in the JWKS
+PUBLISHED = "published"  # no longer signs; in the JWKS so earlier tokens still verify
+RETIRED = "retired"  # gone from the JWKS; tokens it signed no longer verify
+IN_JWKS = (ACTIVE, PUBLISHED)
+
+
+class SigningKey(TenantOwned, Base):
+    __tablename__ = "signing_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "kid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64))
+    alg: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=ACTIVE)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+    @property
+    def associated_data(self) -> str:
+        return crypto.associated_data(self.tenant_id, self.kid)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "retired_at": self.retired_at.isoformat() if self.retired_at else None,
+        }

@@ -1,0 +1,132 @@
+"""Every change to signing keys, and signing with them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import jwt
+from flask import current_app
+from sqlalchemy import select
+
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
+from authserver.extensions import db
+from authserver.keys import crypto
+from authserver.keys.models import ACTIVE
+from authserver.keys.models import IN_JWKS
+from authserver.keys.models import PUBLISHED
+from authserver.keys.models import RETIRED
+from authserver.keys.models import SigningKey
+from authserver.models import utcnow
+from authserver.tenancy.models import Tenant
+
+
+def create_key(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> SigningKey:
+    """Make a new signer for ``alg``; the previous signer of that alg stays published.
+
+    :raises ValidationError: for an algorithm we do not sign with.
+    """
+    if alg not in crypto.SUPPORTED_ALGORITHMS:
+        raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
+    previous = _active(tenant, alg)
+    generated = crypto.generate(alg)
+    key = SigningKey(
+        tenant_id=tenant.id,
+        kid=generated.kid,
+        alg=alg,
+        status=ACTIVE,
+        public_jwk=generated.public_jwk,
+    )
+    key.private_key_ciphertext = crypto.encrypt_private_key(
+        generated.private_pem, _keks(), key.associated_data
+    )
+    db.session.add(key)
+    if previous is not None:
+        previous.status, previous.rotated_at = PUBLISHED, utcnow()
+    db.session.flush()
+    event = AuditEvent.KEY_ROTATED if previous else AuditEvent.KEY_CREATED
+    audit.record(tenant, event, actor=actor, subject=key.kid, alg=alg)
+    return key
+
+
+def rotate(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> SigningKey:
+    """Make a new signer; tokens signed by the old one keep verifying until it is retired."""
+    return create_key(tenant, alg, actor=actor)
+
+
+def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> SigningKey:
+    """Take a published key out of the JWKS, so tokens it signed stop verifying.
+
+    :raises NotFound: when this tenant has no such key.
+    :raises ValidationError: for the active signer (rotate first) or a retired key.
+    """
+    key = db.session.scalar(SigningKey.for_tenant(tenant).where(SigningKey.kid == kid))
+    if key is None:
+        raise NotFound(f"tenant {tenant.slug!r} has no key {kid!r}")
+    if key.status == ACTIVE:
+        raise ValidationError(f"key {kid!r} is the active signer; rotate before retiring it")
+    if key.status == RETIRED:
+        raise ValidationError(f"key {kid!r} is already retired")
+    key.status, key.retired_at = RETIRED, utcnow()
+    db.session.flush()
+    audit.record(tenant, AuditEvent.KEY_RETIRED, actor=actor, subject=kid)
+    return key
+
+
+def list_keys(tenant: Tenant) -> list[SigningKey]:
+    return list(db.session.scalars(SigningKey.for_tenant(tenant).order_by(SigningKey.id)))
+
+
+def jwks(tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
+    """The tenant's public JWK Set: its signers and published keys, newest first."""
+    query = (
+        SigningKey.for_tenant(tenant)
+        .where(SigningKey.status.in_(IN_JWKS))
+        .order_by(SigningKey.id.desc())
+    )
+    return {"keys": [dict(key.public_jwk) for key in db.session.scalars(query)]}
+
+
+def sign(tenant: Tenant, claims: dict[str, Any], *, alg: str = "RS256", typ: str = "JWT") -> str:
+    """Sign ``claims`` with the tenant's active key for ``alg``, naming it by ``kid``.
+
+    :raises NotFound: when the tenant has no active key for ``alg``.
+    """
+    key = _active(tenant, alg)
+    if key is None:
+        raise NotFound(f"tenant {tenant.slug!r} has no active {alg} key")
+    private = _private_key(key.tenant_id, key.kid, key.private_key_ciphertext)
+    return jwt.encode(claims, private, algorithm=alg, headers={"kid": key.kid, "typ": typ})
+
+
+def _active(tenant: Tenant, alg: str) -> SigningKey | None:
+    query = SigningKey.for_tenant(tenant).where(SigningKey.alg == alg, SigningKey.status == ACTIVE)
+    return db.session.scalar(query)
+
+
+def _keks() -> list[bytes]:
+    return current_app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"]
+
+
+def _private_key(tenant_id: int, kid: str, ciphertext: bytes) -> crypto.PrivateKey:
+    # Keys never change once written, so a decrypted key can be kept for the process's life.
+    return _decrypt_cached(tenant_id, kid, ciphertext, tuple(_keks()))
+
+
+@lru_cache(maxsize=4096)
+def _decrypt_cached(
+    tenant_id: int, kid: str, ciphertext: bytes, keks: tuple[bytes, ...]
+) -> crypto.PrivateKey:
+    return crypto.decrypt_private_key(
+        ciphertext, list(keks), crypto.associated_data(tenant_id, kid)
+    )
+
+
+def active_algorithms(tenant: Tenant) -> list[str]:
+    query = select(SigningKey.alg).where(
+        SigningKey.tenant_id == tenant.id, SigningKey.status == ACTIVE
+    )
+    return sorted(db.session.scalars(query))

@@ -1,0 +1,1 @@
+"""Authlib's authorization server, made tenant-aware, and everything registered on it."""

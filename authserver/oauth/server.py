@@ -1,0 +1,76 @@
+"""The tenant-aware Authlib authorization server and the registry discovery is built from.
+
+Grants, client-auth methods, endpoints and capabilities are registered here once per app; the
+discovery documents read them back, so they can only list what is wired.
+"""
+
+from __future__ import annotations
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc7636 import CodeChallenge
+from flask import Flask
+from flask import current_app
+
+from authserver.clients import service as clients
+from authserver.clients.models import Client
+from authserver.tenancy.resolution import current_tenant
+
+
+class TenantAuthorizationServer(AuthorizationServer):
+    """Authlib's server; every client lookup is limited to the tenant named in the URL."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        super().__init__()
+        self.capabilities: list[str] = []
+        self.published_endpoints: dict[str, str] = {}
+        if app is not None:
+            self.init_app(app)
+
+    def query_client(self, client_id: str) -> Client | None:
+        return clients.find_client(current_tenant(), client_id)
+
+    def publish(self, member: str, endpoint: str) -> None:
+        """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
+        self.published_endpoints[member] = endpoint
+
+    def add_capabilities(self, *capabilities: str) -> None:
+        """SMART capabilities a registered feature honours (SMART 2.2 conformance §capabilities)."""
+        self.capabilities.extend(c for c in capabilities if c not in self.capabilities)
+
+    @property
+    def grant_types_supported(self) -> list[str]:
+        grants = self._authorization_grants + self._token_grants
+        return list(dict.fromkeys(grant.GRANT_TYPE for grant, _ in grants))
+
+    @property
+    def response_types_supported(self) -> list[str]:
+        types = (t for grant, _ in self._authorization_grants for t in grant.RESPONSE_TYPES)
+        return list(dict.fromkeys(types))
+
+    @property
+    def token_endpoint_auth_methods_supported(self) -> list[str]:
+        methods = (m for grant, _ in self._token_grants for m in grant.TOKEN_ENDPOINT_AUTH_METHODS)
+        return list(dict.fromkeys(methods))
+
+    @property
+    def code_challenge_methods_supported(self) -> list[str]:
+        methods = (
+            method
+            for _, extensions in self._authorization_grants + self._token_grants
+            for extension in extensions or ()
+            if isinstance(extension, CodeChallenge)
+            for method in extension.SUPPORTED_CODE_CHALLENGE_METHOD
+        )
+        return list(dict.fromkeys(methods))
+
+
+def init_app(app: Flask) -> TenantAuthorizationServer:
+    """Build the app's server and register what works today; later grants register here too."""
+    server = TenantAuthorizationServer(app)
+    server.publish("jwks_uri", "tenant.keys.jwks")
+    app.extensions["authserver.authorization"] = server
+    return server
+
+
+def authorization_server() -> TenantAuthorizationServer:
+    return current_app.extensions["authserver.authorization"]

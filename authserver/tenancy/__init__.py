@@ -1,0 +1,1 @@
+"""Tenants (clinics): their rows, their URLs and resolution of the tenant from the request path."""

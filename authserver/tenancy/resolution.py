@@ -1,0 +1,94 @@
+"""The tenant comes from the URL path ``/t/{slug}/...`` and only from there.
+
+Every tenant view lives on a blueprint nested in :func:`tenant_blueprint`, whose URL
+processor loads the tenant before the view runs. An unknown slug is a 404 and never falls
+back to another tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from typing import TypeVar
+
+from flask import Blueprint
+from flask import current_app
+from flask import g
+from flask import request
+from flask import url_for
+from sqlalchemy import select
+
+from authserver.errors import NotFound
+from authserver.errors import ServiceError
+from authserver.extensions import db
+from authserver.tenancy.models import Tenant
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+class TenantNotFound(NotFound):
+    pass
+
+
+class TenantSuspended(ServiceError):
+    status = 403
+    code = "tenant_suspended"
+
+
+def page(view: View) -> View:
+    """Mark ``view`` as a browser page: its errors render as HTML, not JSON."""
+    view.is_page = True  # type: ignore[attr-defined]
+    return view
+
+
+def serves_suspended(view: View) -> View:
+    """Mark ``view`` as answering for a suspended tenant itself (e.g. with ``active: false``)."""
+    view.serves_suspended = True  # type: ignore[attr-defined]
+    return view
+
+
+def current_view_has(flag: str) -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, flag, False))
+
+
+def tenant_blueprint(*children: Blueprint) -> Blueprint:
+    """The ``/t/<tenant_slug>`` blueprint holding ``children``; one is made for each app."""
+    parent = Blueprint("tenant", __name__, url_prefix="/t/<tenant_slug>")
+    parent.url_value_preprocessor(load_tenant)
+    parent.url_defaults(add_tenant_slug)
+    for child in children:
+        parent.register_blueprint(child)
+    return parent
+
+
+def load_tenant(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    slug = (values or {}).pop("tenant_slug", None)
+    tenant = db.session.scalar(select(Tenant).where(Tenant.slug == slug)) if slug else None
+    if tenant is None:
+        raise TenantNotFound(f"no tenant {slug!r} here")
+    g.tenant = tenant
+    if not tenant.is_active and not current_view_has("serves_suspended"):
+        raise TenantSuspended(f"{tenant.display_name} is suspended and cannot serve requests")
+
+
+def add_tenant_slug(endpoint: str, values: dict[str, Any]) -> None:
+    if "tenant_slug" not in values and "tenant" in g:
+        values["tenant_slug"] = g.tenant.slug
+
+
+def current_tenant() -> Tenant:
+    """The tenant of this request, as resolved from its URL.
+
+    :raises RuntimeError: outside a tenant URL: a bug, never a fallback.
+    """
+    tenant = g.get("tenant")
+    if tenant is None:
+        raise RuntimeError("no tenant in this request; tenant views live under /t/<slug>/")
+    return tenant
+
+
+def public_url_for(endpoint: str, **values: Any) -> str:
+    """Absolute URL of ``endpoint`` under the deployment's public URL, never the request's host."""
+    path = url_for(endpoint, **values)[len(request.script_root) :]
+    return current_app.config["AUTHSERVER_PUBLIC_URL"] + path

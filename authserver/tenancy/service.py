@@ -1,0 +1,178 @@
+"""Every change to tenants: creation with roles and a first key, suspension, branding."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from authserver import validation
+from authserver.accounts import service as accounts
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.errors import Conflict
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.tenancy.models import ACTIVE
+from authserver.tenancy.models import SUSPENDED
+from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import JWKS_PATH
+from authserver.tenancy.urls import LOGIN_PATH
+from authserver.tenancy.urls import OPENID_CONFIGURATION_PATH
+from authserver.tenancy.urls import SMART_CONFIGURATION_PATH
+from authserver.tenancy.urls import TenantURLs
+
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]")
+# Path segments the deployment may want for itself one day, or that read as something else.
+RESERVED_SLUGS = frozenset(
+    {
+        "admin",
+        "api",
+        "static",
+        "assets",
+        "auth",
+        "oauth",
+        "oauth2",
+        "login",
+        "logout",
+        "health",
+        "healthz",
+        "readyz",
+        "metrics",
+        "well-known",
+        "www",
+        "system",
+        "root",
+        "default",
+        "tenant",
+        "tenants",
+        "null",
+        "none",
+        "undefined",
+        "fhir",
+        "jwks",
+        "token",
+        "authorize",
+    }
+)
+
+
+def validate_slug(slug: str) -> str:
+    """Refuse slugs that are malformed or reserved.
+
+    :raises ValidationError: unless 3-63 lowercase letters, digits and inner hyphens.
+    """
+    if not SLUG.fullmatch(slug or ""):
+        raise ValidationError(
+            f"invalid tenant slug {slug!r}: use 3 to 63 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    if slug in RESERVED_SLUGS:
+        raise ValidationError(f"tenant slug {slug!r} is reserved; choose another")
+    return slug
+
+
+def create_tenant(
+    slug: str, display_name: str, *, fhir_base_url: str | None = None, actor: str | None = None
+) -> Tenant:
+    """Create a tenant with the clinical role list and its first RS256 signing key.
+
+    :raises ValidationError: for a bad slug, name or FHIR base URL.
+    :raises Conflict: when the slug is taken.
+    """
+    validate_slug(slug)
+    name = validation.text(display_name, "display name", max_length=200)
+    if fhir_base_url is not None:
+        fhir_base_url = validation.web_url(fhir_base_url.rstrip("/"), "FHIR base URL")
+    if db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
+        raise Conflict(f"tenant {slug!r} already exists")
+    tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
+    db.session.add(tenant)
+    db.session.flush()
+    audit.record(tenant, AuditEvent.TENANT_CREATED, actor=actor, subject=slug)
+    accounts.create_default_roles(tenant)
+    keys.create_key(tenant, "RS256", actor=actor)
+    return tenant
+
+
+def get_tenant(slug: str) -> Tenant:
+    """:raises NotFound: when no tenant has ``slug``."""
+    tenant = db.session.scalar(select(Tenant).where(Tenant.slug == slug))
+    if tenant is None:
+        raise NotFound(f"no tenant {slug!r}")
+    return tenant
+
+
+def list_tenants() -> list[Tenant]:
+    return list(db.session.scalars(select(Tenant).order_by(Tenant.slug)))
+
+
+def suspend(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+    return _set_status(tenant, SUSPENDED, AuditEvent.TENANT_SUSPENDED, actor)
+
+
+def activate(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+    return _set_status(tenant, ACTIVE, AuditEvent.TENANT_ACTIVATED, actor)
+
+
+def _set_status(tenant: Tenant, status: str, event: AuditEvent, actor: str | None) -> Tenant:
+    if tenant.status != status:
+        tenant.status = status
+        db.session.flush()
+        audit.record(tenant, event, actor=actor, subject=tenant.slug)
+    return tenant
+
+
+def brand(
+    tenant: Tenant,
+    *,
+    display_name: str | None = None,
+    logo_url: str | None = None,
+    primary_color: str | None = None,
+    support_contact: str | None = None,
+    actor: str | None = None,
+) -> Tenant:
+    """Change the branding fields given; an empty string clears an optional one.
+
+    Everything is validated before anything changes, so a bad field changes nothing.
+    """
+    changes: dict[str, Any] = {}
+    if display_name is not None:
+        changes["display_name"] = validation.text(display_name, "display name", max_length=200)
+    if logo_url is not None:
+        changes["logo_url"] = validation.web_url(logo_url, "logo URL") if logo_url else None
+    if primary_color is not None:
+        changes["primary_color"] = validation.color(primary_color) if primary_color else None
+    if support_contact is not None:
+        changes["support_contact"] = validation.text(
+            support_contact, "support contact", max_length=200, required=False
+        )
+    for name, value in changes.items():
+        setattr(tenant, name, value)
+    db.session.flush()
+    audit.record(tenant, AuditEvent.TENANT_BRANDED, actor=actor, fields=sorted(changes))
+    return tenant
+
+
+def urls(tenant: Tenant) -> TenantURLs:
+    return TenantURLs.of(tenant, current_app.config["AUTHSERVER_PUBLIC_URL"])
+
+
+def describe(tenant: Tenant) -> dict[str, Any]:
+    """The tenant's identity and URLs, as the CLI prints them."""
+    tenant_urls = urls(tenant)
+    return {
+        "slug": tenant.slug,
+        "display_name": tenant.display_name,
+        "status": tenant.status,
+        "issuer": tenant_urls.issuer,
+        "fhir_base_url": tenant_urls.fhir_base_url,
+        "openid_configuration": tenant_urls.url(OPENID_CONFIGURATION_PATH),
+        "smart_configuration": tenant_urls.url(SMART_CONFIGURATION_PATH),
+        "jwks_uri": tenant_urls.url(JWKS_PATH),
+        "login_url": tenant_urls.url(LOGIN_PATH),
+    }

@@ -1,0 +1,61 @@
+"""Checks shared by every domain's metadata: URLs, lengths, colours."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from authserver.errors import ValidationError
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+MAX_URL_LENGTH = 2000
+
+
+def text(value: str | None, field: str, *, max_length: int, required: bool = True) -> str | None:
+    """Strip ``value`` and enforce its length; ``None`` or blank is allowed unless ``required``.
+
+    :raises ValidationError: when blank but required, over-long or holding control characters.
+    """
+    value = (value or "").strip()
+    if not value:
+        if required:
+            raise ValidationError(f"{field} is required")
+        return None
+    if len(value) > max_length:
+        raise ValidationError(f"{field} is longer than {max_length} characters")
+    if any(ord(char) < 32 for char in value):
+        raise ValidationError(f"{field} contains control characters")
+    return value
+
+
+def web_url(value: str, field: str, *, allow_query: bool = True) -> str:
+    """An absolute https URL (http only for loopback hosts), without a fragment.
+
+    :raises ValidationError: for anything else.
+    """
+    if len(value) > MAX_URL_LENGTH:
+        raise ValidationError(f"{field} is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValidationError(f"{field} is not a valid URL: {value!r}") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValidationError(f"{field} must be an absolute https URL: {value!r}")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise ValidationError(f"{field} must use https (http only for loopback): {value!r}")
+    if parts.fragment or value.endswith("#"):
+        raise ValidationError(f"{field} must not have a fragment: {value!r}")
+    if parts.query and not allow_query:
+        raise ValidationError(f"{field} must not have a query: {value!r}")
+    if any(char.isspace() for char in value):
+        raise ValidationError(f"{field} must not contain spaces: {value!r}")
+    return value
+
+
+def color(value: str, field: str = "primary colour") -> str:
+    """A ``#rrggbb`` colour, normalised to lower case."""
+    if not HEX_COLOR.fullmatch(value or ""):
+        raise ValidationError(f"{field} must look like #1f6feb, got {value!r}")
+    return value.lower()

@@ -1,0 +1,73 @@
+"""Rendering shared by every blueprint: errors in one place, public JSON documents, tenant pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask import Response
+from flask import g
+from flask import jsonify
+from flask import render_template
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from authserver.errors import ServiceError
+from authserver.tenancy.resolution import current_view_has
+
+log = logging.getLogger(__name__)
+
+PUBLIC_DOCUMENT_MAX_AGE = 300
+
+
+def public_json(document: dict[str, Any]) -> Response:
+    """A document any origin may read and cache briefly (discovery, JWKS)."""
+    response = jsonify(document)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = f"public, max-age={PUBLIC_DOCUMENT_MAX_AGE}"
+    response.vary.discard("Cookie")
+    return response
+
+
+def render_tenant_page(name: str, **context: Any) -> str:
+    """Render ``name``, preferring the tenant's own ``tenants/{slug}/{name}`` when it has one."""
+    tenant = g.get("tenant")
+    names = [name]
+    if tenant is not None:
+        # templates/tenants/{slug}/accounts/login.html, or just templates/tenants/{slug}/login.html
+        names = [f"tenants/{tenant.slug}/{name}", f"tenants/{tenant.slug}/{Path(name).name}", name]
+    return render_template(names, tenant=tenant, **context)
+
+
+def error_response(status: int, code: str, description: str) -> tuple[Any, int]:
+    """The error as the page or API the request was for expects it."""
+    if current_view_has("is_page"):
+        page = render_tenant_page("errors/error.html", status=status, message=description)
+        return page, status
+    return jsonify(error=code, error_description=description), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError) -> tuple[Any, int]:
+        return error_response(error.status, error.code, str(error))
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> tuple[Any, int]:
+        log.info("refused a form without a valid CSRF token: %s", error.description)
+        message = (
+            "This form has expired or was not sent by this site. Reload the page and try again."
+        )
+        return error_response(400, "invalid_request", message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Any, int]:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> tuple[Any, int]:
+        log.exception("unhandled error")
+        return error_response(500, "server_error", "The server could not complete this request.")
