@@ -54,6 +54,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def _init_extensions(app: Flask) -> None:
     from authserver import db_events
+    from authserver import schema  # noqa: F401 - every model registered before anything runs
     from authserver import web
     from authserver.accounts.passwords import Passwords
     from authserver.extensions import csrf

@@ -1,0 +1,51 @@
+"""Access-token claims (RFC 9068 §2.2, SMART 2.2 token response). Pure: no Flask, no DB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+# Launch context members that go into the token response, the JWT and introspection alike.
+CONTEXT_CLAIMS = ("patient", "encounter", "fhirContext", "fhirUser")
+
+
+@dataclass(frozen=True)
+class AccessTokenSubject:
+    """Everything an access token says, before it is signed."""
+
+    issuer: str
+    audience: str
+    tenant: str
+    client_id: str
+    scope: str
+    jti: str
+    issued_at: int
+    expires_in: int
+    subject: str
+    roles: tuple[str, ...] = ()
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def access_token_claims(token: AccessTokenSubject) -> dict[str, Any]:
+    """The JWT body: RFC 9068 required claims, then ``tenant``/``roles``, then SMART context.
+
+    ``sub`` is the user, or the client itself for client_credentials (RFC 9068 §2.2).
+    """
+    claims: dict[str, Any] = {
+        "iss": token.issuer,
+        "sub": token.subject,
+        "aud": token.audience,
+        "client_id": token.client_id,
+        "scope": token.scope,
+        "iat": token.issued_at,
+        "exp": token.issued_at + token.expires_in,
+        "jti": token.jti,
+        "tenant": token.tenant,
+    }
+    if token.roles:
+        claims["roles"] = list(token.roles)
+    for name in CONTEXT_CLAIMS:
+        if token.context.get(name) not in (None, "", [], {}):
+            claims[name] = token.context[name]
+    return claims

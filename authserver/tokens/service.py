@@ -1,0 +1,151 @@
+"""Issuing and revoking tokens. Every issued token gets a row, so it can be revoked by ``jti``."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+
+from authserver import security
+from authserver.accounts.models import User
+from authserver.clients.models import Client
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.models import utcnow
+from authserver.tenancy import service as tenants
+from authserver.tenancy.models import Tenant
+from authserver.tokens.claims import AccessTokenSubject
+from authserver.tokens.claims import access_token_claims
+from authserver.tokens.models import ACCESS
+from authserver.tokens.models import REFRESH
+from authserver.tokens.models import IssuedToken
+
+REFRESH_TOKEN_PREFIX = "asrt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
+
+
+def new_grant_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """What a token is issued for: one client, at one tenant, for a scope and maybe a user."""
+
+    tenant: Tenant
+    client: Client
+    scope: str
+    user: User | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    grant_id: str = field(default_factory=new_grant_id)
+    login_session_id: int | None = None
+
+    @property
+    def subject(self) -> str:
+        return str(self.user.id) if self.user is not None else self.client.client_id
+
+
+def issue_access_token(
+    authorization: Authorization, expires_in: int | None = None
+) -> dict[str, Any]:
+    """Sign an RFC 9068 access token with the tenant's key and record it by ``jti``.
+
+    :returns: the token response: ``access_token``, ``token_type``, ``expires_in``, ``scope``.
+    """
+    tenant = authorization.tenant
+    expires_in = expires_in or tenant.access_token_lifetime
+    urls = tenants.urls(tenant)
+    subject = AccessTokenSubject(
+        issuer=urls.issuer,
+        audience=urls.fhir_base_url,
+        tenant=tenant.slug,
+        client_id=authorization.client.client_id,
+        scope=authorization.scope,
+        jti=secrets.token_urlsafe(16),
+        issued_at=int(time.time()),
+        expires_in=expires_in,
+        subject=authorization.subject,
+        roles=tuple(authorization.user.role_names) if authorization.user else (),
+        context=authorization.context,
+    )
+    claims = access_token_claims(subject)
+    token = keys.sign(tenant, claims, alg=tenant.access_token_alg, typ=ACCESS_TOKEN_TYPE)
+    _record(authorization, ACCESS, subject.jti, claims["exp"])
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": authorization.scope,
+    }
+
+
+def issue_refresh_token(authorization: Authorization, expires_in: int | None = None) -> str:
+    """An opaque refresh token of the authorization's family; only its digest is stored."""
+    token = security.new_token(REFRESH_TOKEN_PREFIX)
+    expires_in = expires_in or authorization.tenant.refresh_token_lifetime
+    record = _record(
+        authorization, REFRESH, secrets.token_urlsafe(16), int(time.time()) + expires_in
+    )
+    record.token_digest = security.digest(token)
+    db.session.flush()
+    return token
+
+
+def _record(authorization: Authorization, kind: str, jti: str, expires_at: int) -> IssuedToken:
+    record = IssuedToken(
+        tenant_id=authorization.tenant.id,
+        jti=jti,
+        kind=kind,
+        grant_id=authorization.grant_id,
+        client_pk=authorization.client.id,
+        client_id=authorization.client.client_id,
+        user_id=authorization.user.id if authorization.user else None,
+        login_session_id=authorization.login_session_id,
+        scope=authorization.scope,
+        context=authorization.context,
+        expires_at=datetime.fromtimestamp(expires_at, UTC),
+    )
+    db.session.add(record)
+    db.session.flush()
+    return record
+
+
+def find_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
+    """The refresh-token row of ``tenant`` that ``token`` is; another tenant's is none."""
+    query = IssuedToken.for_tenant(tenant).where(
+        IssuedToken.kind == REFRESH, IssuedToken.token_digest == security.digest(token)
+    )
+    return db.session.scalar(query)
+
+
+def find_by_jti(tenant: Tenant, jti: str) -> IssuedToken | None:
+    return db.session.scalar(IssuedToken.for_tenant(tenant).where(IssuedToken.jti == jti))
+
+
+def revoke_family(tenant: Tenant, grant_id: str) -> int:
+    """Revoke every live token of one authorization; returns how many."""
+    return _revoke(tenant, IssuedToken.grant_id == grant_id)
+
+
+def revoke_for_user(tenant: Tenant, user_id: int) -> int:
+    return _revoke(tenant, IssuedToken.user_id == user_id)
+
+
+def revoke_for_client(tenant: Tenant, client_pk: int) -> int:
+    return _revoke(tenant, IssuedToken.client_pk == client_pk)
+
+
+def _revoke(tenant: Tenant, condition: Any) -> int:
+    statement = (
+        update(IssuedToken)
+        .where(IssuedToken.tenant_id == tenant.id, condition, IssuedToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount
