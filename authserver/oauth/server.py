@@ -29,6 +29,11 @@ class TenantAuthorizationServer(AuthorizationServer):
     def query_client(self, client_id: str) -> Client | None:
         return clients.find_client(current_tenant(), client_id)
 
+    def save_token(self, token: dict, request: object) -> None:
+        from authserver.oauth.tokens import save_token
+
+        save_token(token, request)
+
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
         self.published_endpoints[member] = endpoint
@@ -66,10 +71,18 @@ class TenantAuthorizationServer(AuthorizationServer):
 
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
+    from authserver.oauth import tokens
+
     server = TenantAuthorizationServer(app)
+    server.register_token_generator("default", tokens.generate_token)
     server.publish("jwks_uri", "tenant.keys.jwks")
+    # The token endpoint is published by the first grant that needs it, e.g.:
+    #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
     app.extensions["authserver.authorization"] = server
     return server
+
+
+TOKEN_ENDPOINT = "tenant.oauth.token"
 
 
 def authorization_server() -> TenantAuthorizationServer:

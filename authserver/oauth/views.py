@@ -1,0 +1,34 @@
+"""The token endpoint; the other OAuth endpoints (authorize, introspect, revoke) join it."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask import Response
+from flask import request
+
+from authserver.extensions import csrf
+from authserver.oauth.server import authorization_server
+
+bp = Blueprint("oauth", __name__)
+# OAuth endpoints authenticate clients, not browser sessions: CSRF tokens do not apply.
+csrf.exempt(bp)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+CORS_HEADERS = {
+    # Browser apps call the token endpoint cross-origin (SMART 2.2 CORS-02); no credentials.
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@bp.route("/token", methods=["POST", "OPTIONS"])
+def token() -> Response:
+    if request.method == "OPTIONS":
+        return Response(status=204, headers=CORS_HEADERS)
+    response = authorization_server().create_token_response()
+    # RFC 6749 §5.1 and SMART (Inferno checks both headers), on errors as on success.
+    response.headers.update(NO_STORE)
+    response.headers.update(CORS_HEADERS)
+    return response
