@@ -1,0 +1,85 @@
+"""The login page in a real browser (Debian's Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("Debian chromium is not installed (.ci/run installs it)", allow_module_level=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def clinics(make_tenant, make_user):
+    from authserver.extensions import db
+    from authserver.tenancy import service as tenants
+
+    riverside = make_tenant("riverside", "Riverside Family Clinic")
+    tenants.brand(riverside, primary_color="#116611", support_contact="help@riverside.test")
+    db.session.commit()
+    make_tenant("hillcrest", "Hillcrest Hospital")
+    make_user(riverside, "dr.smith", password="riverside-password", roles=["physician"])
+    return riverside
+
+
+def test_staff_member_signs_in_at_one_clinic_only(browser, live_server, clinics):
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/t/riverside/login")
+    assert page.title() == "Sign in · Riverside Family Clinic"
+    assert page.locator("header h1").inner_text() == "Riverside Family Clinic"
+    assert "help@riverside.test" in page.locator("footer").inner_text()
+    assert "Hillcrest" not in page.content()
+
+    page.get_by_label("Username").fill("dr.smith")
+    page.get_by_label("Password").fill("riverside-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/t/riverside/")
+    assert "signed in to Riverside Family Clinic as dr.smith" in page.locator("main").inner_text()
+
+    # The same browser is not signed in at another clinic.
+    page.goto(f"{live_server.url}/t/hillcrest/")
+    page.wait_for_url(f"{live_server.url}/t/hillcrest/login")
+    assert page.locator("header h1").inner_text() == "Hillcrest Hospital"
+
+    page.goto(f"{live_server.url}/t/riverside/")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{live_server.url}/t/riverside/login")
+    page.goto(f"{live_server.url}/t/riverside/")
+    page.wait_for_url(f"{live_server.url}/t/riverside/login")
+
+
+def test_wrong_password_shows_one_generic_message(browser, live_server, clinics):
+    page = browser.new_page()
+    for username in ("dr.smith", "nobody-here"):
+        page.goto(f"{live_server.url}/t/riverside/login")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill("not-the-password")
+        page.get_by_role("button", name="Sign in").click()
+        assert page.get_by_role("alert").inner_text() == "Incorrect username or password."
