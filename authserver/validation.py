@@ -29,8 +29,10 @@ def text(value: str | None, field: str, *, max_length: int, required: bool = Tru
     return value
 
 
-def web_url(value: str, field: str, *, allow_query: bool = True) -> str:
-    """An absolute https URL (http only for loopback hosts), without a fragment.
+def web_url(
+    value: str, field: str, *, allow_query: bool = True, allow_loopback_http: bool = True
+) -> str:
+    """An absolute https URL (http only for loopback hosts, if allowed), without a fragment.
 
     :raises ValidationError: for anything else.
     """
@@ -43,6 +45,8 @@ def web_url(value: str, field: str, *, allow_query: bool = True) -> str:
         raise ValidationError(f"{field} is not a valid URL: {value!r}") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ValidationError(f"{field} must be an absolute https URL: {value!r}")
+    if parts.scheme == "http" and not allow_loopback_http:
+        raise ValidationError(f"{field} must use https: {value!r}")
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
         raise ValidationError(f"{field} must use https (http only for loopback): {value!r}")
     if parts.fragment or value.endswith("#"):

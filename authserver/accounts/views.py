@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
 from flask import Blueprint
 from flask import Response
 from flask import redirect
@@ -20,6 +23,7 @@ from authserver.web import render_tenant_page
 bp = Blueprint("accounts", __name__)
 
 LOGIN_FAILED = "Incorrect username or password."
+DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def _safe_next(target: str | None) -> str:
@@ -27,7 +31,10 @@ def _safe_next(target: str | None) -> str:
     home = url_for(".home")
     prefix = home  # "/t/{slug}/"
     if target and target.startswith(prefix) and "//" not in target and "\\" not in target:
-        return target
+        # Browsers resolve "..", also as "%2e%2e": /t/a/../b/ is another tenant's page.
+        segments = unquote(urlsplit(target).path).split("/")
+        if not DOT_SEGMENTS & set(segments):
+            return target
     return home
 
 

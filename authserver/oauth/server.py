@@ -6,6 +6,8 @@ discovery documents read them back, so they can only list what is wired.
 
 from __future__ import annotations
 
+import copy
+
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
@@ -25,6 +27,17 @@ class TenantAuthorizationServer(AuthorizationServer):
         self.published_endpoints: dict[str, str] = {}
         if app is not None:
             self.init_app(app)
+
+    def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
+        """Register ``grant_cls``; any PKCE extension on it is narrowed to S256.
+
+        SMART 2.2 (app-launch §PKCE): servers SHALL NOT support ``plain``. Authlib's
+        ``CodeChallenge`` accepts it, and discovery reads the methods from here, so narrowing
+        the extension both refuses ``plain`` and keeps it out of the documents.
+        """
+        if extensions:
+            extensions = [_s256_only(extension) for extension in extensions]
+        super().register_grant(grant_cls, extensions)
 
     def query_client(self, client_id: str) -> Client | None:
         return clients.find_client(current_tenant(), client_id)
@@ -67,6 +80,16 @@ class TenantAuthorizationServer(AuthorizationServer):
             for method in extension.SUPPORTED_CODE_CHALLENGE_METHOD
         )
         return list(dict.fromkeys(methods))
+
+
+def _s256_only(extension: object) -> object:
+    if not isinstance(extension, CodeChallenge):
+        return extension
+    narrowed = copy.copy(extension)
+    narrowed.SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # type: ignore[misc]
+    # RFC 7636 §4.3 makes a missing method "plain"; here it can only mean S256.
+    narrowed.DEFAULT_CODE_CHALLENGE_METHOD = "S256"  # type: ignore[misc]
+    return narrowed
 
 
 def init_app(app: Flask) -> TenantAuthorizationServer:

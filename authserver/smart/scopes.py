@@ -361,7 +361,10 @@ def narrow(requested: ScopeSet, *ceilings: ScopeSet) -> ScopeSet:
     scope is in the ceiling.
     """
     for ceiling in ceilings:
-        requested = ScopeSet(granted for scope in requested for granted in _grant(scope, ceiling))
+        # A narrowed part that means the same as a scope requested verbatim takes that spelling.
+        spelled = {scope: scope for scope in requested}
+        granted = (part for scope in requested for part in _grant(scope, ceiling))
+        requested = ScopeSet(spelled.get(part, part) for part in granted)
     return requested
 
 

@@ -144,7 +144,12 @@ def brand(
     if display_name is not None:
         changes["display_name"] = validation.text(display_name, "display name", max_length=200)
     if logo_url is not None:
-        changes["logo_url"] = validation.web_url(logo_url, "logo URL") if logo_url else None
+        # Shown on every login page, which is https: an http logo is mixed content.
+        changes["logo_url"] = (
+            validation.web_url(logo_url, "logo URL", allow_loopback_http=False)
+            if logo_url
+            else None
+        )
     if primary_color is not None:
         changes["primary_color"] = validation.color(primary_color) if primary_color else None
     if support_contact is not None:

@@ -1,0 +1,382 @@
+"""Signing in through the tenant's real login page, as a browser does."""
+
+import hashlib
+import re
+from unittest.mock import Mock
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import func
+from sqlalchemy import select
+
+from authserver.accounts import service
+from authserver.accounts.models import LoginSession
+from authserver.accounts.sessions import COOKIE_NAME
+from authserver.audit.models import AuditRecord
+from authserver.extensions import db
+from authserver.tenancy import service as tenants
+from tests.fixtures.accounts import DUMMY_PASSWORD
+from tests.fixtures.accounts import csrf_token
+from tests.fixtures.accounts import login
+
+LOGIN_FAILED = "Incorrect username or password."
+
+
+def login_cookie(response):
+    """The ``authserver_login`` Set-Cookie header of ``response``, or None."""
+    for header in response.headers.getlist("Set-Cookie"):
+        if header.startswith(f"{COOKIE_NAME}="):
+            return header
+    return None
+
+
+def cookie_value(header):
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def session_count():
+    return db.session.scalar(select(func.count()).select_from(LoginSession))
+
+
+def audit_count():
+    return db.session.scalar(select(func.count()).select_from(AuditRecord))
+
+
+def post_login(client, slug, **fields):
+    """Post the login form with ``fields``, adding a valid CSRF token unless one is given."""
+    page = client.get(f"/t/{slug}/login").get_data(as_text=True)
+    fields.setdefault("csrf_token", csrf_token(page))
+    return client.post(f"/t/{slug}/login", data=fields)
+
+
+# --- Success ----------------------------------------------------------------------------------
+
+
+def test_a_login_sets_a_tenant_scoped_http_only_cookie(client, tenant, make_user):
+    make_user(tenant, "alice")
+
+    response = login(client, "clinic-a", "alice")
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/t/clinic-a/"
+    cookie = login_cookie(response)
+    assert cookie is not None
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert "Path=/t/clinic-a/" in attributes
+    assert "HttpOnly" in attributes
+    assert "SameSite=Lax" in attributes
+    assert "Secure" in attributes
+
+
+def test_the_session_row_keeps_only_a_sha256_digest_of_the_cookie(client, tenant, make_user):
+    make_user(tenant, "alice")
+
+    token = cookie_value(login_cookie(login(client, "clinic-a", "alice")))
+
+    (row,) = db.session.scalars(select(LoginSession)).all()
+    assert row.token_digest == hashlib.sha256(token.encode()).hexdigest()
+    stored = {column.name: getattr(row, column.key) for column in LoginSession.__table__.columns}
+    assert token not in str(stored)
+    assert row.tenant_id == tenant.id
+
+
+def test_after_login_the_tenant_home_shows_the_user(client, tenant, make_user):
+    make_user(tenant, "alice", roles=["nurse"])
+    login(client, "clinic-a", "alice")
+
+    page = client.get("/t/clinic-a/").get_data(as_text=True)
+
+    assert "Signed in" in page
+    assert "<strong>alice</strong>" in page
+    assert "nurse" in page
+
+
+def test_the_tenant_home_without_a_login_redirects_to_the_login_page(client, tenant):
+    response = client.get("/t/clinic-a/")
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/t/clinic-a/login"
+
+
+def test_the_username_is_not_case_sensitive(client, tenant, make_user):
+    make_user(tenant, "alice")
+
+    assert login(client, "clinic-a", "  Alice ").status_code == 303
+
+
+# --- Failure ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alice(tenant, make_user):
+    return make_user(tenant, "alice")
+
+
+def disable(tenant, user):
+    service.set_status(tenant, user, False)
+    db.session.commit()
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "disabled"),
+    [
+        ("alice", "not her password", False),
+        ("nobody", DUMMY_PASSWORD, False),
+        ("alice", DUMMY_PASSWORD, True),
+    ],
+    ids=["wrong-password", "unknown-user", "disabled-user"],
+)
+def test_a_failed_login_is_a_generic_401_without_a_cookie(
+    client, tenant, alice, username, password, disabled
+):
+    if disabled:
+        disable(tenant, alice)
+
+    response = login(client, "clinic-a", username, password)
+
+    assert response.status_code == 401
+    page = response.get_data(as_text=True)
+    assert f'<p class="error" role="alert">{LOGIN_FAILED}</p>' in page
+    assert "disabled" not in page.lower()
+    assert login_cookie(response) is None
+    assert session_count() == 0
+    assert client.get("/t/clinic-a/").status_code == 302
+
+
+def test_a_disabled_user_loses_their_live_session(client, tenant, alice):
+    login(client, "clinic-a", "alice")
+
+    disable(tenant, alice)
+
+    assert client.get("/t/clinic-a/").status_code == 302
+
+
+@pytest.mark.parametrize("username", ["nobody", "alice"])
+def test_every_failed_login_costs_one_argon2_verification(
+    app, client, tenant, alice, monkeypatch, username
+):
+    passwords = app.extensions["authserver.passwords"]
+    expected_hash = passwords.dummy_hash if username == "nobody" else alice.password_hash
+    spy = Mock(wraps=passwords.hasher)
+    monkeypatch.setattr(passwords, "hasher", spy)
+
+    assert login(client, "clinic-a", username, "not the password").status_code == 401
+
+    assert spy.verify.call_count == 1
+    assert spy.verify.call_args.args[0] == expected_hash
+
+
+@pytest.mark.parametrize("token", [None, "", "not-a-real-token"], ids=["missing", "empty", "wrong"])
+def test_a_login_without_a_valid_csrf_token_is_refused(client, tenant, alice, token):
+    fields = {"username": "alice", "password": DUMMY_PASSWORD}
+    if token is not None:
+        fields["csrf_token"] = token
+    client.get("/t/clinic-a/login")
+
+    response = client.post("/t/clinic-a/login", data=fields)
+
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+    assert login_cookie(response) is None
+    assert session_count() == 0
+
+
+def test_a_csrf_token_from_another_browser_is_refused(app, client, tenant, alice):
+    other_browser = app.test_client()
+    token = csrf_token(other_browser.get("/t/clinic-a/login").get_data(as_text=True))
+    client.get("/t/clinic-a/login")
+
+    response = post_login(
+        client, "clinic-a", username="alice", password=DUMMY_PASSWORD, csrf_token=token
+    )
+
+    assert response.status_code == 400
+    assert session_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("a" * 151, DUMMY_PASSWORD), ("alice", "p" * 1025), ("", DUMMY_PASSWORD), ("alice", "")],
+    ids=["long-username", "long-password", "no-username", "no-password"],
+)
+def test_an_over_long_or_missing_field_is_refused_and_nothing_is_stored(
+    client, tenant, alice, username, password
+):
+    audited = audit_count()
+
+    response = post_login(client, "clinic-a", username=username, password=password)
+
+    assert response.status_code == 400
+    assert login_cookie(response) is None
+    assert session_count() == 0
+    assert audit_count() == audited
+
+
+# --- Where a login goes next ------------------------------------------------------------------
+
+
+def test_next_inside_the_tenant_is_followed(client, tenant, alice):
+    response = post_login(
+        client,
+        "clinic-a",
+        username="alice",
+        password=DUMMY_PASSWORD,
+        next="/t/clinic-a/authorize?client_id=app_1&state=xyz",
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/t/clinic-a/authorize?client_id=app_1&state=xyz"
+
+
+def test_next_from_the_query_string_survives_the_form(client, tenant, alice):
+    page = client.get("/t/clinic-a/login?next=/t/clinic-a/somewhere").get_data(as_text=True)
+
+    response = client.post(
+        "/t/clinic-a/login",
+        data={
+            "username": "alice",
+            "password": DUMMY_PASSWORD,
+            "csrf_token": csrf_token(page),
+            "next": re.search(r'name="next" type="hidden" value="([^"]*)"', page).group(1),
+        },
+    )
+
+    assert response.headers["Location"] == "/t/clinic-a/somewhere"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/t/clinic-a/",
+        "/\\evil.example",
+        "/t/clinic-b/",
+        "/t/clinic-a/../clinic-b/",
+        "/t/clinic-a/%2e%2e/clinic-b/",
+        "/t/clinic-a/./../clinic-b/",
+        "/t/clinic-a//evil.example",
+        "/t/clinic-ab/",
+        "javascript:alert(1)",
+        "",
+    ],
+)
+def test_next_outside_the_tenant_falls_back_to_the_tenant_home(client, tenant, alice, target):
+    response = post_login(
+        client, "clinic-a", username="alice", password=DUMMY_PASSWORD, next=target
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/t/clinic-a/"
+
+
+# --- Logout -----------------------------------------------------------------------------------
+
+
+def test_logout_ends_the_session_and_the_old_cookie_no_longer_logs_in(client, tenant, alice):
+    token = cookie_value(login_cookie(login(client, "clinic-a", "alice")))
+    home = client.get("/t/clinic-a/").get_data(as_text=True)
+
+    response = client.post("/t/clinic-a/logout", data={"csrf_token": csrf_token(home)})
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/t/clinic-a/login"
+    cleared = login_cookie(response)
+    assert cleared is not None and "Path=/t/clinic-a/" in cleared
+    assert client.get("/t/clinic-a/").status_code == 302
+    client.set_cookie(COOKIE_NAME, token, path="/t/clinic-a/")
+    assert client.get("/t/clinic-a/").status_code == 302
+    assert service.find_session(tenant, token) is None
+    db.session.expire_all()
+    assert db.session.scalar(select(LoginSession)).ended_at is not None
+
+
+def test_logout_without_a_csrf_token_keeps_the_session(client, tenant, alice):
+    login(client, "clinic-a", "alice")
+
+    response = client.post("/t/clinic-a/logout", data={})
+
+    assert response.status_code == 400
+    assert client.get("/t/clinic-a/").status_code == 200
+
+
+# --- Rehash on login --------------------------------------------------------------------------
+
+
+def test_a_login_rehashes_a_password_made_with_other_argon2_parameters(make_app, tenant, alice):
+    old_hash = alice.password_hash
+    assert ",t=1," in old_hash
+    stronger = make_app(
+        AUTHSERVER_ARGON2_TIME_COST=2, AUTHSERVER_ARGON2_MEMORY_COST=2048
+    ).test_client()
+
+    assert login(stronger, "clinic-a", "alice").status_code == 303
+
+    db.session.expire_all()
+    new_hash = service.find_user(tenant, "alice").password_hash
+    assert new_hash != old_hash
+    assert new_hash.startswith("$argon2id$")
+    assert "$m=2048,t=2,p=1$" in new_hash
+    assert PasswordHasher().verify(new_hash, DUMMY_PASSWORD)
+
+
+def test_a_login_with_the_same_parameters_keeps_the_hash(client, tenant, alice):
+    old_hash = alice.password_hash
+
+    login(client, "clinic-a", "alice")
+
+    db.session.expire_all()
+    assert service.find_user(tenant, "alice").password_hash == old_hash
+
+
+# --- Branding ---------------------------------------------------------------------------------
+
+
+def test_the_login_page_shows_the_tenants_branding_and_no_other_tenants(
+    client, tenant, other_tenant
+):
+    tenants.brand(
+        tenant,
+        display_name="Riverside Family Clinic",
+        primary_color="#1f6feb",
+        logo_url="https://cdn.riverside.example/logo.png",
+        support_contact="help@riverside.example",
+    )
+    tenants.brand(
+        other_tenant,
+        display_name="Hillcrest Community Hospital",
+        primary_color="#8250df",
+        logo_url="https://cdn.hillcrest.example/logo.png",
+        support_contact="desk@hillcrest.example",
+    )
+    db.session.commit()
+
+    page = client.get("/t/clinic-a/login").get_data(as_text=True)
+
+    assert "Riverside Family Clinic" in page
+    assert "#1f6feb" in page
+    assert 'src="https://cdn.riverside.example/logo.png"' in page
+    assert "help@riverside.example" in page
+    for other in ("Hillcrest", "#8250df", "cdn.hillcrest.example", "desk@hillcrest.example"):
+        assert other not in page
+
+
+@pytest.mark.parametrize("name", ["login.html", "accounts/login.html"])
+def test_a_tenant_template_override_is_used_for_that_tenant_only(
+    make_app, tenant, other_tenant, tmp_path, name
+):
+    overrides = tmp_path / "overrides"
+    template = overrides / "tenants" / "clinic-a" / name
+    template.parent.mkdir(parents=True)
+    template.write_text(
+        "<h1>Custom sign-in for {{ tenant.display_name }}</h1>{{ form.csrf_token }}"
+    )
+    browser = make_app(AUTHSERVER_TEMPLATE_DIR=str(overrides)).test_client()
+
+    own = browser.get("/t/clinic-a/login")
+    other = browser.get("/t/clinic-b/login")
+
+    assert own.status_code == 200
+    assert "Custom sign-in for Clinic A" in own.get_data(as_text=True)
+    assert other.status_code == 200
+    assert "Custom sign-in" not in other.get_data(as_text=True)
+    assert "Sign in" in other.get_data(as_text=True)

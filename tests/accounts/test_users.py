@@ -1,0 +1,214 @@
+"""Accounts as an operator creates them with ``authserver user create``."""
+
+import pytest
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
+from sqlalchemy import func
+from sqlalchemy import select
+
+from authserver.accounts import service
+from authserver.accounts.models import User
+from authserver.audit.models import AuditRecord
+from authserver.extensions import db
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+
+PASSWORD = "a sturdy passphrase"
+CLINICAL_ROLES = {
+    "physician",
+    "nurse-practitioner",
+    "nurse",
+    "medical-assistant",
+    "care-coordinator",
+    "front-desk",
+    "billing",
+    "clinic-admin",
+    "patient",
+}
+
+
+def create_user(cli, *args, password=PASSWORD):
+    return run(cli, "user", "create", *args, "--password-stdin", input=password + "\n")
+
+
+def stored_users():
+    db.session.expire_all()
+    return [
+        (user.tenant_id, user.username, user.password_hash, user.fhir_user, tuple(user.role_names))
+        for user in db.session.scalars(select(User).order_by(User.id))
+    ]
+
+
+def audit_count():
+    return db.session.scalar(select(func.count()).select_from(AuditRecord))
+
+
+def test_create_prints_the_new_account_and_not_its_password(cli, tenant):
+    result = cli.invoke(
+        args=[
+            "user",
+            "create",
+            "clinic-a",
+            "Dr.Smith",
+            "--role",
+            "physician",
+            "--role",
+            "clinic-admin",
+            "--fhir-user",
+            "Practitioner/abc-123",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    created = run(cli, "user", "list", "clinic-a")[0]
+    assert created["username"] == "dr.smith"
+    assert created["roles"] == ["clinic-admin", "physician"]
+    assert created["fhir_user"] == "Practitioner/abc-123"
+    assert isinstance(created["id"], int)
+    assert PASSWORD not in str(run(cli, "user", "list", "clinic-a"))
+
+
+def test_create_output_has_id_username_roles_and_fhir_user(cli, tenant):
+    created = create_user(cli, "clinic-a", "pat", "--role", "patient", "--fhir-user", "Patient/p1")
+
+    assert created == {
+        "id": created["id"],
+        "username": "pat",
+        "roles": ["patient"],
+        "fhir_user": "Patient/p1",
+        "status": "active",
+    }
+
+
+def test_the_password_is_stored_as_an_argon2id_hash(cli, tenant):
+    create_user(cli, "clinic-a", "alice", "--role", "nurse")
+
+    user = service.find_user(tenant, "alice")
+
+    assert user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+    assert PasswordHasher().verify(user.password_hash, PASSWORD)
+
+
+def test_the_same_username_in_two_tenants_is_two_users_with_their_own_passwords(
+    cli, tenant, other_tenant
+):
+    at_a = create_user(cli, "clinic-a", "alice", "--role", "nurse", password="password of A")
+    at_b = create_user(cli, "clinic-b", "alice", "--role", "billing", password="password of B")
+
+    assert at_a["id"] != at_b["id"]
+    alice_a = service.find_user(tenant, "alice")
+    alice_b = service.find_user(other_tenant, "alice")
+    assert alice_a.role_names == ["nurse"]
+    assert alice_b.role_names == ["billing"]
+    assert service.authenticate(tenant, "alice", "password of A") == alice_a
+    assert service.authenticate(tenant, "alice", "password of B") is None
+    assert service.authenticate(other_tenant, "alice", "password of B") == alice_b
+    with pytest.raises(VerifyMismatchError):
+        PasswordHasher().verify(alice_b.password_hash, "password of A")
+
+
+def test_each_tenant_starts_with_the_nine_clinical_roles(tenant, other_tenant):
+    for clinic in (tenant, other_tenant):
+        roles = service.list_roles(clinic)
+        assert {role.name for role in roles} == CLINICAL_ROLES
+        assert len(roles) == 9
+        assert {role.tenant_id for role in roles} == {clinic.id}
+
+
+# --- Refused input: non-zero exit, one line, nothing stored ----------------------------------
+
+
+def assert_refused_and_nothing_stored(cli, *args, password=PASSWORD):
+    before, audited = stored_users(), audit_count()
+
+    message = refused(cli, "user", "create", "--password-stdin", *args, input=password + "\n")
+
+    assert stored_users() == before
+    assert audit_count() == audited
+    if len(password.strip()) >= 4:
+        assert password not in message
+    return message
+
+
+def test_an_unknown_role_is_refused_naming_the_tenants_roles(cli, tenant):
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "alice", "--role", "nurse", "--role", "surgeon"
+    )
+
+    assert "unknown role surgeon" in message
+    for role in CLINICAL_ROLES:
+        assert role in message
+
+
+def test_a_duplicate_username_in_one_tenant_is_refused(cli, tenant):
+    create_user(cli, "clinic-a", "alice", "--role", "nurse")
+
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "Alice", "--role", "physician", password="a different password"
+    )
+
+    assert "user 'alice' already exists at tenant 'clinic-a'" in message
+    assert service.authenticate(tenant, "alice", PASSWORD) is not None
+
+
+@pytest.mark.parametrize(
+    "fhir_user", ["Observation/1", "Patient/", "Patient", "patient/1", "Patient/1/_history/2"]
+)
+def test_a_bad_fhir_user_is_refused(cli, tenant, fhir_user):
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "alice", "--role", "patient", "--fhir-user", fhir_user
+    )
+
+    assert f"invalid fhirUser '{fhir_user}'" in message
+
+
+@pytest.mark.parametrize("password", ["short", "1234567", "        ", ""])
+def test_a_password_that_is_too_short_is_refused(cli, tenant, password):
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "alice", "--role", "nurse", password=password
+    )
+
+    assert "password must have at least 8 characters" in message
+
+
+def test_a_password_that_is_too_long_is_refused(cli, tenant):
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "alice", "--role", "nurse", password="p" * 1025
+    )
+
+    assert "password is longer than 1024 characters" in message
+
+
+@pytest.mark.parametrize(
+    "username", ["u" * 151, "", "-alice", "al ice", "alice/bob", "ålice"], ids=repr
+)
+def test_a_bad_username_is_refused(cli, tenant, username):
+    message = assert_refused_and_nothing_stored(cli, "clinic-a", "--role", "nurse", "--", username)
+
+    assert "invalid username" in message
+
+
+def test_a_username_of_150_characters_is_accepted(cli, tenant):
+    assert create_user(cli, "clinic-a", "u" * 150, "--role", "nurse")["username"] == "u" * 150
+
+
+def test_a_user_without_a_role_is_refused(cli, tenant):
+    before = stored_users()
+
+    result = cli.invoke(
+        args=["user", "create", "clinic-a", "alice", "--password-stdin"], input=PASSWORD + "\n"
+    )
+
+    assert result.exit_code != 0
+    assert "Missing option '--role'" in result.stderr
+    assert stored_users() == before
+
+
+def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
+    message = assert_refused_and_nothing_stored(cli, "nope", "alice", "--role", "nurse")
+
+    assert "no tenant 'nope'" in message

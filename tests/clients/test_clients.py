@@ -1,0 +1,390 @@
+"""Registering apps and resource servers with ``authserver client``, as an operator does."""
+
+import hashlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from sqlalchemy import func
+from sqlalchemy import select
+
+from authserver.audit.models import AuditRecord
+from authserver.clients import service
+from authserver.clients.models import Client
+from authserver.extensions import db
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+
+REDIRECT = "https://app.example.test/callback"
+
+
+def create(cli, *args):
+    return run(cli, "client", "create", "clinic-a", "--name", "Test app", *args)
+
+
+def stored_clients():
+    db.session.expire_all()
+    return [
+        {column.name: getattr(row, column.key) for column in Client.__table__.columns}
+        for row in db.session.scalars(select(Client).order_by(Client.id))
+    ]
+
+
+def audit_count():
+    return db.session.scalar(select(func.count()).select_from(AuditRecord))
+
+
+def stored(client_id):
+    db.session.expire_all()
+    return db.session.scalar(select(Client).where(Client.client_id == client_id))
+
+
+def rsa_jwk(private=False):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = RSAAlgorithm.to_jwk(key if private else key.public_key(), as_dict=True)
+    return {**jwk, "kid": "app-key-1", "alg": "RS384", "use": "sig"}
+
+
+def jwks_file(tmp_path, *keys):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": list(keys)}))
+    return str(path)
+
+
+# --- Registering ------------------------------------------------------------------------------
+
+
+def test_a_public_app_has_no_secret_and_the_code_grant(cli, tenant):
+    created = create(cli, "--public", "--redirect-uri", REDIRECT)
+
+    assert created["client_id"].startswith("app_")
+    assert created["token_endpoint_auth_method"] == "none"
+    assert created["redirect_uris"] == [REDIRECT]
+    assert created["grant_types"] == ["authorization_code", "refresh_token"]
+    assert "client_secret" not in created
+    row = stored(created["client_id"])
+    assert row.tenant_id == tenant.id
+    assert row.client_secret_digest is None
+    assert row.is_public
+
+
+def test_client_ids_are_random_and_prefixed(cli, tenant):
+    ids = {create(cli, "--public", "--redirect-uri", REDIRECT)["client_id"] for _ in range(5)}
+
+    assert len(ids) == 5
+    for client_id in ids:
+        assert client_id.startswith("app_")
+        assert len(client_id) >= len("app_") + 20
+
+
+def test_a_secret_is_shown_once_and_stored_only_as_its_sha256(cli, tenant):
+    created = create(cli, "--secret", "--redirect-uri", REDIRECT)
+
+    secret = created["client_secret"]
+    assert secret.startswith("ascs_")
+    assert created["token_endpoint_auth_method"] == "client_secret_basic"
+    row = stored(created["client_id"])
+    assert row.client_secret_digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in str(stored_clients())
+    assert row.check_client_secret(secret)
+    assert not row.check_client_secret(secret + "x")
+    assert not row.check_client_secret("")
+
+
+def test_client_list_never_shows_a_secret(cli, tenant):
+    secret = create(cli, "--secret", "--redirect-uri", REDIRECT)["client_secret"]
+
+    result = cli.invoke(args=["client", "list", "clinic-a"])
+
+    assert result.exit_code == 0
+    assert secret not in result.output
+    (listed,) = json.loads(result.stdout)
+    assert "client_secret" not in listed
+    assert listed["status"] == "active"
+
+
+def test_client_secret_post_is_recorded(cli, tenant):
+    created = create(
+        cli, "--secret", "--auth-method", "client_secret_post", "--redirect-uri", REDIRECT
+    )
+
+    assert created["token_endpoint_auth_method"] == "client_secret_post"
+    assert created["client_secret"]
+
+
+def test_an_app_with_an_inline_public_jwks(cli, tenant, tmp_path):
+    jwk = rsa_jwk()
+
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, jwk), "--redirect-uri", REDIRECT)
+
+    assert created["token_endpoint_auth_method"] == "private_key_jwt"
+    assert "client_secret" not in created
+    row = stored(created["client_id"])
+    assert row.jwks == {"keys": [jwk]}
+    assert row.client_secret_digest is None
+
+
+def test_an_app_with_a_jwks_uri(cli, tenant):
+    created = create(
+        cli,
+        "--jwks-uri",
+        "https://app.example.test/.well-known/jwks.json",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "system/Observation.rs",
+    )
+
+    assert created["token_endpoint_auth_method"] == "private_key_jwt"
+    assert created["jwks_uri"] == "https://app.example.test/.well-known/jwks.json"
+    assert created["grant_types"] == ["client_credentials"]
+    assert created["scope"] == "system/Observation.rs"
+
+
+def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
+    created = run(
+        cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server"
+    )
+
+    assert created["client_id"].startswith("rs_")
+    assert created["kind"] == "resource_server"
+    assert created["client_secret"].startswith("ascs_")
+    assert created["redirect_uris"] == []
+    assert created["grant_types"] == []
+    assert stored(created["client_id"]).check_client_secret(created["client_secret"])
+
+
+def test_scopes_and_grant_types_are_recorded(cli, tenant):
+    created = create(
+        cli,
+        "--secret",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "openid",
+        "--scope",
+        "launch",
+        "--scope",
+        "user/Patient.rs",
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "client_credentials",
+    )
+
+    assert created["scope"] == "openid launch user/Patient.rs"
+    assert created["grant_types"] == ["authorization_code", "client_credentials"]
+    row = stored(created["client_id"])
+    assert row.get_allowed_scope("launch patient/Patient.rs openid") == "launch openid"
+    assert row.check_grant_type("client_credentials")
+    assert not row.check_grant_type("refresh_token")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://127.0.0.1:8000/cb", "http://localhost/cb", "http://[::1]:9000/cb"],
+)
+def test_loopback_http_redirect_uris_are_accepted(cli, tenant, uri):
+    created = create(cli, "--public", "--redirect-uri", uri)
+
+    assert created["redirect_uris"] == [uri]
+    assert stored(created["client_id"]).check_redirect_uri(uri)
+
+
+def test_redirect_uris_match_exactly(cli, tenant):
+    row = stored(create(cli, "--public", "--redirect-uri", REDIRECT)["client_id"])
+
+    assert row.check_redirect_uri(REDIRECT)
+    assert not row.check_redirect_uri(REDIRECT + "/evil")
+    assert not row.check_redirect_uri(REDIRECT + "?next=https://evil.example")
+    assert not row.check_redirect_uri("https://app.example.test/")
+
+
+# --- Refused metadata: non-zero exit, one line, nothing stored --------------------------------
+
+
+def assert_refused(cli, *args):
+    before, audited = stored_clients(), audit_count()
+
+    message = refused(cli, "client", "create", "clinic-a", "--name", "Test app", *args)
+
+    assert stored_clients() == before
+    assert audit_count() == audited
+    return message
+
+
+def test_an_http_redirect_uri_on_another_host_is_refused(cli, tenant):
+    message = assert_refused(cli, "--public", "--redirect-uri", "http://app.example.test/cb")
+
+    assert "redirect URI must use https" in message
+
+
+def test_a_redirect_uri_with_a_fragment_is_refused(cli, tenant):
+    message = assert_refused(cli, "--public", "--redirect-uri", f"{REDIRECT}#frag")
+
+    assert "redirect URI must not have a fragment" in message
+
+
+@pytest.mark.parametrize("uri", ["/callback", "callback", "app.example.test/cb", "https:///cb"])
+def test_a_relative_redirect_uri_is_refused(cli, tenant, uri):
+    message = assert_refused(cli, "--public", "--redirect-uri", uri)
+
+    assert "redirect URI must be an absolute https URL" in message
+
+
+@pytest.mark.parametrize(
+    "uri", ["javascript:alert(1)", "data:text/html,hello", "ftp://app.example.test/cb"]
+)
+def test_a_redirect_uri_of_another_scheme_is_refused(cli, tenant, uri):
+    assert "redirect URI" in assert_refused(cli, "--public", "--redirect-uri", uri)
+
+
+def test_public_with_secret_is_refused(cli, tenant):
+    message = assert_refused(cli, "--public", "--secret", "--redirect-uri", REDIRECT)
+
+    assert "choose one of --public, --secret, --jwks-uri, --jwks-file" in message
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        ["--secret", "--jwks-uri", "https://app.example.test/jwks"],
+        ["--public", "--jwks-uri", "https://app.example.test/jwks"],
+        ["--jwks-uri", "https://app.example.test/jwks", "--jwks-file", "JWKS"],
+    ],
+    ids=["secret-and-jwks-uri", "public-and-jwks-uri", "jwks-uri-and-jwks-file"],
+)
+def test_two_ways_to_authenticate_are_refused(cli, tenant, tmp_path, choice):
+    choice = [jwks_file(tmp_path, rsa_jwk()) if arg == "JWKS" else arg for arg in choice]
+
+    message = assert_refused(cli, *choice, "--redirect-uri", REDIRECT)
+
+    assert "choose one of" in message
+
+
+def test_no_way_to_authenticate_is_refused(cli, tenant):
+    message = assert_refused(cli, "--redirect-uri", REDIRECT)
+
+    assert "choose one of --public, --secret, --jwks-uri, --jwks-file" in message
+
+
+def test_a_jwks_holding_a_private_key_is_refused(cli, tenant, tmp_path):
+    message = assert_refused(
+        cli, "--jwks-file", jwks_file(tmp_path, rsa_jwk(private=True)), "--redirect-uri", REDIRECT
+    )
+
+    assert "jwks must hold public keys only" in message
+
+
+def test_a_jwks_holding_a_symmetric_key_is_refused(cli, tenant, tmp_path):
+    secret_key = {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "kid": "hmac"}
+
+    message = assert_refused(
+        cli, "--jwks-file", jwks_file(tmp_path, secret_key), "--redirect-uri", REDIRECT
+    )
+
+    assert "jwks must hold public keys only" in message
+
+
+def test_a_jwks_file_that_is_not_json_is_refused(cli, tenant, tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text("{not json")
+
+    assert "--jwks-file is not JSON" in assert_refused(
+        cli, "--jwks-file", str(path), "--redirect-uri", REDIRECT
+    )
+
+
+def test_an_http_jwks_uri_is_refused(cli, tenant):
+    assert "jwks_uri must use https" in assert_refused(
+        cli, "--jwks-uri", "http://app.example.test/jwks", "--redirect-uri", REDIRECT
+    )
+
+
+def test_an_unknown_grant_type_is_refused(cli, tenant):
+    message = assert_refused(
+        cli, "--secret", "--redirect-uri", REDIRECT, "--grant-type", "password"
+    )
+
+    assert "unknown grant type password" in message
+
+
+def test_client_credentials_for_a_public_client_is_refused(cli, tenant):
+    message = assert_refused(
+        cli, "--public", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"
+    )
+
+    assert "client_credentials needs a confidential client" in message
+
+
+def test_the_code_grant_without_a_redirect_uri_is_refused(cli, tenant):
+    message = assert_refused(cli, "--public", "--grant-type", "authorization_code")
+
+    assert "needs at least one redirect URI" in message
+
+
+def test_a_resource_server_with_redirect_uris_is_refused(cli, tenant):
+    message = assert_refused(cli, "--resource-server", "--redirect-uri", REDIRECT)
+
+    assert "a resource server has no redirect URIs or grant types" in message
+
+
+def test_a_client_at_an_unknown_tenant_is_refused(cli, tenant):
+    before = stored_clients()
+
+    message = refused(
+        cli, "client", "create", "nope", "--name", "X", "--public", "--redirect-uri", REDIRECT
+    )
+
+    assert "no tenant 'nope'" in message
+    assert stored_clients() == before
+
+
+# --- Secrets and deletion ---------------------------------------------------------------------
+
+
+def test_reset_secret_invalidates_the_old_secret(cli, tenant):
+    created = create(cli, "--secret", "--redirect-uri", REDIRECT)
+    old = created["client_secret"]
+
+    reset = run(cli, "client", "reset-secret", "clinic-a", created["client_id"])
+
+    new = reset["client_secret"]
+    assert new != old
+    row = stored(created["client_id"])
+    assert row.check_client_secret(new)
+    assert not row.check_client_secret(old)
+
+
+def test_reset_secret_of_a_public_client_is_refused(cli, tenant):
+    client_id = create(cli, "--public", "--redirect-uri", REDIRECT)["client_id"]
+    before = stored_clients()
+
+    message = refused(cli, "client", "reset-secret", "clinic-a", client_id)
+
+    assert "does not use a client secret" in message
+    assert stored_clients() == before
+
+
+def test_delete_makes_the_client_unfindable(cli, tenant):
+    created = create(cli, "--secret", "--redirect-uri", REDIRECT)
+    client_id = created["client_id"]
+
+    run(cli, "client", "delete", "clinic-a", client_id)
+
+    assert service.find_client(tenant, client_id) is None
+    listed = run(cli, "client", "list", "clinic-a")
+    assert [row["status"] for row in listed] == ["deleted"]
+    assert f"no client '{client_id}'" in refused(
+        cli, "client", "reset-secret", "clinic-a", client_id
+    )
+    assert f"no client '{client_id}'" in refused(cli, "client", "delete", "clinic-a", client_id)
+
+
+def test_deleting_an_unknown_client_is_refused(cli, tenant):
+    create(cli, "--public", "--redirect-uri", REDIRECT)
+    before = stored_clients()
+
+    assert "no client 'app_nope'" in refused(cli, "client", "delete", "clinic-a", "app_nope")
+    assert stored_clients() == before

@@ -1,0 +1,274 @@
+"""A tenant's signing keys as a relying party sees them (the JWKS) and as they rest in the DB."""
+
+import base64
+
+import jwt
+import pytest
+from sqlalchemy import select
+
+from authserver.extensions import db
+from authserver.keys import crypto
+from authserver.keys import service
+from authserver.keys.crypto import KeyDecryptionError
+from authserver.keys.models import SigningKey
+from authserver.tenancy.models import Tenant
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
+OTHER_KEK = base64.b64encode(b"x" * 32).decode()
+
+
+def served_jwks(client, slug="clinic-a"):
+    response = client.get(f"/t/{slug}/.well-known/jwks.json")
+    assert response.status_code == 200
+    return response.json
+
+
+def served_kids(client, slug="clinic-a"):
+    return [key["kid"] for key in served_jwks(client, slug)["keys"]]
+
+
+def verify(client, token, slug="clinic-a"):
+    """Verify ``token`` as a relying party would: against the JWKS served now, key by ``kid``.
+
+    :raises KeyError: when the JWKS no longer holds the token's key.
+    """
+    key_set = jwt.PyJWKSet.from_dict(served_jwks(client, slug))
+    header = jwt.get_unverified_header(token)
+    key = key_set[header["kid"]]
+    return jwt.decode(token, key.key, algorithms=[header["alg"]], issuer=issuer(slug))
+
+
+def issuer(slug="clinic-a"):
+    return f"https://auth.example.test/t/{slug}"
+
+
+def sign(tenant, alg="RS256"):
+    return service.sign(tenant, {"iss": issuer(tenant.slug), "sub": "someone"}, alg=alg)
+
+
+def stored_keys(tenant):
+    db.session.expire_all()
+    return [key.describe() for key in db.session.scalars(SigningKey.for_tenant(tenant))]
+
+
+# --- The JWKS ---------------------------------------------------------------------------------
+
+
+def test_a_new_tenant_publishes_one_rs256_signing_key(client, tenant):
+    (key,) = served_jwks(client)["keys"]
+
+    assert key["kty"] == "RSA"
+    assert key["alg"] == "RS256"
+    assert key["use"] == "sig"
+    assert key["kid"]
+    modulus = int.from_bytes(base64.urlsafe_b64decode(key["n"] + "=" * (-len(key["n"]) % 4)))
+    assert modulus.bit_length() >= 2048
+    assert not PRIVATE_MEMBERS & set(key)
+    assert jwt.PyJWK(key).key_type == "RSA"
+
+
+def test_a_token_signed_by_the_tenant_verifies_against_its_jwks(client, tenant):
+    token = sign(tenant)
+
+    assert jwt.get_unverified_header(token)["kid"] == served_kids(client)[0]
+    assert verify(client, token)["sub"] == "someone"
+
+
+def test_the_private_key_is_encrypted_at_rest(app, tenant):
+    key = db.session.scalar(SigningKey.for_tenant(tenant))
+
+    assert b"-----BEGIN" not in key.private_key_ciphertext
+    assert b"PRIVATE KEY" not in key.private_key_ciphertext
+    opened = crypto.decrypt_private_key(
+        key.private_key_ciphertext,
+        app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"],
+        key.associated_data,
+    )
+    assert opened.public_key().public_numbers().n == int.from_bytes(
+        base64.urlsafe_b64decode(key.public_jwk["n"] + "=" * (-len(key.public_jwk["n"]) % 4))
+    )
+
+
+def test_another_kek_cannot_open_the_private_key(tenant, make_app):
+    other = make_app(AUTHSERVER_KEY_ENCRYPTION_KEY=OTHER_KEK)
+    with other.app_context():
+        same_tenant = db.session.scalar(select(Tenant).where(Tenant.slug == "clinic-a"))
+        with pytest.raises(KeyDecryptionError):
+            sign(same_tenant)
+
+
+def test_a_kek_rotation_keeps_old_keys_readable(tenant, make_app, app):
+    old_kek = app.config["AUTHSERVER_KEY_ENCRYPTION_KEY"]
+    rotated = make_app(AUTHSERVER_KEY_ENCRYPTION_KEY=f"{OTHER_KEK},{old_kek}")
+    with rotated.app_context():
+        same_tenant = db.session.scalar(select(Tenant).where(Tenant.slug == "clinic-a"))
+        assert sign(same_tenant)
+
+
+def test_a_ciphertext_copied_to_another_tenants_row_does_not_decrypt(app, tenant, other_tenant):
+    stolen = db.session.scalar(SigningKey.for_tenant(tenant)).private_key_ciphertext
+    victim = db.session.scalar(SigningKey.for_tenant(other_tenant))
+    victim.private_key_ciphertext = stolen
+    db.session.commit()
+
+    with pytest.raises(KeyDecryptionError):
+        sign(other_tenant)
+    with pytest.raises(KeyDecryptionError):
+        crypto.decrypt_private_key(
+            stolen, app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"], victim.associated_data
+        )
+
+
+# --- Rotation and retirement ------------------------------------------------------------------
+
+
+def test_rotation_keeps_old_tokens_verifying_and_signs_new_ones_with_the_new_key(
+    cli, client, tenant
+):
+    (old_kid,) = served_kids(client)
+    old_token = sign(tenant)
+
+    rotated = run(cli, "keys", "rotate", "clinic-a")
+
+    new_kid = rotated["kid"]
+    assert new_kid != old_kid
+    assert rotated["status"] == "active"
+    assert served_kids(client) == [new_kid, old_kid]
+    assert verify(client, old_token)["sub"] == "someone"
+    new_token = sign(tenant)
+    assert jwt.get_unverified_header(new_token)["kid"] == new_kid
+    assert verify(client, new_token)["sub"] == "someone"
+
+
+def test_a_retired_key_leaves_the_jwks_and_its_tokens_stop_verifying(cli, client, tenant):
+    (old_kid,) = served_kids(client)
+    old_token = sign(tenant)
+    run(cli, "keys", "rotate", "clinic-a")
+
+    retired = run(cli, "keys", "retire", "clinic-a", old_kid)
+
+    assert retired["status"] == "retired"
+    assert retired["retired_at"]
+    assert old_kid not in served_kids(client)
+    with pytest.raises(KeyError):
+        verify(client, old_token)
+    assert verify(client, sign(tenant))["sub"] == "someone"
+
+
+def test_retiring_the_active_key_is_refused_and_changes_nothing(cli, client, tenant):
+    (active_kid,) = served_kids(client)
+    before = stored_keys(tenant)
+
+    message = refused(cli, "keys", "retire", "clinic-a", active_kid)
+
+    assert "is the active signer; rotate before retiring it" in message
+    assert stored_keys(tenant) == before
+    assert served_kids(client) == [active_kid]
+
+
+def test_retiring_an_unknown_kid_is_refused_and_changes_nothing(cli, tenant):
+    run(cli, "keys", "rotate", "clinic-a")
+    before = stored_keys(tenant)
+
+    message = refused(cli, "keys", "retire", "clinic-a", "no-such-kid")
+
+    assert "tenant 'clinic-a' has no key 'no-such-kid'" in message
+    assert stored_keys(tenant) == before
+
+
+def test_retiring_a_key_twice_is_refused(cli, client, tenant):
+    (old_kid,) = served_kids(client)
+    run(cli, "keys", "rotate", "clinic-a")
+    run(cli, "keys", "retire", "clinic-a", old_kid)
+    before = stored_keys(tenant)
+
+    assert "already retired" in refused(cli, "keys", "retire", "clinic-a", old_kid)
+    assert stored_keys(tenant) == before
+
+
+def test_retiring_another_tenants_kid_is_refused_and_changes_nothing(
+    cli, client, tenant, other_tenant
+):
+    (other_old_kid,) = served_kids(client, "clinic-b")
+    run(cli, "keys", "rotate", "clinic-b")
+    run(cli, "keys", "rotate", "clinic-a")
+    before = stored_keys(tenant), stored_keys(other_tenant)
+
+    message = refused(cli, "keys", "retire", "clinic-a", other_old_kid)
+
+    assert "tenant 'clinic-a' has no key" in message
+    assert (stored_keys(tenant), stored_keys(other_tenant)) == before
+    assert other_old_kid in served_kids(client, "clinic-b")
+
+
+def test_rotate_es256_adds_an_es256_signer_beside_the_rs256_one(cli, client, tenant):
+    (rs256_kid,) = served_kids(client)
+
+    rotated = run(cli, "keys", "rotate", "clinic-a", "--alg", "ES256")
+
+    assert rotated["alg"] == "ES256"
+    keys = {key["alg"]: key for key in served_jwks(client)["keys"]}
+    assert set(keys) == {"RS256", "ES256"}
+    assert keys["RS256"]["kid"] == rs256_kid
+    assert keys["ES256"] == {**keys["ES256"], "kty": "EC", "crv": "P-256", "use": "sig"}
+    assert not PRIVATE_MEMBERS & set(keys["ES256"])
+    assert {key["status"] for key in run(cli, "keys", "list", "clinic-a")} == {"active"}
+    assert verify(client, sign(tenant, "ES256"))["sub"] == "someone"
+    assert jwt.get_unverified_header(sign(tenant))["kid"] == rs256_kid
+
+
+def test_rotate_refuses_an_unsupported_algorithm(cli, tenant):
+    before = stored_keys(tenant)
+
+    result = cli.invoke(args=["keys", "rotate", "clinic-a", "--alg", "HS256"])
+
+    assert result.exit_code != 0
+    assert stored_keys(tenant) == before
+
+
+def test_keys_list_shows_each_key_with_its_status_oldest_first(cli, client, tenant):
+    (first_kid,) = served_kids(client)
+    second_kid = run(cli, "keys", "rotate", "clinic-a")["kid"]
+    run(cli, "keys", "rotate", "clinic-a")
+    run(cli, "keys", "retire", "clinic-a", first_kid)
+
+    listed = run(cli, "keys", "list", "clinic-a")
+
+    assert [(key["kid"], key["status"]) for key in listed[:2]] == [
+        (first_kid, "retired"),
+        (second_kid, "published"),
+    ]
+    assert listed[2]["status"] == "active"
+    assert all(key["alg"] == "RS256" and key["created_at"] for key in listed)
+    assert all(not PRIVATE_MEMBERS & set(key) for key in listed)
+    assert "private_key_ciphertext" not in str(listed)
+
+
+def test_keys_list_of_an_unknown_tenant_is_refused(cli, tenant):
+    assert "no tenant 'nope'" in refused(cli, "keys", "list", "nope")
+
+
+# --- Isolation --------------------------------------------------------------------------------
+
+
+def test_a_tenants_jwks_holds_none_of_another_tenants_keys(cli, client, tenant, other_tenant):
+    run(cli, "keys", "rotate", "clinic-b")
+    run(cli, "keys", "rotate", "clinic-b", "--alg", "ES256")
+
+    own = set(served_kids(client, "clinic-a"))
+    others = set(served_kids(client, "clinic-b"))
+
+    assert len(own) == 1
+    assert len(others) == 3
+    assert not own & others
+
+
+def test_a_token_of_one_tenant_does_not_verify_against_another_tenants_jwks(
+    client, tenant, other_tenant
+):
+    token = sign(tenant)
+
+    with pytest.raises(KeyError):
+        verify(client, token, "clinic-b")

@@ -1,0 +1,197 @@
+"""Deployment settings: production refuses to start without its secrets, development makes them."""
+
+import base64
+import logging
+import stat
+
+import pytest
+
+from authserver import config
+from authserver import create_app
+from authserver.config import ConfigError
+from authserver.extensions import db
+
+KEK = base64.b64encode(b"e" * 32).decode()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """The developer's shell must not decide these tests: start from no AUTHSERVER_* settings."""
+    for name in config.DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """A complete production configuration, to which each test makes its one change."""
+    return {
+        "AUTHSERVER_ENV": "production",
+        "AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'config.sqlite'}",
+        "AUTHSERVER_KEY_ENCRYPTION_KEY": KEK,
+        "AUTHSERVER_SECRET_KEY": "a-long-random-session-secret",
+    }
+
+
+def test_production_starts_with_its_secrets(settings):
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"] == [b"e" * 32]
+    assert app.config["SECRET_KEY"] == "a-long-random-session-secret"
+
+
+@pytest.mark.parametrize("missing", ["AUTHSERVER_KEY_ENCRYPTION_KEY", "AUTHSERVER_SECRET_KEY"])
+def test_production_without_a_secret_fails_at_start_saying_how_to_fix_it(
+    settings, missing, tmp_path
+):
+    del settings[missing]
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    message = str(refused.value)
+    assert missing in message
+    assert "openssl rand -base64 32" in message
+    assert not (tmp_path / "instance" / missing.lower()).exists()
+
+
+@pytest.mark.parametrize(
+    "kek",
+    [
+        "not a key",
+        base64.b64encode(b"k" * 16).decode(),
+        base64.b64encode(b"k" * 31).decode(),
+        base64.b64encode(b"k" * 33).decode(),
+        f"{KEK},{base64.b64encode(b'short').decode()}",
+    ],
+    ids=["garbage", "16-bytes", "31-bytes", "33-bytes", "second-of-two-malformed"],
+)
+def test_a_malformed_key_encryption_key_is_refused(settings, kek):
+    settings["AUTHSERVER_KEY_ENCRYPTION_KEY"] = kek
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    assert "AUTHSERVER_KEY_ENCRYPTION_KEY is malformed" in str(refused.value)
+    assert "openssl rand -base64 32" in str(refused.value)
+
+
+def test_several_key_encryption_keys_the_first_encrypts(settings):
+    older = base64.urlsafe_b64encode(b"o" * 32).decode()
+    settings["AUTHSERVER_KEY_ENCRYPTION_KEY"] = f"{KEK}, {older}"
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"] == [b"e" * 32, b"o" * 32]
+
+
+def test_an_unknown_environment_is_refused(settings):
+    settings["AUTHSERVER_ENV"] = "staging"
+
+    with pytest.raises(ConfigError, match="AUTHSERVER_ENV must be one of production, development"):
+        create_app(settings)
+
+
+def test_development_generates_the_kek_once_into_the_instance_folder(settings, tmp_path, caplog):
+    del settings["AUTHSERVER_KEY_ENCRYPTION_KEY"], settings["AUTHSERVER_SECRET_KEY"]
+    settings["AUTHSERVER_ENV"] = "development"
+    kek_file = tmp_path / "instance" / "authserver_key_encryption_key"
+
+    with caplog.at_level(logging.WARNING, logger="authserver.config"):
+        first = create_app(settings)
+
+    assert kek_file.exists()
+    assert stat.S_IMODE(kek_file.stat().st_mode) == 0o600
+    assert first.config["AUTHSERVER_KEY_ENCRYPTION_KEY"] == kek_file.read_text().strip()
+    assert len(first.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"][0]) == 32
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("AUTHSERVER_KEY_ENCRYPTION_KEY" in r.getMessage() for r in warnings)
+    assert all("never use this in production" in r.getMessage() for r in warnings)
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="authserver.config"):
+        second = create_app(settings)
+
+    kek = "AUTHSERVER_KEY_ENCRYPTION_KEY"
+    assert second.config[kek] == first.config[kek]
+    assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
+    assert not caplog.records
+
+
+def test_development_keeps_explicit_secrets(settings, tmp_path):
+    settings["AUTHSERVER_ENV"] = "development"
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_KEY_ENCRYPTION_KEY"] == KEK
+    assert not (tmp_path / "instance" / "authserver_key_encryption_key").exists()
+
+
+def test_settings_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTHSERVER_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("AUTHSERVER_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    monkeypatch.setenv("AUTHSERVER_KEY_ENCRYPTION_KEY", KEK)
+    monkeypatch.setenv("AUTHSERVER_SECRET_KEY", "secret-from-the-environment")
+    monkeypatch.setenv("AUTHSERVER_PUBLIC_URL", "https://env.example.test/")
+    monkeypatch.setenv("AUTHSERVER_ARGON2_TIME_COST", "5")
+    monkeypatch.setenv("AUTHSERVER_LOGIN_SESSION_LIFETIME", "600")
+
+    app = create_app()
+
+    assert app.config["AUTHSERVER_ENV"] == "production"
+    assert app.config["SECRET_KEY"] == "secret-from-the-environment"
+    assert app.config["AUTHSERVER_PUBLIC_URL"] == "https://env.example.test"
+    assert app.config["AUTHSERVER_ARGON2_TIME_COST"] == 5
+    assert app.config["AUTHSERVER_LOGIN_SESSION_LIFETIME"] == 600
+    assert app.extensions["authserver.passwords"].hasher.time_cost == 5
+    assert app.instance_path == str(tmp_path / "instance")
+
+
+def test_overrides_win_over_the_environment(monkeypatch, settings):
+    monkeypatch.setenv("AUTHSERVER_PUBLIC_URL", "https://env.example.test")
+    monkeypatch.setenv("AUTHSERVER_ARGON2_TIME_COST", "5")
+
+    settings["AUTHSERVER_PUBLIC_URL"] = "https://override.example.test"
+    settings["AUTHSERVER_ARGON2_TIME_COST"] = 2
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_PUBLIC_URL"] == "https://override.example.test"
+    assert app.config["AUTHSERVER_ARGON2_TIME_COST"] == 2
+
+
+def test_a_non_integer_in_an_integer_setting_is_refused(monkeypatch, settings):
+    monkeypatch.setenv("AUTHSERVER_ARGON2_TIME_COST", "three")
+
+    with pytest.raises(ConfigError, match="expected an integer"):
+        create_app(settings)
+
+
+def test_the_default_database_is_sqlite_in_the_instance_folder(settings, tmp_path):
+    del settings["AUTHSERVER_DATABASE_URL"]
+
+    app = create_app(settings)
+
+    expected = f"sqlite:///{tmp_path / 'instance' / 'authserver.sqlite'}"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://auth@db.test/auth", "postgresql+psycopg://auth@db.test/auth"),
+        ("postgres://auth@db.test/auth", "postgresql+psycopg://auth@db.test/auth"),
+        ("postgresql+psycopg://auth@db/authserver", "postgresql+psycopg://auth@db/authserver"),
+        ("sqlite:////var/lib/authserver.sqlite", "sqlite:////var/lib/authserver.sqlite"),
+    ],
+)
+def test_postgresql_urls_use_the_psycopg_driver(settings, url, expected):
+    settings["AUTHSERVER_DATABASE_URL"] = url
+
+    app = create_app(settings)
+
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == expected
+    with app.app_context():
+        assert db.engine.dialect.name == expected.split(":")[0].split("+")[0]
+        if db.engine.dialect.name == "postgresql":
+            assert db.engine.dialect.driver == "psycopg"

@@ -1,0 +1,245 @@
+"""Nothing made in one tenant is visible, usable, changeable or deletable from another.
+
+One test per tenant-owned table: make the row in clinic A, then look for it, use it and change it
+through clinic B's name and URLs. The structural test at the end fails when a table gains a
+``tenant_id`` without an isolation test naming it in ``ISOLATION_TESTS``.
+"""
+
+import importlib
+import pkgutil
+
+import pytest
+
+import authserver
+from authserver.accounts import service as accounts
+from authserver.accounts.models import LoginSession
+from authserver.accounts.models import Role
+from authserver.accounts.models import User
+from authserver.accounts.sessions import COOKIE_NAME
+from authserver.audit.models import AuditRecord
+from authserver.clients import service as clients
+from authserver.clients.models import Client
+from authserver.errors import NotFound
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.keys.models import SigningKey
+from authserver.models import Base
+from authserver.models import TenantOwned
+from tests.fixtures.accounts import DUMMY_PASSWORD
+from tests.fixtures.accounts import csrf_token
+from tests.fixtures.accounts import login
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+
+# Every table with a tenant_id, and the tests that prove it stays in its tenant.
+ISOLATION_TESTS = {
+    "users": ["tests.test_isolation:test_users_stay_in_their_tenant"],
+    "roles": ["tests.test_isolation:test_roles_stay_in_their_tenant"],
+    "clients": [
+        "tests.test_isolation:test_clients_stay_in_their_tenant",
+        "tests.test_isolation:test_the_authorization_server_finds_only_the_url_tenants_clients",
+    ],
+    "signing_keys": ["tests.test_isolation:test_signing_keys_stay_in_their_tenant"],
+    "login_sessions": [
+        "tests.test_isolation:test_login_sessions_stay_in_their_tenant",
+        "tests.test_isolation:test_a_login_cookie_replayed_at_another_tenant_does_not_log_in",
+    ],
+    "audit_records": ["tests.test_isolation:test_audit_records_stay_in_their_tenant"],
+    "issued_tokens": [
+        "tests.tokens.test_tokens:test_another_tenant_sees_and_revokes_none_of_these_tokens"
+    ],
+}
+
+
+def rows(model, tenant):
+    db.session.expire_all()
+    return db.session.scalars(model.for_tenant(tenant)).all()
+
+
+def snapshot(row):
+    db.session.refresh(row)
+    return {column.name: getattr(row, column.key) for column in type(row).__table__.columns}
+
+
+# --- One test per tenant-owned table ----------------------------------------------------------
+
+
+def test_users_stay_in_their_tenant(cli, client, tenant, other_tenant, make_user):
+    alice = make_user(tenant, "alice")
+    before = snapshot(alice)
+
+    assert rows(User, other_tenant) == []
+    assert accounts.find_user(other_tenant, "alice") is None
+    with pytest.raises(NotFound):
+        accounts.get_user(other_tenant, "alice")
+    assert run(cli, "user", "list", "clinic-b") == []
+    assert login(client, "clinic-b", "alice").status_code == 401
+    assert "no user 'alice' at tenant 'clinic-b'" in refused(
+        cli, "user", "disable", "clinic-b", "alice"
+    )
+    assert "no user 'alice'" in refused(cli, "user", "enable", "clinic-b", "alice")
+
+    assert snapshot(alice) == before
+    assert login(client, "clinic-a", "alice").status_code == 303
+
+
+def test_roles_stay_in_their_tenant(tenant, other_tenant, make_user):
+    own_role_ids = {role.id for role in rows(Role, tenant)}
+
+    other_role_ids = {role.id for role in rows(Role, other_tenant)}
+    (physician_at_b,) = accounts.find_roles(other_tenant, ["physician"])
+    bob = make_user(other_tenant, "bob", roles=["physician", "nurse"])
+
+    assert own_role_ids and other_role_ids
+    assert not own_role_ids & other_role_ids
+    assert physician_at_b.id in other_role_ids
+    assert {role.tenant_id for role in bob.roles} == {other_tenant.id}
+    assert {role.id for role in rows(Role, tenant)} == own_role_ids
+
+
+def test_clients_stay_in_their_tenant(cli, tenant, other_tenant, make_client):
+    registration = make_client(
+        tenant, auth_method="client_secret_basic", redirect_uris=["https://app.example/cb"]
+    )
+    client_id, secret = registration.client.client_id, registration.client_secret
+    before = snapshot(registration.client)
+
+    assert rows(Client, other_tenant) == []
+    assert clients.find_client(other_tenant, client_id) is None
+    with pytest.raises(NotFound):
+        clients.get_client(other_tenant, client_id)
+    assert run(cli, "client", "list", "clinic-b") == []
+    assert f"no client '{client_id}' at tenant 'clinic-b'" in refused(
+        cli, "client", "delete", "clinic-b", client_id
+    )
+    assert "no client" in refused(cli, "client", "reset-secret", "clinic-b", client_id)
+
+    assert snapshot(registration.client) == before
+    assert clients.find_client(tenant, client_id).check_client_secret(secret)
+
+
+def test_the_authorization_server_finds_only_the_url_tenants_clients(
+    app, tenant, other_tenant, make_client
+):
+    own = make_client(tenant).client.client_id
+    server = app.extensions["authserver.authorization"]
+
+    def query_client_at(slug, client_id):
+        with app.app_context(), app.test_request_context(f"/t/{slug}/.well-known/jwks.json"):
+            app.preprocess_request()
+            found = server.query_client(client_id)
+            return found.client_id if found else None
+
+    assert query_client_at("clinic-a", own) == own
+    assert query_client_at("clinic-b", own) is None
+
+
+def test_signing_keys_stay_in_their_tenant(cli, client, tenant, other_tenant):
+    (old_kid,) = [key.kid for key in rows(SigningKey, tenant)]
+    run(cli, "keys", "rotate", "clinic-a")
+    own_keys = [snapshot(key) for key in rows(SigningKey, tenant)]
+
+    assert old_kid not in {key.kid for key in rows(SigningKey, other_tenant)}
+    assert old_kid not in {key["kid"] for key in keys.jwks(other_tenant)["keys"]}
+    jwks_at_b = client.get("/t/clinic-b/.well-known/jwks.json").json
+    assert old_kid not in {key["kid"] for key in jwks_at_b["keys"]}
+    with pytest.raises(NotFound):
+        keys.retire(other_tenant, old_kid)
+    db.session.rollback()
+    assert "tenant 'clinic-b' has no key" in refused(cli, "keys", "retire", "clinic-b", old_kid)
+
+    assert [snapshot(key) for key in rows(SigningKey, tenant)] == own_keys
+    assert old_kid in {key["kid"] for key in keys.jwks(tenant)["keys"]}
+
+
+def test_login_sessions_stay_in_their_tenant(client, tenant, other_tenant, make_user):
+    make_user(tenant, "alice")
+    make_user(other_tenant, "alice")
+    login(client, "clinic-a", "alice")
+    (session_at_a,) = rows(LoginSession, tenant)
+    token = client.get_cookie(COOKIE_NAME, path="/t/clinic-a/").value
+
+    assert rows(LoginSession, other_tenant) == []
+    assert accounts.find_session(other_tenant, token) is None
+
+    # A logout at B, carrying A's cookie there, ends nothing at A.
+    client.set_cookie(COOKIE_NAME, token, path="/t/clinic-b/")
+    page = client.get("/t/clinic-b/login").get_data(as_text=True)
+    logout = client.post("/t/clinic-b/logout", data={"csrf_token": csrf_token(page)})
+
+    assert logout.status_code == 303
+
+    assert snapshot(session_at_a)["ended_at"] is None
+    assert accounts.find_session(tenant, token) is not None
+    assert client.get("/t/clinic-a/").status_code == 200
+
+
+def test_a_login_cookie_replayed_at_another_tenant_does_not_log_in(
+    client, tenant, other_tenant, make_user
+):
+    make_user(tenant, "alice")
+    make_user(other_tenant, "alice")
+    login(client, "clinic-a", "alice")
+    token = client.get_cookie(COOKIE_NAME, path="/t/clinic-a/").value
+
+    client.set_cookie(COOKIE_NAME, token, path="/t/clinic-b/")
+    response = client.get("/t/clinic-b/")
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/t/clinic-b/login"
+    assert client.get("/t/clinic-a/").status_code == 200
+
+
+def test_audit_records_stay_in_their_tenant(client, tenant, other_tenant, make_user):
+    make_user(tenant, "alice")
+    login(client, "clinic-a", "alice")
+    own_records = {record.id for record in rows(AuditRecord, tenant)}
+
+    # Failing at B with A's user's name is B's event, not A's.
+    login(client, "clinic-b", "alice", DUMMY_PASSWORD)
+
+    other_records = rows(AuditRecord, other_tenant)
+    assert own_records
+    assert not own_records & {record.id for record in other_records}
+    assert {record.tenant_id for record in other_records} == {other_tenant.id}
+    assert "login:failed" in {record.event for record in other_records}
+    assert {record.id for record in rows(AuditRecord, tenant)} == own_records
+
+
+# --- Structure --------------------------------------------------------------------------------
+
+
+def tenant_owned_tables():
+    """Tables with a ``tenant_id`` column, after importing every ``models`` module there is."""
+    for module in pkgutil.walk_packages(authserver.__path__, "authserver."):
+        if module.name.rsplit(".", 1)[-1] == "models":
+            importlib.import_module(module.name)
+    return {name for name, table in Base.metadata.tables.items() if "tenant_id" in table.c}
+
+
+def test_every_tenant_owned_table_has_an_isolation_test():
+    missing = tenant_owned_tables() - set(ISOLATION_TESTS)
+
+    assert not missing, (
+        f"tenant-owned tables without an isolation test: {sorted(missing)}; write one (create "
+        "the row in one tenant, prove another tenant cannot see, use, change or delete it) and "
+        "name it in ISOLATION_TESTS"
+    )
+
+
+@pytest.mark.parametrize("table", sorted(ISOLATION_TESTS))
+def test_each_named_isolation_test_exists(table):
+    for reference in ISOLATION_TESTS[table]:
+        module, name = reference.split(":")
+        assert callable(getattr(importlib.import_module(module), name, None)), reference
+
+
+def test_every_tenant_owned_table_is_read_through_the_tenant_helper():
+    tenant_owned_tables()
+    for mapper in Base.registry.mappers:
+        table = mapper.local_table
+        if "tenant_id" in table.c:
+            assert issubclass(mapper.class_, TenantOwned), mapper.class_
+            assert not table.c.tenant_id.nullable, table.name
+            (foreign_key,) = table.c.tenant_id.foreign_keys
+            assert foreign_key.target_fullname == "tenants.id", table.name
