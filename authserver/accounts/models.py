@@ -69,10 +69,11 @@ class LoginSession(TenantOwned, Base):
     """A browser login at one tenant. The cookie holds a random token; we keep its digest."""
 
     __tablename__ = "login_sessions"
+    __table_args__ = (UniqueConstraint("tenant_id", "token_digest"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    token_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ from authserver.clients import service as clients
 from authserver.clients.models import APP
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
+from authserver.config import DEFAULTS
 from authserver.extensions import db
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
@@ -51,7 +51,7 @@ def demo(host: str, port: int, no_serve: bool) -> None:
         raise click.ClickException(
             "the demo uses known passwords: run it with AUTHSERVER_ENV=development"
         )
-    if "AUTHSERVER_PUBLIC_URL" not in os.environ:
+    if current_app.config["AUTHSERVER_PUBLIC_URL"] == DEFAULTS["AUTHSERVER_PUBLIC_URL"]:
         # Issuers and discovery must name the address this server is reachable at.
         current_app.config["AUTHSERVER_PUBLIC_URL"] = f"http://localhost:{port}"
     upgrade(directory=current_app.extensions["migrate"].directory)

@@ -33,6 +33,7 @@ class IssuedToken(TenantOwned, Base):
     __tablename__ = "issued_tokens"
     __table_args__ = (
         UniqueConstraint("tenant_id", "jti"),
+        UniqueConstraint("tenant_id", "token_digest"),
         Index("ix_issued_tokens_tenant_id_grant_id", "tenant_id", "grant_id"),
     )
 
@@ -41,7 +42,7 @@ class IssuedToken(TenantOwned, Base):
     kind: Mapped[str] = mapped_column(String(16))
     grant_id: Mapped[str] = mapped_column(String(64))
     # Refresh tokens are opaque: only their SHA-256 digest is kept, to look them up.
-    token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    token_digest: Mapped[str | None] = mapped_column(String(64))
     client_pk: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     client_id: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(

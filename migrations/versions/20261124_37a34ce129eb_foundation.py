@@ -128,7 +128,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_login_sessions_tenant_id_tenants'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_login_sessions_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_login_sessions')),
-    sa.UniqueConstraint('token_digest', name=op.f('uq_login_sessions_token_digest'))
+    sa.UniqueConstraint('tenant_id', 'token_digest', name=op.f('uq_login_sessions_tenant_id_token_digest'))
     )
     with op.batch_alter_table('login_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_login_sessions_tenant_id'), ['tenant_id'], unique=False)

@@ -41,7 +41,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_issued_tokens_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_issued_tokens')),
     sa.UniqueConstraint('tenant_id', 'jti', name=op.f('uq_issued_tokens_tenant_id_jti')),
-    sa.UniqueConstraint('token_digest', name=op.f('uq_issued_tokens_token_digest'))
+    sa.UniqueConstraint('tenant_id', 'token_digest', name=op.f('uq_issued_tokens_tenant_id_token_digest'))
     )
     with op.batch_alter_table('issued_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_issued_tokens_client_pk'), ['client_pk'], unique=False)
