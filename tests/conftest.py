@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.accounts",
     "tests.fixtures.clients",
     "tests.fixtures.live",
+    "tests.fixtures.tokens",
 ]

@@ -24,6 +24,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
+from authserver.tokens import revocation
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,149}")
 FHIR_USER = re.compile(
@@ -141,9 +142,10 @@ def set_password(tenant: Tenant, user: User, password: str) -> None:
 
 
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
-    """Enable or disable a user; disabling ends their login sessions at once."""
+    """Enable or disable a user; disabling ends their login sessions and tokens at once."""
     user.status = ACTIVE if active else DISABLED
     if not active:
+        revocation.revoke_for_user(tenant, user.id, actor=actor)
         sessions = LoginSession.for_tenant(tenant).where(
             LoginSession.user_id == user.id, LoginSession.ended_at.is_(None)
         )

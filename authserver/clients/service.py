@@ -6,6 +6,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select
+
 from authserver import security
 from authserver import validation
 from authserver.audit import service as audit
@@ -20,6 +23,14 @@ from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.tenancy.models import Tenant
+from authserver.tokens import revocation
+
+# Built once: client authentication runs it on every token and introspection request.
+_ACTIVE_CLIENT = select(Client).where(
+    Client.tenant_id == bindparam("tenant_id"),
+    Client.client_id == bindparam("client_id"),
+    Client.status == ACTIVE,
+)
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
@@ -112,8 +123,7 @@ def _resource_server_shape(
 
 def find_client(tenant: Tenant, client_id: str) -> Client | None:
     """The active client ``client_id`` of ``tenant``; another tenant's client is none."""
-    query = Client.for_tenant(tenant).where(Client.client_id == client_id, Client.status == ACTIVE)
-    return db.session.scalar(query)
+    return db.session.scalar(_ACTIVE_CLIENT, {"tenant_id": tenant.id, "client_id": client_id})
 
 
 def get_client(tenant: Tenant, client_id: str) -> Client:
@@ -129,9 +139,10 @@ def list_clients(tenant: Tenant) -> list[Client]:
 
 
 def delete(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Client:
-    """Mark the client deleted: it can no longer authenticate or be found by id."""
+    """Mark the client deleted and revoke its tokens: it can no longer authenticate or be found."""
     client = get_client(tenant, client_id)
     client.status = DELETED
+    revocation.revoke_for_client(tenant, client.id, actor=actor)
     db.session.flush()
     audit.record(tenant, AuditEvent.CLIENT_DELETED, actor=actor, subject=client_id)
     return client

@@ -25,6 +25,8 @@ class TenantAuthorizationServer(AuthorizationServer):
         super().__init__()
         self.capabilities: list[str] = []
         self.published_endpoints: dict[str, str] = {}
+        # Authlib's built-in client-auth methods; register_client_auth_method adds to them.
+        self.client_auth_methods: set[str] = {"none", "client_secret_basic", "client_secret_post"}
         if app is not None:
             self.init_app(app)
 
@@ -46,6 +48,10 @@ class TenantAuthorizationServer(AuthorizationServer):
         from authserver.oauth.tokens import save_token
 
         save_token(token, request)
+
+    def register_client_auth_method(self, method: str, func: object) -> None:
+        super().register_client_auth_method(method, func)
+        self.client_auth_methods.add(method)
 
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
@@ -95,10 +101,16 @@ def _s256_only(extension: object) -> object:
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
     from authserver.oauth import tokens
+    from authserver.oauth.endpoints import IntrospectionEndpoint
+    from authserver.oauth.endpoints import RevocationEndpoint
 
     server = TenantAuthorizationServer(app)
     server.register_token_generator("default", tokens.generate_token)
     server.publish("jwks_uri", "tenant.keys.jwks")
+    server.register_endpoint(IntrospectionEndpoint)
+    server.publish("introspection_endpoint", "tenant.oauth.introspect")
+    server.register_endpoint(RevocationEndpoint)
+    server.publish("revocation_endpoint", "tenant.oauth.revoke")
     # The token endpoint is published by the first grant that needs it, e.g.:
     #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
     app.extensions["authserver.authorization"] = server

@@ -1,4 +1,4 @@
-"""The token endpoint; the other OAuth endpoints (authorize, introspect, revoke) join it."""
+"""The token, introspection and revocation endpoints; authorize joins them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from flask import Response
 from flask import request
 
 from authserver.extensions import csrf
+from authserver.oauth.endpoints import IntrospectionEndpoint
+from authserver.oauth.endpoints import RevocationEndpoint
 from authserver.oauth.server import authorization_server
+from authserver.tenancy.resolution import serves_suspended
 
 bp = Blueprint("oauth", __name__)
 # OAuth endpoints authenticate clients, not browser sessions: CSRF tokens do not apply.
@@ -29,6 +32,26 @@ def token() -> Response:
         return Response(status=204, headers=CORS_HEADERS)
     response = authorization_server().create_token_response()
     # RFC 6749 §5.1 and SMART (Inferno checks both headers), on errors as on success.
+    response.headers.update(NO_STORE)
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
+@bp.post("/introspect")
+@serves_suspended  # a suspended tenant's tokens answer {"active": false}, not an error page
+def introspect() -> Response:
+    response = authorization_server().create_endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME)
+    # RFC 7662 §4 and SMART (INT-10): an introspection answer is never cached.
+    response.headers.update(NO_STORE)
+    return response
+
+
+@bp.route("/revoke", methods=["POST", "OPTIONS"])
+def revoke() -> Response:
+    # Browser apps revoke their own tokens on sign-out (RFC 7009 §2 allows CORS here).
+    if request.method == "OPTIONS":
+        return Response(status=204, headers=CORS_HEADERS)
+    response = authorization_server().create_endpoint_response(RevocationEndpoint.ENDPOINT_NAME)
     response.headers.update(NO_STORE)
     response.headers.update(CORS_HEADERS)
     return response

@@ -10,14 +10,11 @@ from datetime import UTC
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
-
 from authserver import security
 from authserver.accounts.models import User
 from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.keys import service as keys
-from authserver.models import utcnow
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
 from authserver.tokens.claims import AccessTokenSubject
@@ -25,6 +22,9 @@ from authserver.tokens.claims import access_token_claims
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
+from authserver.tokens.revocation import revoke_family  # noqa: F401 - re-exported
+from authserver.tokens.revocation import revoke_for_client  # noqa: F401 - re-exported
+from authserver.tokens.revocation import revoke_for_user  # noqa: F401 - re-exported
 
 REFRESH_TOKEN_PREFIX = "asrt"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
@@ -126,26 +126,3 @@ def find_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
 
 def find_by_jti(tenant: Tenant, jti: str) -> IssuedToken | None:
     return db.session.scalar(IssuedToken.for_tenant(tenant).where(IssuedToken.jti == jti))
-
-
-def revoke_family(tenant: Tenant, grant_id: str) -> int:
-    """Revoke every live token of one authorization; returns how many."""
-    return _revoke(tenant, IssuedToken.grant_id == grant_id)
-
-
-def revoke_for_user(tenant: Tenant, user_id: int) -> int:
-    return _revoke(tenant, IssuedToken.user_id == user_id)
-
-
-def revoke_for_client(tenant: Tenant, client_pk: int) -> int:
-    return _revoke(tenant, IssuedToken.client_pk == client_pk)
-
-
-def _revoke(tenant: Tenant, condition: Any) -> int:
-    statement = (
-        update(IssuedToken)
-        .where(IssuedToken.tenant_id == tenant.id, condition, IssuedToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    result = db.session.execute(statement, execution_options={"synchronize_session": False})
-    return result.rowcount

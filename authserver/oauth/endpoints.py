@@ -1,0 +1,106 @@
+"""Introspection (RFC 7662) and revocation (RFC 7009) on Authlib's endpoints.
+
+Both are configured with class constants and filled in through Authlib's storage hooks; what a
+token *is* lives in :mod:`authserver.tokens.introspection`, and revoking it in
+:mod:`authserver.tokens.revocation`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+
+from authserver.clients.models import RESOURCE_SERVER
+from authserver.clients.models import Client
+from authserver.extensions import db
+from authserver.tenancy.resolution import current_tenant
+from authserver.tokens import revocation
+from authserver.tokens.introspection import TokenState
+from authserver.tokens.introspection import find_token
+
+
+class _TenantTokenEndpoint:
+    """Client authentication with whichever of ``CLIENT_AUTH_METHODS`` the server has wired.
+
+    ``private_key_jwt`` is listed before it is registered, so it works as soon as it is.
+    """
+
+    CLIENT_AUTH_METHODS: list[str]
+    ENDPOINT_NAME: str
+    server: Any
+
+    def authenticate_endpoint_client(self, request: Any) -> Client:
+        wired = self.server.client_auth_methods
+        methods = [method for method in self.CLIENT_AUTH_METHODS if method in wired]
+        client = self.server.authenticate_client(request, methods, self.ENDPOINT_NAME)
+        self.check_caller(client)
+        request.client = client
+        return client
+
+    def check_caller(self, client: Client) -> None:
+        """Refuse an authenticated client that may not call this endpoint."""
+
+    def check_params(self, request: Any, client: Client) -> None:
+        # RFC 7009 §2.1 and RFC 7662 §2.1: an unknown token_type_hint is ignored (the token's
+        # shape decides where to look); only a missing token is an error.
+        if "token" not in request.form:
+            raise InvalidRequestError("The 'token' parameter is required.")
+
+
+class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
+    """RFC 7662 for the tenant's resource servers (the FHIR gateway), as §4 of our decisions says.
+
+    Any resource server of the tenant may introspect any token of the tenant; everything that is
+    not an active token of this tenant answers ``{"active": false}`` and nothing else.
+    """
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def check_caller(self, client: Client) -> None:
+        if client.kind != RESOURCE_SERVER:
+            # 401 like a bad credential: an app's credentials do not open introspection.
+            raise InvalidClientError(
+                status_code=401, description="Only a resource server may introspect tokens."
+            )
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenState | None:
+        state = find_token(current_tenant(), token_string)
+        return state if state is not None and state.is_active else None
+
+    def check_permission(self, token: TokenState, client: Client, request: Any) -> bool:
+        return True
+
+    def introspect_token(self, token: TokenState) -> dict[str, Any]:
+        return token.introspection()
+
+
+class RevocationEndpoint(_TenantTokenEndpoint, _RevocationEndpoint):
+    """RFC 7009 for apps, with their own authentication; public apps name their ``client_id``.
+
+    A client may revoke only its own tokens (Authlib answers ``invalid_grant`` otherwise); an
+    unknown, expired or foreign token answers ``200`` and changes nothing (§2.2).
+    """
+
+    CLIENT_AUTH_METHODS = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenState | None:
+        return find_token(current_tenant(), token_string)
+
+    def revoke_token(self, token: TokenState, request: Any) -> None:
+        revocation.revoke_token(
+            current_tenant(),
+            kind=token.kind,
+            jti=token.jti,
+            grant_id=token.grant_id,
+            actor=token.client_id,
+        )
+        db.session.commit()

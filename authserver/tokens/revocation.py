@@ -1,0 +1,71 @@
+"""Revoking issued tokens: one token, its family, everything of a user or of a client.
+
+Revocation is a row update (``revoked_at``) that introspection reads on every request, so it
+counts at once on every instance sharing the database. This module needs only the token table,
+so the account and client services can revoke without importing the token issuer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.tenancy.models import Tenant
+from authserver.tokens.models import REFRESH
+from authserver.tokens.models import IssuedToken
+
+
+def revoke_token(
+    tenant: Tenant, *, kind: str, jti: str, grant_id: str, actor: str | None = None
+) -> int:
+    """RFC 7009 §2.1: revoke one presented token; a refresh token takes its whole family.
+
+    An access token goes alone: the refresh token it came with stays usable.
+    """
+    if kind == REFRESH:
+        return revoke_family(tenant, grant_id, actor=actor)
+    count = _revoke(tenant, IssuedToken.jti == jti)
+    _audit(tenant, actor, jti, "token", count)
+    return count
+
+
+def revoke_family(tenant: Tenant, grant_id: str, *, actor: str | None = None) -> int:
+    """Revoke every live token of one authorization; returns how many."""
+    count = _revoke(tenant, IssuedToken.grant_id == grant_id)
+    _audit(tenant, actor, grant_id, "family", count)
+    return count
+
+
+def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
+    """Revoke every live token issued for the user; returns how many."""
+    count = _revoke(tenant, IssuedToken.user_id == user_id)
+    _audit(tenant, actor, str(user_id), "user", count)
+    return count
+
+
+def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
+    """Revoke every live token issued to the client (by primary key); returns how many."""
+    count = _revoke(tenant, IssuedToken.client_pk == client_pk)
+    _audit(tenant, actor, str(client_pk), "client", count)
+    return count
+
+
+def _audit(tenant: Tenant, actor: str | None, subject: str, scope: str, count: int) -> None:
+    audit.record(
+        tenant, AuditEvent.TOKEN_REVOKED, actor=actor, subject=subject, of=scope, count=count
+    )
+
+
+def _revoke(tenant: Tenant, condition: Any) -> int:
+    statement = (
+        update(IssuedToken)
+        .where(IssuedToken.tenant_id == tenant.id, condition, IssuedToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount

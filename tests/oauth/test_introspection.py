@@ -1,0 +1,432 @@
+"""Introspection (RFC 7662, SMART §2.5): what an active token answers, and every way to be inactive.
+
+Each inactive case runs at both tenants, so nothing depends on which tenant came first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import PublicFormat
+
+from authserver.accounts import service as accounts
+from authserver.clients import service as clients
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.tenancy import service as tenants
+from authserver.tokens import revocation
+from authserver.tokens import service as tokens
+from tests.fixtures.tokens import CONTEXT
+from tests.fixtures.tokens import SCOPE
+from tests.fixtures.tokens import basic
+
+
+@pytest.fixture(params=["clinic-a", "clinic-b"])
+def home(request, tenant, other_tenant):
+    """The tenant under test; the other one is ``away``."""
+    return tenant if request.param == "clinic-a" else other_tenant
+
+
+@pytest.fixture
+def away(home, tenant, other_tenant):
+    return other_tenant if home is tenant else tenant
+
+
+@pytest.fixture
+def gateway(home, make_gateway):
+    return make_gateway(home)
+
+
+def assert_inactive(response):
+    assert response.status_code == 200
+    assert response.json == {"active": False}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segments(token: str) -> tuple[dict, dict, str]:
+    header, payload, signature = token.split(".")
+    pad = lambda part: part + "=" * (-len(part) % 4)  # noqa: E731
+    return (
+        json.loads(base64.urlsafe_b64decode(pad(header))),
+        json.loads(base64.urlsafe_b64decode(pad(payload))),
+        signature,
+    )
+
+
+def compact(header: dict, payload: dict, signature: str) -> str:
+    return ".".join(
+        (b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()), signature)
+    )
+
+
+# -- active tokens ---------------------------------------------------------------------------
+
+
+def test_active_access_token_answers_every_member(client, home, gateway, issue):
+    issued = issue(home)
+
+    response = gateway.introspect(client, issued.access_token)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    body = response.json
+    issuer = f"https://auth.example.test/t/{home.slug}"
+    claims = jwt.decode(issued.access_token, options={"verify_signature": False})
+    assert body["active"] is True
+    assert body["scope"] == SCOPE
+    assert body["client_id"] == issued.client_id
+    assert body["sub"] == str(issued.user_id)
+    assert body["username"].startswith("user")
+    assert body["token_type"] == "Bearer"
+    assert body["iss"] == issuer
+    assert body["aud"] == f"{issuer}/fhir"
+    assert body["exp"] == claims["exp"] and isinstance(body["exp"], int)
+    assert body["iat"] == claims["iat"]
+    assert body["jti"] == claims["jti"]
+    assert body["tenant"] == home.slug
+    assert body["roles"] == ["nurse", "physician"]
+    assert body["patient"] == CONTEXT["patient"]
+    assert body["encounter"] == CONTEXT["encounter"]
+    assert body["fhirUser"] == CONTEXT["fhirUser"]
+    assert body["fhirContext"] == CONTEXT["fhirContext"]
+
+
+def test_backend_services_token_has_no_user_members(client, home, gateway, make_client):
+    backend = make_client(
+        home, auth_method="client_secret_basic", grant_types=["client_credentials"]
+    ).client
+    authorization = tokens.Authorization(tenant=home, client=backend, scope="system/*.rs")
+    token = tokens.issue_access_token(authorization)["access_token"]
+    db.session.commit()
+
+    body = gateway.introspect(client, token).json
+
+    assert body["active"] is True
+    assert body["sub"] == body["client_id"] == backend.client_id
+    assert body["scope"] == "system/*.rs"
+    for member in ("username", "roles", "patient", "fhirUser"):
+        assert member not in body
+
+
+@pytest.mark.parametrize("hint", [None, "refresh_token", "access_token"])
+def test_refresh_token_is_introspectable_whatever_the_hint(client, home, gateway, issue, hint):
+    issued = issue(home)
+    form = {"token_type_hint": hint} if hint else {}
+
+    body = gateway.introspect(client, issued.refresh_token, **form).json
+
+    assert body["active"] is True
+    assert body["token_type"] == "refresh_token"
+    assert body["client_id"] == issued.client_id
+    assert body["scope"] == SCOPE
+    assert body["sub"] == str(issued.user_id)
+    assert body["tenant"] == home.slug
+    assert body["roles"] == ["nurse", "physician"]
+    assert body["patient"] == CONTEXT["patient"]
+
+
+def test_access_token_with_refresh_hint_is_still_found(client, home, gateway, issue):
+    issued = issue(home)
+    body = gateway.introspect(client, issued.access_token, token_type_hint="refresh_token").json
+    assert body["active"] is True
+
+
+def test_resource_server_may_use_client_secret_post(client, home, make_gateway, issue):
+    gateway = make_gateway(home, auth_method="client_secret_post")
+    issued = issue(home)
+
+    response = client.post(
+        f"/t/{home.slug}/introspect",
+        data={
+            "token": issued.access_token,
+            "client_id": gateway.client_id,
+            "client_secret": gateway.secret,
+        },
+    )
+
+    assert response.json["active"] is True
+
+
+# -- every inactive case, each its own test --------------------------------------------------
+
+
+def test_expired_access_token_is_inactive(client, home, gateway, issue):
+    issued = issue(home, expires_in=-60)
+    assert_inactive(gateway.introspect(client, issued.access_token))
+
+
+def test_expired_refresh_token_is_inactive(client, home, gateway, issue):
+    issued = issue(home, refresh_expires_in=-60)
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_revoked_access_token_is_inactive(client, home, gateway, issue):
+    issued = issue(home)
+    assert gateway.introspect(client, issued.access_token).json["active"] is True
+    jti = jwt.decode(issued.access_token, options={"verify_signature": False})["jti"]
+    revocation.revoke_token(home, kind="access", jti=jti, grant_id="")
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+
+
+def test_revoked_refresh_token_is_inactive(client, home, gateway, issue):
+    issued = issue(home)
+    record = tokens.find_refresh_token(home, issued.refresh_token)
+    revocation.revoke_family(home, record.grant_id)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_used_refresh_token_is_inactive(client, home, gateway, issue):
+    issued = issue(home)
+    record = tokens.find_refresh_token(home, issued.refresh_token)
+    record.used_at = record.issued_at
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+@pytest.mark.parametrize("token", ["invalid_token_value", "asrt_" + "x" * 43])
+def test_unknown_token_is_inactive(client, home, gateway, token):
+    assert_inactive(gateway.introspect(client, token))
+
+
+def test_malformed_token_is_inactive(client, home, gateway):
+    assert_inactive(gateway.introspect(client, "abc.def.ghi"))
+
+
+def test_tampered_token_is_inactive(client, home, gateway, issue):
+    header, payload, signature = segments(issue(home).access_token)
+    payload["scope"] = "patient/*.cruds"
+
+    assert_inactive(gateway.introspect(client, compact(header, payload, signature)))
+
+
+def test_token_signed_with_another_tenants_key_is_inactive(client, home, away, gateway, issue):
+    _, payload, _ = segments(issue(home).access_token)
+    forged = keys.sign(away, payload, typ="at+jwt")
+
+    assert_inactive(gateway.introspect(client, forged))
+
+
+def test_another_tenants_token_is_inactive_here(client, home, away, gateway, issue):
+    issued = issue(away)
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_token_of_a_suspended_tenant_is_inactive(client, home, gateway, issue):
+    issued = issue(home)
+    tenants.suspend(home)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_token_of_a_disabled_user_is_inactive(client, home, gateway, issue, make_user):
+    user = make_user(home, "dr.gone")
+    issued = issue(home, user=user)
+    accounts.set_status(home, user, False)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_disabled_user_stays_inactive_without_a_revocation_row(
+    client, home, gateway, issue, make_user
+):
+    # The user's status is read with the token, so even an un-revoked token is refused.
+    user = make_user(home, "dr.paused")
+    issued = issue(home, user=user)
+    user.status = "disabled"
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+
+
+def test_token_of_a_deleted_client_is_inactive(client, home, gateway, issue, make_client):
+    app_client = make_client(home).client
+    issued = issue(home, client=app_client)
+    clients.delete(home, app_client.client_id)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+    assert_inactive(gateway.introspect(client, issued.refresh_token))
+
+
+def test_token_signed_by_a_retired_key_is_inactive(client, home, gateway, issue):
+    issued = issue(home)
+    old_kid = jwt.get_unverified_header(issued.access_token)["kid"]
+    keys.rotate(home)
+    db.session.commit()
+    # Published after rotation: still verifies (and is now cached by this instance).
+    assert gateway.introspect(client, issued.access_token).json["active"] is True
+    keys.retire(home, old_kid)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, issued.access_token))
+
+
+# -- caller authentication -------------------------------------------------------------------
+
+
+def test_introspection_without_credentials_is_401(client, home, issue):
+    response = client.post(f"/t/{home.slug}/introspect", data={"token": issue(home).access_token})
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_introspection_with_a_wrong_secret_is_401(client, home, gateway, issue):
+    response = client.post(
+        f"/t/{home.slug}/introspect",
+        data={"token": issue(home).access_token},
+        headers=basic(gateway.client_id, "ascs_wrong"),
+    )
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_an_app_that_is_not_a_resource_server_gets_401(client, home, issue, make_client):
+    app_registration = make_client(
+        home, auth_method="client_secret_basic", grant_types=["client_credentials"]
+    )
+    response = client.post(
+        f"/t/{home.slug}/introspect",
+        data={"token": issue(home).access_token},
+        headers=basic(app_registration.client.client_id, app_registration.client_secret),
+    )
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert "WWW-Authenticate" in response.headers
+
+
+def test_a_resource_server_of_another_tenant_gets_401(client, home, away, make_gateway, issue):
+    foreign_gateway = make_gateway(away)
+
+    response = foreign_gateway.introspect(client, issue(home).access_token, slug=home.slug)
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+
+
+def test_a_deleted_resource_server_gets_401(client, home, gateway, issue):
+    clients.delete(home, gateway.client_id)
+    db.session.commit()
+
+    response = gateway.introspect(client, issue(home).access_token)
+
+    assert response.status_code == 401
+
+
+# -- bad input: never a 500, never active ----------------------------------------------------
+
+
+def test_missing_token_is_invalid_request(client, home, gateway):
+    response = client.post(f"/t/{home.slug}/introspect", data={}, headers=gateway.headers)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_empty_token_is_inactive(client, home, gateway):
+    assert_inactive(gateway.introspect(client, ""))
+
+
+def test_a_100_kb_token_is_inactive(client, home, gateway, issue):
+    header, payload, signature = segments(issue(home).access_token)
+    payload["padding"] = "x" * 100_000
+
+    assert_inactive(gateway.introspect(client, compact(header, payload, signature)))
+    assert_inactive(gateway.introspect(client, "y" * 100_000))
+
+
+@pytest.mark.parametrize("token", ["tökén", "eyJ.Ünïcödé.☃", "asrt_☃", "\x00\x01"])
+def test_non_ascii_token_is_inactive(client, home, gateway, token):
+    assert_inactive(gateway.introspect(client, token))
+
+
+def test_non_ascii_credentials_are_401_not_500(client, home, issue):
+    credentials = base64.b64encode("rs_☃:sécret".encode()).decode()
+    response = client.post(
+        f"/t/{home.slug}/introspect",
+        data={"token": issue(home).access_token},
+        headers={"Authorization": f"Basic {credentials}"},
+    )
+
+    assert response.status_code == 401
+
+
+def test_alg_none_token_is_inactive(client, home, gateway, issue):
+    header, payload, _ = segments(issue(home).access_token)
+    header["alg"] = "none"
+
+    assert_inactive(gateway.introspect(client, compact(header, payload, "")))
+
+
+def test_hs256_signed_with_the_public_key_is_inactive(client, home, gateway, issue):
+    header, payload, _ = segments(issue(home).access_token)
+    public_jwk = next(k for k in keys.jwks(home)["keys"] if k["kid"] == header["kid"])
+    public_pem = jwt.PyJWK(public_jwk).key.public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    header["alg"] = "HS256"
+    unsigned = compact(header, payload, "").rstrip(".")
+    for secret in (public_pem, json.dumps(public_jwk).encode()):
+        mac = hmac.new(secret, unsigned.encode(), hashlib.sha256).digest()
+        assert_inactive(gateway.introspect(client, f"{unsigned}.{b64(mac)}"))
+
+
+def test_wrong_kid_is_inactive(client, home, gateway, issue):
+    header, payload, signature = segments(issue(home).access_token)
+    header["kid"] = "no-such-key"
+
+    assert_inactive(gateway.introspect(client, compact(header, payload, signature)))
+
+
+def test_an_unknown_token_type_hint_is_ignored(client, home, gateway, issue):
+    # RFC 7662 §2.1: the server searches all its token types whatever the hint.
+    response = gateway.introspect(client, issue(home).access_token, token_type_hint="id_token")
+
+    assert response.json["active"] is True
+
+
+def test_get_is_not_allowed(client, home, gateway):
+    response = client.get(f"/t/{home.slug}/introspect", headers=gateway.headers)
+
+    assert response.status_code == 405
+
+
+# -- discovery -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/smart-configuration", "/.well-known/openid-configuration"]
+)
+def test_discovery_publishes_introspection_and_revocation(client, home, path):
+    document = client.get(f"/t/{home.slug}{path}").json
+    base = f"https://auth.example.test/t/{home.slug}"
+
+    assert document["introspection_endpoint"] == f"{base}/introspect"
+    assert document["revocation_endpoint"] == f"{base}/revoke"

@@ -1,0 +1,292 @@
+"""Revocation (RFC 7009) by the client itself, by the services and by the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import jwt
+import pytest
+
+from authserver import create_app
+from authserver.accounts import service as accounts
+from authserver.audit.models import AuditRecord
+from authserver.clients import service as clients
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.tenancy import service as tenants
+from tests.fixtures.database import app_config
+from tests.fixtures.tokens import basic
+
+
+@pytest.fixture
+def gateway(tenant, make_gateway):
+    return make_gateway(tenant)
+
+
+@pytest.fixture
+def public_app(tenant, make_client):
+    return make_client(tenant).client
+
+
+def revoke(client, token, client_id, slug="clinic-a", **form):
+    return client.post(f"/t/{slug}/revoke", data={"token": token, "client_id": client_id, **form})
+
+
+def active(client, gateway, token) -> bool:
+    return gateway.introspect(client, token).json["active"]
+
+
+def test_revoking_an_access_token_makes_it_inactive_at_once(
+    client, tenant, gateway, public_app, issue
+):
+    issued = issue(tenant, client=public_app)
+
+    response = revoke(client, issued.access_token, public_app.client_id)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert not active(client, gateway, issued.access_token)
+    # RFC 7009 §2.1: an access token goes alone; its refresh token stays usable.
+    assert active(client, gateway, issued.refresh_token)
+
+
+def test_revoking_a_refresh_token_revokes_its_family(client, tenant, gateway, public_app, issue):
+    issued = issue(tenant, client=public_app)
+    other = issue(tenant, client=public_app)
+
+    response = revoke(
+        client, issued.refresh_token, public_app.client_id, token_type_hint="refresh_token"
+    )
+
+    assert response.status_code == 200
+    assert not active(client, gateway, issued.refresh_token)
+    assert not active(client, gateway, issued.access_token)
+    assert active(client, gateway, other.access_token)
+
+
+def test_a_confidential_app_revokes_with_its_secret(client, tenant, gateway, make_client, issue):
+    registration = make_client(
+        tenant,
+        auth_method="client_secret_basic",
+        redirect_uris=["https://app.example.test/cb"],
+    )
+    issued = issue(tenant, client=registration.client)
+
+    response = client.post(
+        "/t/clinic-a/revoke",
+        data={"token": issued.access_token},
+        headers=basic(registration.client.client_id, registration.client_secret),
+    )
+
+    assert response.status_code == 200
+    assert not active(client, gateway, issued.access_token)
+
+
+def test_a_confidential_app_with_a_wrong_secret_is_401(client, tenant, gateway, make_client, issue):
+    registration = make_client(
+        tenant,
+        auth_method="client_secret_basic",
+        redirect_uris=["https://app.example.test/cb"],
+    )
+    issued = issue(tenant, client=registration.client)
+
+    response = client.post(
+        "/t/clinic-a/revoke",
+        data={"token": issued.access_token},
+        headers=basic(registration.client.client_id, "ascs_wrong"),
+    )
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert active(client, gateway, issued.access_token)
+
+
+@pytest.mark.parametrize("token", ["invalid_token_value", "asrt_unknown", "", "ä" * 10])
+def test_an_unknown_token_answers_200(client, tenant, public_app, token):
+    response = revoke(client, token, public_app.client_id)
+
+    assert response.status_code == 200
+
+
+def test_a_missing_token_is_invalid_request(client, tenant, public_app):
+    response = client.post("/t/clinic-a/revoke", data={"client_id": public_app.client_id})
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
+def test_a_client_cannot_revoke_another_clients_token(
+    client, tenant, gateway, public_app, make_client, issue
+):
+    issued = issue(tenant, client=public_app)
+    intruder = make_client(tenant).client
+
+    response = revoke(client, issued.access_token, intruder.client_id)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_grant"
+    assert active(client, gateway, issued.access_token)
+
+
+def test_revoking_at_another_tenant_changes_nothing(
+    client, tenant, other_tenant, gateway, public_app, make_client, issue
+):
+    issued = issue(tenant, client=public_app)
+    foreign_app = make_client(other_tenant).client
+
+    response = revoke(client, issued.access_token, foreign_app.client_id, slug="clinic-b")
+
+    assert response.status_code == 200
+    assert active(client, gateway, issued.access_token)
+
+
+def test_revocation_is_audited_without_the_token(client, tenant, public_app, issue):
+    issued = issue(tenant, client=public_app)
+    revoke(client, issued.access_token, public_app.client_id)
+
+    record = db.session.scalar(
+        AuditRecord.for_tenant(tenant).where(AuditRecord.event == "token:revoked")
+    )
+    assert record is not None and record.actor == public_app.client_id
+    assert issued.access_token not in json.dumps(record.details) + (record.subject or "")
+
+
+def test_revoke_preflight_allows_browser_apps(client, tenant):
+    response = client.options("/t/clinic-a/revoke", headers={"Origin": "https://app.example"})
+
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# -- the services revoke what they end -------------------------------------------------------
+
+
+def test_disabling_a_user_revokes_their_tokens(client, tenant, gateway, issue, make_user):
+    user = make_user(tenant, "dr.leaving")
+    issued = issue(tenant, user=user)
+    kept = issue(tenant)
+
+    accounts.set_status(tenant, user, False)
+    db.session.commit()
+    accounts.set_status(tenant, user, True)
+    db.session.commit()
+
+    # Enabling the user again does not bring the revoked tokens back.
+    assert not active(client, gateway, issued.access_token)
+    assert not active(client, gateway, issued.refresh_token)
+    assert active(client, gateway, kept.access_token)
+
+
+def test_deleting_a_client_revokes_its_tokens(client, tenant, gateway, public_app, issue):
+    issued = issue(tenant, client=public_app)
+    kept = issue(tenant)
+
+    clients.delete(tenant, public_app.client_id)
+    db.session.commit()
+
+    assert not active(client, gateway, issued.access_token)
+    assert active(client, gateway, kept.access_token)
+
+
+# -- authserver token revoke -----------------------------------------------------------------
+
+
+def test_cli_revokes_every_token_of_a_user(cli, client, tenant, gateway, issue, make_user):
+    user = make_user(tenant, "dr.cli")
+    issued = issue(tenant, user=user)
+    kept = issue(tenant)
+
+    result = cli.invoke(args=["token", "revoke", "--tenant", "clinic-a", "--user", "dr.cli"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"tenant": "clinic-a", "user": "dr.cli", "revoked": 2}
+    assert not active(client, gateway, issued.access_token)
+    assert active(client, gateway, kept.access_token)
+
+
+def test_cli_revokes_every_token_of_a_client(cli, client, tenant, gateway, public_app, issue):
+    issued = issue(tenant, client=public_app)
+    kept = issue(tenant)
+
+    result = cli.invoke(
+        args=["token", "revoke", "--tenant", "clinic-a", "--client", public_app.client_id]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["revoked"] == 2
+    assert not active(client, gateway, issued.refresh_token)
+    assert active(client, gateway, kept.access_token)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--user", "a", "--client", "b"]],
+    ids=["neither", "both"],
+)
+def test_cli_needs_exactly_one_of_user_or_client(cli, tenant, args):
+    result = cli.invoke(args=["token", "revoke", "--tenant", "clinic-a", *args])
+
+    assert result.exit_code == 1
+    assert "exactly one of --user or --client" in result.output
+
+
+def test_cli_refuses_a_user_of_another_tenant(cli, tenant, other_tenant, make_user):
+    make_user(other_tenant, "dr.elsewhere")
+
+    result = cli.invoke(args=["token", "revoke", "--tenant", "clinic-a", "--user", "dr.elsewhere"])
+
+    assert result.exit_code == 1
+    assert "no user 'dr.elsewhere' at tenant 'clinic-a'" in result.output
+
+
+# -- two instances on one database -----------------------------------------------------------
+
+
+@pytest.fixture
+def second_instance(database_url, tmp_path):
+    """Another app made by create_app on the same database: another server process's view."""
+    other = create_app(app_config(database_url, tmp_path / "second"))
+    yield other
+    with other.app_context():
+        db.engine.dispose()
+
+
+def test_a_token_revoked_on_one_instance_is_inactive_on_the_other(
+    client, tenant, gateway, public_app, issue, second_instance
+):
+    issued = issue(tenant, client=public_app)
+    other = second_instance.test_client()
+    assert active(other, gateway, issued.access_token)  # the other instance has it cached
+
+    assert revoke(client, issued.access_token, public_app.client_id).status_code == 200
+
+    assert not active(other, gateway, issued.access_token)
+
+
+def test_a_key_retired_on_one_instance_stops_verifying_on_the_other(
+    client, tenant, gateway, issue, second_instance
+):
+    issued = issue(tenant)
+    old_kid = jwt.get_unverified_header(issued.access_token)["kid"]
+    keys.rotate(tenant)
+    db.session.commit()
+    other = second_instance.test_client()
+    assert active(other, gateway, issued.access_token)  # key and token cached over there
+
+    keys.retire(tenant, old_kid)
+    db.session.commit()
+
+    assert not active(other, gateway, issued.access_token)
+
+
+def test_a_tenant_suspended_on_one_instance_is_inactive_on_the_other(
+    client, tenant, gateway, issue, second_instance
+):
+    issued = issue(tenant)
+    other = second_instance.test_client()
+    assert active(other, gateway, issued.access_token)
+
+    tenants.suspend(tenant)
+    db.session.commit()
+
+    assert not active(other, gateway, issued.access_token)
