@@ -13,6 +13,7 @@ from jinja2 import ChoiceLoader
 from jinja2 import FileSystemLoader
 
 from authserver import config
+from authserver.sessions import LeanSessionInterface
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -44,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.session_interface = LeanSessionInterface()
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(settings["AUTHSERVER_TEMPLATE_DIR"]), app.jinja_loader]  # type: ignore[list-item]
     )
@@ -61,9 +63,12 @@ def _init_extensions(app: Flask) -> None:
     from authserver.extensions import db
     from authserver.extensions import migrate
     from authserver.oauth import server
+    from authserver.tokens import fastpath
 
     db.init_app(app)
     db_events.init_app(app)
+    with app.app_context():
+        fastpath.init_app(app, db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     app.extensions["authserver.passwords"] = Passwords.from_config(app.config)

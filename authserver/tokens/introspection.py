@@ -34,6 +34,7 @@ from authserver.keys.models import SigningKey
 from authserver.keys.verification import verifying_key
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import CONTEXT_CLAIMS
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
@@ -162,30 +163,37 @@ def _access_token(tenant: Tenant, token: str) -> TokenState | None:
     if row is None or row.client_id != claims["client_id"]:
         return None
     revoked = _ended(tenant, row) or row.key_status not in IN_JWKS
-    answer = {name: claims[name] for name in ANSWERED_CLAIMS if name in claims}
-    answer["token_type"] = ACCESS_TOKEN_TYPE_NAME
-    _add_identity(answer, row.username, claims.get("roles"), claims)
-    return _state(row, claims["exp"], revoked, answer)
+    return _state(row, claims["exp"], revoked, access_answer(claims, row.username))
 
 
 def _verified_claims(tenant: Tenant, token: str) -> tuple[dict[str, Any], str] | None:
     """RFC 9068 §4: a signature by a key this tenant publishes, then iss, aud and exp now."""
-    signed = _signed_claims(tenant.id, token)
+    signed = signed_claims(tenant.id, token)
     if signed is None:
         return None
     claims, kid = signed
-    urls = tenants.urls(tenant)
-    if (
-        claims["iss"] != urls.issuer
-        or claims["aud"] != urls.fhir_base_url
-        or claims.get("tenant") != tenant.slug
-        or claims["exp"] <= time.time()
-    ):
-        return None
-    return claims, kid
+    return (claims, kid) if claims_fit(claims, tenants.urls(tenant)) else None
 
 
-def _signed_claims(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | None:
+def claims_fit(claims: dict[str, Any], urls: TenantURLs) -> bool:
+    """Issued by this tenant, for its FHIR base, and not yet expired."""
+    return (
+        claims["iss"] == urls.issuer
+        and claims["aud"] == urls.fhir_base_url
+        and claims.get("tenant") == urls.slug
+        and claims["exp"] > time.time()
+    )
+
+
+def access_answer(claims: dict[str, Any], username: str | None) -> dict[str, Any]:
+    """The RFC 7662 / SMART members of an active access token, from its verified claims."""
+    answer = {name: claims[name] for name in ANSWERED_CLAIMS if name in claims}
+    answer["token_type"] = ACCESS_TOKEN_TYPE_NAME
+    _add_identity(answer, username, claims.get("roles"), claims)
+    return answer
+
+
+def signed_claims(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | None:
     """The claims of a token signed by the tenant's key ``kid``; verified once per app.
 
     A signature never changes its verdict, so a verified token is remembered by its digest: the

@@ -1,0 +1,171 @@
+"""Introspection's fast path: the FHIR gateway's everyday request in one query, without the ORM.
+
+The gateway introspects on every FHIR call, with its ``client_secret_basic`` credential and an
+access token it has usually shown before. For exactly that request this module reads the tenant,
+the caller's credential and the token's state (its revocation, client, user and signing key) in
+one prepared query on a raw connection kept per worker thread, with the signature verified once
+per app (:func:`authserver.tokens.introspection.signed_claims`). Nothing is cached that a write
+on another instance could make stale: every state that can end a token is read on each request.
+
+Anything else returns ``None`` and the view answers through the Authlib endpoint, which handles
+every case and renders every error: a first request for a tenant, another caller
+authentication, a caller that does not check out (its 401 comes from there), a refresh token,
+or a database error.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from flask import Flask
+from flask import Request
+from flask import current_app
+from sqlalchemy.engine import Engine
+
+from authserver import security
+from authserver.accounts.models import ACTIVE as USER_ACTIVE
+from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
+from authserver.clients.models import RESOURCE_SERVER
+from authserver.keys.models import IN_JWKS
+from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
+from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import TenantURLs
+from authserver.tokens.introspection import MAX_TOKEN_LENGTH
+from authserver.tokens.introspection import access_answer
+from authserver.tokens.introspection import claims_fit
+from authserver.tokens.introspection import signed_claims
+from authserver.tokens.service import REFRESH_TOKEN_PREFIX
+
+INACTIVE: dict[str, Any] = {"active": False}
+# LEFT JOINs: the row exists whenever the tenant does, whatever else is missing.
+STATE_QUERY = """
+SELECT tn.id, tn.status, tn.fhir_base_url_override,
+       rs.client_secret_digest, rs.kind, rs.status, rs.token_endpoint_auth_method,
+       t.client_id, t.revoked_at, c.status, u.status, u.username, k.status
+FROM tenants tn
+LEFT JOIN clients rs ON rs.tenant_id = tn.id AND rs.client_id = :caller
+LEFT JOIN issued_tokens t ON t.tenant_id = tn.id AND t.jti = :jti AND t.kind = 'access'
+LEFT JOIN clients c ON c.id = t.client_pk
+LEFT JOIN users u ON u.id = t.user_id
+LEFT JOIN signing_keys k ON k.tenant_id = tn.id AND k.kid = :kid
+WHERE tn.slug = :slug
+"""
+
+
+class StateReader:
+    """Runs :data:`STATE_QUERY` on a connection of its own per thread, in autocommit mode.
+
+    Autocommit matters: each read sees what any instance committed before it, and no idle
+    transaction is left open on the database between requests.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+        # sqlite3 takes :name parameters; psycopg takes %(name)s.
+        sqlite = engine.dialect.name == "sqlite"
+        self.sql = STATE_QUERY if sqlite else re.sub(r":(\w+)", r"%(\1)s", STATE_QUERY)
+
+    def read(self, params: dict[str, str]) -> tuple[Any, ...] | None:
+        connection = getattr(self.local, "connection", None) or self._connect()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
+            cursor.close()
+        except Exception:
+            # A dropped connection: forget it; the Authlib path answers this request.
+            self.local.connection = None
+            connection.close()
+            raise
+        return row
+
+    def _connect(self) -> Any:
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()  # ours for the thread's life, outside the pool
+        if self.engine.dialect.name == "sqlite":
+            connection.isolation_level = None
+        else:
+            connection.autocommit = True
+        self.local.connection = connection
+        return connection
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    app.extensions["authserver.fastpath"] = {"reader": StateReader(engine), "tenant_ids": {}}
+
+
+def remember_tenant(tenant: Tenant) -> None:
+    """Note ``tenant``'s id once a full request has resolved it; slugs never change hands."""
+    current_app.extensions["authserver.fastpath"]["tenant_ids"][tenant.slug] = tenant.id
+
+
+def form_token(request: Request) -> str | None:
+    """The ``token`` of a urlencoded body, parsed without werkzeug's general form machinery.
+
+    The body stays cached, so the full path can still read ``request.form``.
+    """
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    body = request.get_data(cache=True, as_text=True)
+    values = [value for name, value in parse_qsl(body) if name == "token"]
+    return values[0] if len(values) == 1 else None
+
+
+def introspect(slug: str, authorization: str | None, token: str | None) -> dict[str, Any] | None:
+    """The answer for the gateway's everyday request, or ``None`` to take the full path."""
+    state = current_app.extensions["authserver.fastpath"]
+    tenant_id = state["tenant_ids"].get(slug)
+    credential = extract_basic_authorization({"Authorization": authorization or ""})
+    if tenant_id is None or not all(credential) or not token:
+        return None
+    if len(token) > MAX_TOKEN_LENGTH or token.startswith(REFRESH_TOKEN_PREFIX + "_"):
+        return None
+    caller_id, secret = credential
+    signed = signed_claims(tenant_id, token)
+    jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
+    try:
+        row = state["reader"].read({"slug": slug, "caller": caller_id, "jti": jti, "kid": kid})
+    except Exception:  # noqa: BLE001 - the full path reports database trouble properly
+        return None
+    if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
+        return None
+    if signed is None or not _live(row, signed[0]):
+        return INACTIVE
+    urls = TenantURLs(current_app.config["AUTHSERVER_PUBLIC_URL"], slug, row[2])
+    if not claims_fit(signed[0], urls):
+        return INACTIVE
+    return {"active": True, **access_answer(signed[0], row[11])}
+
+
+def _caller_checks_out(row: tuple[Any, ...], secret: str) -> bool:
+    digest, kind, status, method = row[3:7]
+    return (
+        kind == RESOURCE_SERVER
+        and status == CLIENT_ACTIVE
+        and method == "client_secret_basic"
+        and security.matches(secret, digest)
+    )
+
+
+def _live(row: tuple[Any, ...], claims: dict[str, Any]) -> bool:
+    tenant_status, token_client, revoked_at, client_status, user_status = (
+        row[1],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+    )
+    return (
+        tenant_status == TENANT_ACTIVE
+        and token_client == claims["client_id"]
+        and revoked_at is None
+        and client_status == CLIENT_ACTIVE
+        and user_status in (None, USER_ACTIVE)
+        and row[12] in IN_JWKS
+    )
