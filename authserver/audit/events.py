@@ -23,3 +23,4 @@ class AuditEvent(StrEnum):
     CLIENT_CREATED = "client:created"
     CLIENT_DELETED = "client:deleted"
     CLIENT_SECRET_RESET = "client:secret-reset"
+    ROLE_CEILING_CHANGED = "role:ceiling-changed"

@@ -16,10 +16,11 @@ def register_commands(app: Flask) -> None:
     from authserver.cli import clients
     from authserver.cli import demo
     from authserver.cli import keys
+    from authserver.cli import roles
     from authserver.cli import tenants
     from authserver.cli import users
 
-    for command in (tenants.tenant, users.user, clients.client, keys.keys, demo.demo):
+    for command in (tenants.tenant, users.user, clients.client, keys.keys, demo.demo, roles.role):
         app.cli.add_command(command)
 
 
