@@ -24,3 +24,7 @@ class AuditEvent(StrEnum):
     CLIENT_DELETED = "client:deleted"
     CLIENT_SECRET_RESET = "client:secret-reset"
     ROLE_CEILING_CHANGED = "role:ceiling-changed"
+    CLIENT_POLICY_CHANGED = "client:policy-changed"
+    CODE_ISSUED = "code:issued"
+    CODE_REPLAYED = "code:replayed"
+    AUTHORIZATION_DENIED = "authorization:denied"

@@ -6,7 +6,11 @@ discovery documents read them back, so they can only list what is wired.
 
 from __future__ import annotations
 
+from typing import Any
+
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
 from flask import current_app
@@ -33,6 +37,18 @@ class TenantAuthorizationServer(AuthorizationServer):
         from authserver.oauth.tokens import save_token
 
         save_token(token, request)
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        """Authlib's lookup; a missing ``response_type`` is ``invalid_request`` (RFC 6749
+        §4.1.2.1), not an unsupported one."""
+        try:
+            return super().get_authorization_grant(request)
+        except UnsupportedResponseTypeError as error:
+            if request.payload.response_type:
+                raise
+            raise InvalidRequestError(
+                "Missing 'response_type'.", redirect_uri=error.redirect_uri
+            ) from None
 
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
@@ -72,17 +88,37 @@ class TenantAuthorizationServer(AuthorizationServer):
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
     from authserver.oauth import tokens
+    from authserver.oauth.grants.authorization_code import AuthorizationCodeGrant
+    from authserver.oauth.grants.openid import SmartOpenIDCode
+    from authserver.oauth.grants.pkce import RequiredS256
+    from authserver.oauth.grants.smart import SmartAuthorizationRequest
 
     server = TenantAuthorizationServer(app)
     server.register_token_generator("default", tokens.generate_token)
     server.publish("jwks_uri", "tenant.keys.jwks")
-    # The token endpoint is published by the first grant that needs it, e.g.:
-    #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
+    # SMART App Launch: the code grant with PKCE (S256 only), OpenID Connect and SMART's checks.
+    server.register_grant(
+        AuthorizationCodeGrant, [RequiredS256(), SmartAuthorizationRequest(), SmartOpenIDCode()]
+    )
+    server.publish("authorization_endpoint", AUTHORIZATION_ENDPOINT)
+    server.publish("token_endpoint", TOKEN_ENDPOINT)
+    server.add_capabilities(
+        "launch-standalone",
+        "authorize-post",
+        "client-public",
+        "client-confidential-symmetric",
+        "sso-openid-connect",
+        "permission-v1",
+        "permission-v2",
+        "permission-patient",
+        "permission-user",
+    )
     app.extensions["authserver.authorization"] = server
     return server
 
 
 TOKEN_ENDPOINT = "tenant.oauth.token"
+AUTHORIZATION_ENDPOINT = "tenant.authorize.authorize"
 
 
 def authorization_server() -> TenantAuthorizationServer:
