@@ -28,3 +28,4 @@ class AuditEvent(StrEnum):
     CODE_ISSUED = "code:issued"
     CODE_REPLAYED = "code:replayed"
     AUTHORIZATION_DENIED = "authorization:denied"
+    REFRESH_TOKEN_REUSED = "refresh-token:reused"

@@ -91,6 +91,7 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
     from authserver.oauth.grants.authorization_code import AuthorizationCodeGrant
     from authserver.oauth.grants.openid import SmartOpenIDCode
     from authserver.oauth.grants.pkce import RequiredS256
+    from authserver.oauth.grants.refresh_token import RefreshTokenGrant
     from authserver.oauth.grants.smart import SmartAuthorizationRequest
 
     server = TenantAuthorizationServer(app)
@@ -100,6 +101,7 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
     server.register_grant(
         AuthorizationCodeGrant, [RequiredS256(), SmartAuthorizationRequest(), SmartOpenIDCode()]
     )
+    server.register_grant(RefreshTokenGrant)
     server.publish("authorization_endpoint", AUTHORIZATION_ENDPOINT)
     server.publish("token_endpoint", TOKEN_ENDPOINT)
     server.add_capabilities(
@@ -112,6 +114,8 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
         "permission-v2",
         "permission-patient",
         "permission-user",
+        "permission-offline",
+        "permission-online",
     )
     app.extensions["authserver.authorization"] = server
     return server

@@ -24,6 +24,7 @@ from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
 from authserver.tenancy.models import Tenant
 from authserver.tokens import service as tokens
+from authserver.tokens.models import IssuedToken
 
 CODE_PREFIX = "asac"
 
@@ -116,3 +117,31 @@ def nonce_seen(tenant: Tenant, client: Client, nonce: str) -> bool:
         AuthorizationCode.client_pk == client.id, AuthorizationCode.nonce == nonce
     )
     return db.session.scalar(query.limit(1)) is not None
+
+
+def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
+    """Claim a live refresh token of ``tenant`` for one rotation, or None.
+
+    A rotated token presented again means it leaked or was stolen: every token of its family is
+    revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands.
+    """
+    row = tokens.find_refresh_token(tenant, token)
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+        return None
+    if not _claim_refresh(row):
+        revoked = tokens.revoke_family(tenant, row.grant_id)
+        audit.record(
+            tenant, AuditEvent.REFRESH_TOKEN_REUSED, subject=row.client_id, revoked=revoked
+        )
+        return None
+    return row
+
+
+def _claim_refresh(row: IssuedToken) -> bool:
+    statement = (
+        update(IssuedToken)
+        .where(IssuedToken.id == row.id, IssuedToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount == 1

@@ -7,7 +7,7 @@ def test_smart_configuration_advertises_the_launch_endpoints(client, tenant):
     assert document["issuer"] == issuer
     assert document["authorization_endpoint"] == issuer + "/authorize"
     assert document["token_endpoint"] == issuer + "/token"
-    assert "authorization_code" in document["grant_types_supported"]
+    assert document["grant_types_supported"][:2] == ["authorization_code", "refresh_token"]
     assert document["response_types_supported"] == ["code"]
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert set(document["token_endpoint_auth_methods_supported"]) >= {
@@ -24,6 +24,8 @@ def test_smart_configuration_advertises_the_launch_endpoints(client, tenant):
         "permission-v2",
         "permission-patient",
         "permission-user",
+        "permission-offline",
+        "permission-online",
     }
     assert all(isinstance(capability, str) for capability in document["capabilities"])
 
