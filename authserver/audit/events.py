@@ -29,3 +29,4 @@ class AuditEvent(StrEnum):
     CODE_REPLAYED = "code:replayed"
     AUTHORIZATION_DENIED = "authorization:denied"
     REFRESH_TOKEN_REUSED = "refresh-token:reused"
+    LAUNCH_CREATED = "launch:created"

@@ -116,6 +116,11 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
         "permission-user",
         "permission-offline",
         "permission-online",
+        "launch-ehr",
+        "context-ehr-patient",
+        "context-ehr-encounter",
+        "context-banner",
+        "context-style",
     )
     app.extensions["authserver.authorization"] = server
     return server

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidScopeError
+from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 
 from authserver.accounts.models import User
@@ -54,6 +55,11 @@ class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
         return service.new_code()
 
     def save_authorization_code(self, code: str, request: Any) -> None:
+        try:
+            self.decision.on_code_issued()  # spends the EHR launch before the code exists
+        except OAuth2Error as error:
+            error.redirect_uri = self.redirect_uri
+            raise
         data = request.payload.data
         decided = service.CodeRequest(
             client=request.client,
@@ -67,7 +73,6 @@ class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
             code_challenge_method=data.get("code_challenge_method") or None,
         )
         service.save_code(current_tenant(), code, decided)
-        self.decision.on_code_issued()
 
     # -- Token endpoint ----------------------------------------------------------------------
 

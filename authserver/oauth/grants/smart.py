@@ -11,6 +11,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 
+from authserver.launch import service as launches
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 
@@ -32,8 +33,13 @@ class SmartAuthorizationRequest:
         validate_audience(payload.data.get("aud"))
         if len(payload.data.get("nonce") or "") > MAX_NONCE_LENGTH:
             raise InvalidRequestError(f"'nonce' is longer than {MAX_NONCE_LENGTH} characters.")
-        if grant.request.requested_scope.has("launch") and not payload.data.get("launch"):
+        launch_id = payload.data.get("launch")
+        if grant.request.requested_scope.has("launch") and not launch_id:
             raise InvalidRequestError("The 'launch' scope needs the 'launch' parameter.")
+        if launch_id:
+            grant.request.launch = launches.resolve(current_tenant(), launch_id, grant.client)
+            if grant.request.launch is None:
+                raise InvalidRequestError("Unknown, expired or used 'launch'.")
 
 
 def validate_audience(aud: str | None) -> None:
