@@ -18,6 +18,7 @@ from flask import url_for
 
 from authserver.accounts import sessions
 from authserver.extensions import csrf
+from authserver.launch import patients as patient_search
 from authserver.oauth import consent
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
@@ -71,8 +72,6 @@ def _consent_page(offer: consent.Offer, error: str | None = None) -> str:
     patients, search_error = [], None
     search = (request.args.get("patient_search") or "").strip()
     if offer.pick_patient and search:
-        from authserver.launch import patients as patient_search
-
         try:
             patients = patient_search.search(current_tenant(), search)
         except patient_search.PatientSearchFailed as failure:

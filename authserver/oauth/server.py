@@ -116,6 +116,7 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
         "permission-user",
         "permission-offline",
         "permission-online",
+        "context-standalone-patient",
         "launch-ehr",
         "context-ehr-patient",
         "context-ehr-encounter",

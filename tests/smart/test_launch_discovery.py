@@ -16,6 +16,7 @@ def test_smart_configuration_advertises_the_launch_endpoints(client, tenant):
     }
     assert set(document["capabilities"]) >= {
         "launch-standalone",
+        "context-standalone-patient",
         "authorize-post",
         "client-public",
         "client-confidential-symmetric",
