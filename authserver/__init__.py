@@ -81,10 +81,14 @@ def _register_blueprints(app: Flask) -> None:
     from authserver.accounts import views as accounts
     from authserver.cli import register_commands
     from authserver.keys import views as keys
+    from authserver.launch import views as launch
+    from authserver.oauth import authorize
     from authserver.oauth import views as oauth
     from authserver.smart import views as smart
     from authserver.tenancy.resolution import tenant_blueprint
 
-    app.register_blueprint(tenant_blueprint(accounts.bp, keys.bp, smart.bp, oauth.bp))
+    app.register_blueprint(
+        tenant_blueprint(accounts.bp, keys.bp, smart.bp, oauth.bp, authorize.bp, launch.bp)
+    )
     app.register_blueprint(health.bp)
     register_commands(app)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from authlib.oauth2 import OAuth2Error
 from flask import Flask
 from flask import Response
 from flask import g
@@ -44,7 +45,9 @@ def render_tenant_page(name: str, **context: Any) -> str:
 def error_response(status: int, code: str, description: str) -> tuple[Any, int]:
     """The error as the page or API the request was for expects it."""
     if current_view_has("is_page"):
-        page = render_tenant_page("errors/error.html", status=status, message=description)
+        page = render_tenant_page(
+            "errors/error.html", status=status, message=description, code=code
+        )
         return page, status
     return jsonify(error=code, error_description=description), status
 
@@ -53,6 +56,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> tuple[Any, int]:
         return error_response(error.status, error.code, str(error))
+
+    @app.errorhandler(OAuth2Error)
+    def oauth_error(error: OAuth2Error) -> Response | tuple[Any, int]:
+        # Authlib sets redirect_uri only once the client and its exact redirect URI checked out
+        # (RFC 6749 §4.1.2.1); before that the error is shown here and never redirected.
+        if error.redirect_uri:
+            status, _, headers = error()
+            return Response(status=status, headers=headers)
+        return error_response(error.status_code, error.error, error.description or error.error)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[Any, int]:

@@ -33,6 +33,10 @@ from tests.fixtures.commands import run
 
 # Every table with a tenant_id, and the tests that prove it stays in its tenant.
 ISOLATION_TESTS = {
+    "authorization_codes": [
+        "tests.oauth.test_code_exchange:test_code_of_another_tenant_is_worthless"
+    ],
+    "launches": ["tests.launch.test_ehr_launch:test_launch_of_another_tenant_is_refused"],
     "users": ["tests.test_isolation:test_users_stay_in_their_tenant"],
     "roles": ["tests.test_isolation:test_roles_stay_in_their_tenant"],
     "clients": [

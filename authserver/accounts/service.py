@@ -15,6 +15,7 @@ from authserver.accounts.models import LoginSession
 from authserver.accounts.models import Role
 from authserver.accounts.models import User
 from authserver.accounts.passwords import passwords
+from authserver.accounts.roles import DEFAULT_CEILINGS
 from authserver.accounts.roles import DEFAULT_ROLES
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
@@ -23,6 +24,7 @@ from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.smart import scopes
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
 
@@ -37,8 +39,14 @@ SESSION_TOKEN_PREFIX = "asls"
 
 
 def create_default_roles(tenant: Tenant) -> list[Role]:
+    """The clinical roles, each with its minimum-necessary default ceiling (:mod:`roles`)."""
     roles = [
-        Role(tenant_id=tenant.id, name=name, description=description)
+        Role(
+            tenant_id=tenant.id,
+            name=name,
+            description=description,
+            scope_ceiling=" ".join(DEFAULT_CEILINGS.get(name, [])),
+        )
         for name, description in DEFAULT_ROLES.items()
     ]
     db.session.add_all(roles)
@@ -48,6 +56,64 @@ def create_default_roles(tenant: Tenant) -> list[Role]:
 
 def list_roles(tenant: Tenant) -> list[Role]:
     return list(db.session.scalars(Role.for_tenant(tenant).order_by(Role.name)))
+
+
+def get_role(tenant: Tenant, name: str) -> Role:
+    """:raises NotFound: when ``tenant`` has no role ``name``."""
+    role = db.session.scalar(Role.for_tenant(tenant).where(Role.name == name))
+    if role is None:
+        raise NotFound(f"no role {name!r} at tenant {tenant.slug!r}")
+    return role
+
+
+def parse_ceiling(scope_list: list[str]) -> scopes.ScopeSet:
+    """A role ceiling: SMART ``patient/`` or ``user/`` resource scopes, parsed strictly.
+
+    :raises ValidationError: for a malformed scope, or one that is not a user-facing resource
+        scope (identity, launch and refresh scopes are bounded elsewhere; ``system/`` scopes
+        belong to backend clients, never to a person's role).
+    """
+    if not scope_list:
+        raise ValidationError("a ceiling needs at least one scope")
+    try:
+        ceiling = scopes.parse_scopes(" ".join(scope_list), strict=True)
+    except scopes.InvalidScope as error:
+        raise ValidationError(str(error)) from None
+    for scope in ceiling:
+        if not isinstance(scope, scopes.ResourceScope) or scope.level == "system":
+            raise ValidationError(
+                f"{scope.text!r} cannot be in a role ceiling: use patient/ or user/ resource "
+                "scopes, e.g. user/Observation.rs"
+            )
+    return ceiling
+
+
+def set_role_ceiling(
+    tenant: Tenant, name: str, scope_list: list[str], *, actor: str | None = None
+) -> Role:
+    """Replace the ceiling of role ``name``; tokens already issued keep their scope.
+
+    :raises NotFound: for a role the tenant does not have.
+    :raises ValidationError: for a scope :func:`parse_ceiling` refuses.
+    """
+    role = get_role(tenant, name)
+    role.scope_ceiling = str(parse_ceiling(scope_list))
+    db.session.flush()
+    audit.record(tenant, AuditEvent.ROLE_CEILING_CHANGED, actor=actor, subject=name)
+    return role
+
+
+def role_ceiling(user: User) -> scopes.ScopeSet:
+    """What ``user``'s roles together let them grant: the union of their ceilings."""
+    return scopes.union(*(scopes.parse_scopes(role.scope_ceiling) for role in user.roles))
+
+
+def describe_role(role: Role) -> dict[str, Any]:
+    return {
+        "name": role.name,
+        "description": role.description,
+        "scope_ceiling": role.scope_ceiling.split(),
+    }
 
 
 def find_roles(tenant: Tenant, names: list[str]) -> list[Role]:

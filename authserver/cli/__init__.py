@@ -16,11 +16,22 @@ def register_commands(app: Flask) -> None:
     from authserver.cli import clients
     from authserver.cli import demo
     from authserver.cli import keys
+    from authserver.cli import launch
+    from authserver.cli import roles
     from authserver.cli import tenants
     from authserver.cli import tokens
     from authserver.cli import users
 
-    for command in (tenants.tenant, users.user, clients.client, keys.keys, tokens.token, demo.demo):
+    for command in (
+        tenants.tenant,
+        users.user,
+        clients.client,
+        keys.keys,
+        tokens.token,
+        demo.demo,
+        roles.role,
+        launch.launch,
+    ):
         app.cli.add_command(command)
 
 

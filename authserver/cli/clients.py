@@ -143,3 +143,34 @@ def reset_secret(tenant: str, client_id: str) -> None:
     """Give CLIENT_ID a new secret, printed this once; the old one stops working."""
     registration = service.reset_secret(tenant_named(tenant), client_id, actor=ACTOR)
     emit(service.describe(registration.client, registration.client_secret))
+
+
+@client.command("set-policy")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.option("--trusted/--not-trusted", default=None, help="Skip the consent page for this app.")
+@click.option(
+    "--legacy-smart-v1/--no-legacy-smart-v1",
+    default=None,
+    help="Let this confidential app omit PKCE (SMART v1).",
+)
+@with_appcontext
+@service_command
+def set_policy(
+    tenant: str, client_id: str, trusted: bool | None, legacy_smart_v1: bool | None
+) -> None:
+    """Change how TENANT's authorization endpoint treats app CLIENT_ID."""
+    changed = service.set_policy(
+        tenant_named(tenant),
+        client_id,
+        trusted=trusted,
+        legacy_smart_v1=legacy_smart_v1,
+        actor=ACTOR,
+    )
+    emit(
+        {
+            **service.describe(changed),
+            "trusted": changed.trusted,
+            "legacy_smart_v1": changed.legacy_smart_v1,
+        }
+    )

@@ -73,3 +73,16 @@ def brand(slug: str, **fields: str | None) -> None:
             "support_contact": branded.support_contact,
         }
     )
+
+
+@tenant.command("set-patient-search")
+@click.argument("slug")
+@click.argument("url")
+@with_appcontext
+@service_command
+def set_patient_search(slug: str, url: str) -> None:
+    """Make URL (a FHIR Patient search endpoint) SLUG's patient picker; '' for the default."""
+    from authserver.launch import patients
+
+    changed = service.set_patient_search_url(tenant_named(slug), url, actor=ACTOR)
+    emit({**service.describe(changed), "patient_search_url": patients.search_url(changed)})

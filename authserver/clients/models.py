@@ -10,6 +10,7 @@ from sqlalchemy import JSON
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import false
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -40,6 +41,10 @@ class Client(TenantOwned, ClientMixin, Base):
     jwks_uri: Mapped[str | None] = mapped_column(String(2000))
     allowed_scope: Mapped[str] = mapped_column(Text, default="")
     grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The tenant vouches for the app: its users are not asked to consent (scopes still narrow).
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A confidential SMART v1 app that cannot send PKCE; public clients never may omit it.
+    legacy_smart_v1: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
@@ -56,8 +61,8 @@ class Client(TenantOwned, ClientMixin, Base):
         return self.client_id
 
     def get_default_redirect_uri(self) -> str | None:
-        # RFC 6749 §3.1.2.3: without an exact redirect_uri, only a single registered one will do.
-        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+        # SMART App Launch makes redirect_uri REQUIRED (AUTHZ-07): never fall back to one.
+        return None
 
     def get_allowed_scope(self, scope: str) -> str:
         allowed = set(self.allowed_scope.split())

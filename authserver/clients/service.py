@@ -179,3 +179,39 @@ def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
     if secret:
         shown["client_secret"] = secret
     return shown
+
+
+def set_policy(
+    tenant: Tenant,
+    client_id: str,
+    *,
+    trusted: bool | None = None,
+    legacy_smart_v1: bool | None = None,
+    actor: str | None = None,
+) -> Client:
+    """Change how the authorization endpoint treats an app; ``None`` leaves a flag as it is.
+
+    ``trusted`` skips the consent page; ``legacy_smart_v1`` lets a confidential SMART v1 app
+    omit PKCE (public apps never may, SMART 2.2 #considerations-for-pkce-support).
+
+    :raises ValidationError: for a resource server, or a public app marked legacy.
+    """
+    client = get_client(tenant, client_id)
+    if client.kind != APP:
+        raise ValidationError(f"client {client_id!r} is a resource server, not an app")
+    if legacy_smart_v1 and client.is_public:
+        raise ValidationError("a public app must use PKCE; only confidential apps may be legacy")
+    if trusted is not None:
+        client.trusted = trusted
+    if legacy_smart_v1 is not None:
+        client.legacy_smart_v1 = legacy_smart_v1
+    db.session.flush()
+    audit.record(
+        tenant,
+        AuditEvent.CLIENT_POLICY_CHANGED,
+        actor=actor,
+        subject=client_id,
+        trusted=client.trusted,
+        legacy_smart_v1=client.legacy_smart_v1,
+    )
+    return client

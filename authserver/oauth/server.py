@@ -6,9 +6,11 @@ discovery documents read them back, so they can only list what is wired.
 
 from __future__ import annotations
 
-import copy
+from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
 from flask import current_app
@@ -30,17 +32,6 @@ class TenantAuthorizationServer(AuthorizationServer):
         if app is not None:
             self.init_app(app)
 
-    def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
-        """Register ``grant_cls``; any PKCE extension on it is narrowed to S256.
-
-        SMART 2.2 (app-launch §PKCE): servers SHALL NOT support ``plain``. Authlib's
-        ``CodeChallenge`` accepts it, and discovery reads the methods from here, so narrowing
-        the extension both refuses ``plain`` and keeps it out of the documents.
-        """
-        if extensions:
-            extensions = [_s256_only(extension) for extension in extensions]
-        super().register_grant(grant_cls, extensions)
-
     def query_client(self, client_id: str) -> Client | None:
         return clients.find_client(current_tenant(), client_id)
 
@@ -52,6 +43,18 @@ class TenantAuthorizationServer(AuthorizationServer):
     def register_client_auth_method(self, method: str, func: object) -> None:
         super().register_client_auth_method(method, func)
         self.client_auth_methods.add(method)
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        """Authlib's lookup; a missing ``response_type`` is ``invalid_request`` (RFC 6749
+        §4.1.2.1), not an unsupported one."""
+        try:
+            return super().get_authorization_grant(request)
+        except UnsupportedResponseTypeError as error:
+            if request.payload.response_type:
+                raise
+            raise InvalidRequestError(
+                "Missing 'response_type'.", redirect_uri=error.redirect_uri
+            ) from None
 
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
@@ -88,21 +91,16 @@ class TenantAuthorizationServer(AuthorizationServer):
         return list(dict.fromkeys(methods))
 
 
-def _s256_only(extension: object) -> object:
-    if not isinstance(extension, CodeChallenge):
-        return extension
-    narrowed = copy.copy(extension)
-    narrowed.SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # type: ignore[misc]
-    # RFC 7636 §4.3 makes a missing method "plain"; here it can only mean S256.
-    narrowed.DEFAULT_CODE_CHALLENGE_METHOD = "S256"  # type: ignore[misc]
-    return narrowed
-
-
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
     from authserver.oauth import tokens
     from authserver.oauth.endpoints import IntrospectionEndpoint
     from authserver.oauth.endpoints import RevocationEndpoint
+    from authserver.oauth.grants.authorization_code import AuthorizationCodeGrant
+    from authserver.oauth.grants.openid import SmartOpenIDCode
+    from authserver.oauth.grants.pkce import RequiredS256
+    from authserver.oauth.grants.refresh_token import RefreshTokenGrant
+    from authserver.oauth.grants.smart import SmartAuthorizationRequest
 
     server = TenantAuthorizationServer(app)
     server.register_token_generator("default", tokens.generate_token)
@@ -113,11 +111,38 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
     server.publish("revocation_endpoint", "tenant.oauth.revoke")
     # The token endpoint is published by the first grant that needs it, e.g.:
     #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
+    # SMART App Launch: the code grant with PKCE (S256 only), OpenID Connect and SMART's checks.
+    server.register_grant(
+        AuthorizationCodeGrant, [RequiredS256(), SmartAuthorizationRequest(), SmartOpenIDCode()]
+    )
+    server.register_grant(RefreshTokenGrant)
+    server.publish("authorization_endpoint", AUTHORIZATION_ENDPOINT)
+    server.publish("token_endpoint", TOKEN_ENDPOINT)
+    server.add_capabilities(
+        "launch-standalone",
+        "authorize-post",
+        "client-public",
+        "client-confidential-symmetric",
+        "sso-openid-connect",
+        "permission-v1",
+        "permission-v2",
+        "permission-patient",
+        "permission-user",
+        "permission-offline",
+        "permission-online",
+        "context-standalone-patient",
+        "launch-ehr",
+        "context-ehr-patient",
+        "context-ehr-encounter",
+        "context-banner",
+        "context-style",
+    )
     app.extensions["authserver.authorization"] = server
     return server
 
 
 TOKEN_ENDPOINT = "tenant.oauth.token"
+AUTHORIZATION_ENDPOINT = "tenant.authorize.authorize"
 
 
 def authorization_server() -> TenantAuthorizationServer:

@@ -11,6 +11,7 @@ from flask import g
 from flask import request
 
 from authserver.extensions import csrf
+from authserver.extensions import db
 from authserver.oauth.endpoints import IntrospectionEndpoint
 from authserver.oauth.endpoints import RevocationEndpoint
 from authserver.oauth.server import authorization_server
@@ -39,6 +40,9 @@ def token() -> Response:
     if request.method == "OPTIONS":
         return Response(status=204, headers=CORS_HEADERS)
     response = authorization_server().create_token_response()
+    if response.status_code >= 400:
+        # A refused request changes nothing it did not commit on purpose (e.g. a code it claimed).
+        db.session.rollback()
     # RFC 6749 §5.1 and SMART (Inferno checks both headers), on errors as on success.
     response.headers.update(NO_STORE)
     response.headers.update(CORS_HEADERS)

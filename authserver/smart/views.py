@@ -12,6 +12,7 @@ from flask import Response
 
 from authserver.oauth.server import authorization_server
 from authserver.smart import discovery
+from authserver.smart import style
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import public_url_for
@@ -38,3 +39,9 @@ def smart_configuration() -> Response:
 @bp.get(OPENID_CONFIGURATION_PATH)
 def openid_configuration() -> Response:
     return public_json(discovery.openid_configuration(*_inputs()))
+
+
+@bp.get("/smart-style.json")
+def smart_style() -> Response:
+    """``smart_style_url`` of EHR launches (TOK-10: answers GET with JSON)."""
+    return public_json(style.style_document(current_tenant().primary_color))

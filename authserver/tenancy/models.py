@@ -31,6 +31,10 @@ class Tenant(Base):
     refresh_token_lifetime: Mapped[int] = mapped_column(default=90 * 24 * 3600)
     authorization_code_lifetime: Mapped[int] = mapped_column(default=60)
     id_token_lifetime: Mapped[int] = mapped_column(default=3600)
+    # EHR launch ids expire after this many seconds ("expires in minutes").
+    launch_lifetime: Mapped[int] = mapped_column(default=300, server_default="300")
+    # Where the standalone-launch patient picker searches; None means {fhir_base}/Patient.
+    patient_search_url: Mapped[str | None] = mapped_column(String(2000))
     # RS256 or ES256 for access tokens; id_tokens are always RS256 (SMART requires it).
     access_token_alg: Mapped[str] = mapped_column(
         String(8), default="RS256", server_default="RS256"

@@ -163,6 +163,18 @@ def brand(
     return tenant
 
 
+def set_patient_search_url(tenant: Tenant, url: str, *, actor: str | None = None) -> Tenant:
+    """Point the standalone-launch patient picker at ``url`` (a FHIR ``Patient`` search
+    endpoint); an empty string restores the default ``{fhir_base}/Patient``.
+
+    :raises ValidationError: for anything but an absolute https URL (http for loopback).
+    """
+    tenant.patient_search_url = validation.web_url(url, "patient search URL") if url else None
+    db.session.flush()
+    audit.record(tenant, AuditEvent.TENANT_PATIENT_SEARCH_SET, actor=actor, subject=tenant.slug)
+    return tenant
+
+
 def urls(tenant: Tenant) -> TenantURLs:
     return TenantURLs.of(tenant, current_app.config["AUTHSERVER_PUBLIC_URL"])
 

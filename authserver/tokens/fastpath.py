@@ -3,7 +3,7 @@
 The gateway introspects on every FHIR call, with its ``client_secret_basic`` credential and an
 access token it has usually shown before. For exactly that request this module reads the tenant,
 the caller's credential and the token's state (its revocation, client, user and signing key) in
-one prepared query on a raw connection kept per worker thread, with the signature verified once
+one prepared query on a raw connection of its own, with the signature verified once
 per app (:func:`authserver.tokens.introspection.signed_claims`). Nothing is cached that a write
 on another instance could make stale: every state that can end a token is read on each request.
 
@@ -16,7 +16,6 @@ or a database error.
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -57,47 +56,63 @@ WHERE tn.slug = :slug
 
 
 class StateReader:
-    """Runs :data:`STATE_QUERY` on a connection of its own per thread, in autocommit mode.
+    """Runs :data:`STATE_QUERY` on connections of its own, in autocommit mode.
 
     Autocommit matters: each read sees what any instance committed before it, and no idle
-    transaction is left open on the database between requests.
+    transaction is left open between requests. Idle connections wait in a small LIFO list,
+    outside SQLAlchemy's pool (no checkout bookkeeping, no ping), whatever threads serve.
     """
+
+    MAX_IDLE = 16
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.local = threading.local()
+        self.idle: list[Any] = []
         # sqlite3 takes :name parameters; psycopg takes %(name)s.
         sqlite = engine.dialect.name == "sqlite"
         self.sql = STATE_QUERY if sqlite else re.sub(r":(\w+)", r"%(\1)s", STATE_QUERY)
 
     def read(self, params: dict[str, str]) -> tuple[Any, ...] | None:
-        connection = getattr(self.local, "connection", None) or self._connect()
+        try:
+            connection = self.idle.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            connection = self._connect()
         try:
             cursor = connection.cursor()
             cursor.execute(self.sql, params)
             row = cursor.fetchone()
             cursor.close()
         except Exception:
-            # A dropped connection: forget it; the Authlib path answers this request.
-            self.local.connection = None
-            connection.close()
+            connection.close()  # a dropped connection is not put back
             raise
+        if len(self.idle) < self.MAX_IDLE:
+            self.idle.append(connection)
+        else:
+            connection.close()
         return row
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
 
     def _connect(self) -> Any:
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
-        pooled.detach()  # ours for the thread's life, outside the pool
+        pooled.detach()  # ours from now on, outside the pool
         if self.engine.dialect.name == "sqlite":
             connection.isolation_level = None
         else:
             connection.autocommit = True
-        self.local.connection = connection
         return connection
 
 
 def init_app(app: Flask, engine: Engine) -> None:
     app.extensions["authserver.fastpath"] = {"reader": StateReader(engine), "tenant_ids": {}}
+
+
+def close(app: Flask) -> None:
+    """Close the fast path's connections (tests and shutdown; workers otherwise keep them)."""
+    app.extensions["authserver.fastpath"]["reader"].close()
 
 
 def remember_tenant(tenant: Tenant) -> None:

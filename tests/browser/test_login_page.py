@@ -37,6 +37,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def site(live_server):
+    return live_server()
+
+
+@pytest.fixture
 def clinics(make_tenant, make_user):
     from authserver.extensions import db
     from authserver.tenancy import service as tenants
@@ -49,9 +54,9 @@ def clinics(make_tenant, make_user):
     return riverside
 
 
-def test_staff_member_signs_in_at_one_clinic_only(browser, live_server, clinics):
+def test_staff_member_signs_in_at_one_clinic_only(browser, site, clinics):
     page = browser.new_page()
-    page.goto(f"{live_server.url}/t/riverside/login")
+    page.goto(f"{site.url}/t/riverside/login")
     assert page.title() == "Sign in · Riverside Family Clinic"
     assert page.locator("header h1").inner_text() == "Riverside Family Clinic"
     assert "help@riverside.test" in page.locator("footer").inner_text()
@@ -60,25 +65,25 @@ def test_staff_member_signs_in_at_one_clinic_only(browser, live_server, clinics)
     page.get_by_label("Username").fill("dr.smith")
     page.get_by_label("Password").fill("riverside-password")
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/t/riverside/")
+    page.wait_for_url(f"{site.url}/t/riverside/")
     assert "signed in to Riverside Family Clinic as dr.smith" in page.locator("main").inner_text()
 
     # The same browser is not signed in at another clinic.
-    page.goto(f"{live_server.url}/t/hillcrest/")
-    page.wait_for_url(f"{live_server.url}/t/hillcrest/login")
+    page.goto(f"{site.url}/t/hillcrest/")
+    page.wait_for_url(f"{site.url}/t/hillcrest/login")
     assert page.locator("header h1").inner_text() == "Hillcrest Hospital"
 
-    page.goto(f"{live_server.url}/t/riverside/")
+    page.goto(f"{site.url}/t/riverside/")
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url(f"{live_server.url}/t/riverside/login")
-    page.goto(f"{live_server.url}/t/riverside/")
-    page.wait_for_url(f"{live_server.url}/t/riverside/login")
+    page.wait_for_url(f"{site.url}/t/riverside/login")
+    page.goto(f"{site.url}/t/riverside/")
+    page.wait_for_url(f"{site.url}/t/riverside/login")
 
 
-def test_wrong_password_shows_one_generic_message(browser, live_server, clinics):
+def test_wrong_password_shows_one_generic_message(browser, site, clinics):
     page = browser.new_page()
     for username in ("dr.smith", "nobody-here"):
-        page.goto(f"{live_server.url}/t/riverside/login")
+        page.goto(f"{site.url}/t/riverside/login")
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill("not-the-password")
         page.get_by_role("button", name="Sign in").click()

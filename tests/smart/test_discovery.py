@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 from authlib.oauth2.rfc6749 import InvalidRequestError
-from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
+from authlib.oauth2.rfc6749.grants import BaseGrant
+from authlib.oauth2.rfc6749.grants import TokenEndpointMixin
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 SMART = "/t/{slug}/.well-known/smart-configuration"
@@ -131,18 +132,26 @@ def test_documents_agree_with_what_the_server_registered(app, client, tenant):
 
 
 def test_without_sso_openid_connect_smart_configuration_has_no_issuer(app, client, tenant):
-    assert "sso-openid-connect" not in app.extensions["authserver.authorization"].capabilities
+    capabilities = app.extensions["authserver.authorization"].capabilities
+    assert "issuer" in document(client, SMART)
+
+    capabilities.remove("sso-openid-connect")
 
     assert "issuer" not in document(client, SMART)
 
 
+class DeviceCodeLikeGrant(BaseGrant, TokenEndpointMixin):
+    """A grant type the server does not have, to watch the documents grow when it is wired."""
+
+    GRANT_TYPE = "urn:example:params:oauth:grant-type:test"
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic"]
+
+
 @pytest.fixture
 def grown_app(make_app, tenant):
-    """A fresh app whose server registers the authorization code grant with PKCE and SSO."""
+    """A fresh app whose server registers one more grant."""
     app = make_app()
-    server = app.extensions["authserver.authorization"]
-    server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True)])
-    server.add_capabilities("sso-openid-connect")
+    app.extensions["authserver.authorization"].register_grant(DeviceCodeLikeGrant)
     return app
 
 
@@ -153,27 +162,32 @@ def test_documents_grow_with_the_registered_grants(grown_app, client):
     smart = document(grown, SMART)
     openid = document(grown, OPENID)
 
-    assert "authorization_code" not in before["grant_types_supported"]
-    assert "authorization_code" in smart["grant_types_supported"]
-    assert "authorization_code" in openid["grant_types_supported"]
-    assert "code" in smart["response_types_supported"]
-    assert "code" in openid["response_types_supported"]
-    assert smart["code_challenge_methods_supported"] == ["S256"]
-    assert openid["code_challenge_methods_supported"] == ["S256"]
-    assert "sso-openid-connect" in smart["capabilities"]
+    assert DeviceCodeLikeGrant.GRANT_TYPE not in before["grant_types_supported"]
+    assert smart["grant_types_supported"] == before["grant_types_supported"] + [
+        DeviceCodeLikeGrant.GRANT_TYPE
+    ]
+    assert openid["grant_types_supported"] == smart["grant_types_supported"]
     assert smart["issuer"] == openid["issuer"] == issuer()
 
 
-def test_a_registered_code_challenge_refuses_plain(grown_app):
+def test_the_registered_code_challenge_refuses_plain(app):
     """What discovery leaves out, the server must refuse (SMART 2.2: never PKCE "plain")."""
-    server = grown_app.extensions["authserver.authorization"]
-    (extension,) = [e for _, extensions in server._authorization_grants for e in extensions]
+    server = app.extensions["authserver.authorization"]
+    (extension,) = [
+        e
+        for _, extensions in server._authorization_grants
+        for e in extensions
+        if isinstance(e, CodeChallenge)
+    ]
+    assert server.code_challenge_methods_supported == ["S256"]
+    client = SimpleNamespace(legacy_smart_v1=False, is_public=True)
     grant = SimpleNamespace(
         request=SimpleNamespace(
+            client=client,
             payload=SimpleNamespace(
                 data={"code_challenge": "A" * 43, "code_challenge_method": "plain"},
                 datalist={"code_challenge": ["A" * 43], "code_challenge_method": ["plain"]},
-            )
+            ),
         )
     )
 

@@ -1,0 +1,1 @@
+"""EHR launches: the opaque ``launch`` id an EHR hands an app, and the context behind it."""

@@ -1,0 +1,36 @@
+"""A pending EHR launch of one tenant: its context, kept under the digest of its opaque id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import ForeignKey
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+from authserver.models import Base
+from authserver.models import TenantOwned
+from authserver.models import utcnow
+
+
+class Launch(TenantOwned, Base):
+    """SMART 2.2 #step-2-launch-ehr: "an opaque handle to the EHR context"; used once."""
+
+    __tablename__ = "launches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    launch_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    patient: Mapped[str] = mapped_column(String(64))
+    encounter: Mapped[str | None] = mapped_column(String(64))
+    fhir_context: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    intent: Mapped[str | None] = mapped_column(String(200))
+    need_patient_banner: Mapped[bool] = mapped_column(default=False)
+    # When set, only this app may use the launch (EHR-05).
+    client_pk: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

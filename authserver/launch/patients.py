@@ -1,0 +1,109 @@
+"""The standalone-launch patient picker: a FHIR ``Patient?name=`` search at the tenant FHIR server.
+
+The search authenticates with a short-lived system token the server mints for itself for that
+tenant (signed with the tenant's key, ``aud`` its FHIR base, ``scope system/Patient.rs``). The
+search URL is tenant configuration (``tenant.patient_search_url``, default ``{fhir_base}/Patient``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from authserver.keys import service as keys
+from authserver.smart.context import FHIR_ID
+from authserver.tenancy import service as tenants
+from authserver.tenancy.models import Tenant
+from authserver.tokens.claims import AccessTokenSubject
+from authserver.tokens.claims import access_token_claims
+from authserver.tokens.service import ACCESS_TOKEN_TYPE
+
+log = logging.getLogger(__name__)
+
+SEARCH_SCOPE = "system/Patient.rs"
+SEARCH_TOKEN_LIFETIME = 60
+SEARCH_TIMEOUT = 5
+MAX_RESULTS = 20
+MAX_QUERY_LENGTH = 100
+UNAVAILABLE = "The patient search is unavailable right now; try again later."
+
+
+class PatientSearchFailed(Exception):
+    """The FHIR server could not be searched; ``str()`` is safe to show."""
+
+
+@dataclass(frozen=True)
+class PatientChoice:
+    id: str
+    label: str
+
+
+def search_url(tenant: Tenant) -> str:
+    return tenant.patient_search_url or f"{tenants.urls(tenant).fhir_base_url}/Patient"
+
+
+def search(tenant: Tenant, name: str) -> list[PatientChoice]:
+    """Patients of ``tenant``'s FHIR server whose name matches ``name``.
+
+    :raises PatientSearchFailed: when the server is unreachable or answers no Bundle.
+    """
+    headers = {"Authorization": f"Bearer {server_token(tenant)}", "Accept": "application/fhir+json"}
+    params = {"name": name[:MAX_QUERY_LENGTH], "_count": str(MAX_RESULTS)}
+    try:
+        response = requests.get(
+            search_url(tenant), params=params, headers=headers, timeout=SEARCH_TIMEOUT
+        )
+        response.raise_for_status()
+        bundle = response.json()
+    except (requests.RequestException, ValueError) as error:
+        log.warning("patient search failed for tenant %s: %s", tenant.slug, type(error).__name__)
+        raise PatientSearchFailed(UNAVAILABLE) from None
+    return patients_in(bundle)
+
+
+def server_token(tenant: Tenant) -> str:
+    """A system access token the server mints for itself (RFC 9068), good for one minute."""
+    urls = tenants.urls(tenant)
+    claims = access_token_claims(
+        AccessTokenSubject(
+            issuer=urls.issuer,
+            audience=urls.fhir_base_url,
+            tenant=tenant.slug,
+            client_id=urls.issuer,
+            scope=SEARCH_SCOPE,
+            jti=secrets.token_urlsafe(16),
+            issued_at=int(time.time()),
+            expires_in=SEARCH_TOKEN_LIFETIME,
+            subject=urls.issuer,
+        )
+    )
+    return keys.sign(tenant, claims, alg=tenant.access_token_alg, typ=ACCESS_TOKEN_TYPE)
+
+
+def patients_in(bundle: Any) -> list[PatientChoice]:
+    """The Patients of a FHIR searchset Bundle, labelled for a person to choose from. Pure."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise PatientSearchFailed(UNAVAILABLE)
+    choices = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+            continue
+        if isinstance(resource.get("id"), str) and FHIR_ID.fullmatch(resource["id"]):
+            choices.append(PatientChoice(resource["id"], _label(resource)))
+    return choices[:MAX_RESULTS]
+
+
+def _label(patient: dict[str, Any]) -> str:
+    names = patient.get("name") or [{}]
+    name = names[0] if isinstance(names[0], dict) else {}
+    given = " ".join(part for part in name.get("given") or [] if isinstance(part, str))
+    text = name.get("text") or ", ".join(part for part in (name.get("family"), given) if part)
+    born = patient.get("birthDate")
+    label = str(text or f"Patient {patient['id']}")
+    return f"{label} (born {born})" if isinstance(born, str) else label

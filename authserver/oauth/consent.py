@@ -1,0 +1,195 @@
+"""The authorization decision: what the user may grant, which patient, and what they approved.
+
+An explicit sequence, re-run on every step of the flow from the validated request (nothing is
+carried between steps but the request itself and the login): :func:`prepare` narrows the request
+by the client's registration and the user's role ceilings and works out the launch context;
+:func:`decide` applies the consent form; :func:`issue` hands the decision to Authlib for a code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AccessDeniedError
+from authlib.oauth2.rfc6749 import InvalidScopeError
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Response
+from werkzeug.datastructures import MultiDict
+
+from authserver.accounts import service as accounts
+from authserver.accounts.models import LoginSession
+from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.extensions import db
+from authserver.oauth.server import authorization_server
+from authserver.smart import context as launch_context
+from authserver.smart import policy
+from authserver.smart.scopes import ScopeSet
+from authserver.smart.scopes import describe
+from authserver.smart.scopes import parse_scopes
+from authserver.tenancy import service as tenants
+from authserver.tenancy.resolution import current_tenant
+
+PATIENT_ROLE = "patient"
+
+
+class PatientNotChosen(Exception):
+    """The consent form came back without a usable patient; the page asks again."""
+
+
+@dataclass
+class Decision:
+    """What the user granted: handed to the grant, which saves it with the code."""
+
+    login: LoginSession
+    scope: ScopeSet
+    context: dict[str, Any]
+    launch: Any = None
+
+    def on_code_issued(self) -> None:
+        if self.launch is not None:
+            self.launch.consume()
+
+
+@dataclass
+class Offer:
+    """What the consent page offers the signed-in user."""
+
+    grant: Any
+    login: LoginSession
+    grantable: ScopeSet
+    context: dict[str, Any] = field(default_factory=dict)
+    pick_patient: bool = False
+    launch: Any = None
+
+    @property
+    def client(self) -> Any:
+        return self.grant.client
+
+    @property
+    def skips_consent(self) -> bool:
+        """A trusted app is not shown the consent page, unless a patient must be picked."""
+        return bool(self.client.trusted) and not self.pick_patient
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(plain words, scopes)`` per checkbox; scopes described alike share one box."""
+        groups: dict[str, list[str]] = {}
+        for scope in self.grantable:
+            groups.setdefault(describe(scope), []).append(scope.text)
+        return [(words, " ".join(texts)) for words, texts in groups.items()]
+
+
+def prepare(grant: Any, login: LoginSession) -> Offer:
+    """What ``login``'s user could grant this request, and the context it comes with.
+
+    :raises OAuth2Error: redirected to the client: ``invalid_scope`` when nothing can be
+        granted, ``access_denied`` when no patient context can be established.
+    """
+    user = login.user
+    request = grant.request
+    grantable = policy.grantable(
+        request.requested_scope,
+        parse_scopes(grant.client.allowed_scope),
+        accounts.role_ceiling(user),
+    )
+    if not len(grantable):
+        raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
+    offer = Offer(grant, login, grantable, identity_context(user))
+    launch = getattr(request, "launch", None)
+    if launch is not None and request.requested_scope.has("launch"):
+        _apply_launch(offer, launch)
+    elif needs_patient(grantable):
+        _standalone_patient(offer)
+    return offer
+
+
+def identity_context(user: User) -> dict[str, Any]:
+    fhir_base = tenants.urls(current_tenant()).fhir_base_url
+    return {"fhirUser": launch_context.fhir_user_url(fhir_base, user.fhir_user)}
+
+
+def needs_patient(scope: ScopeSet) -> bool:
+    """``launch/patient``, or any ``patient/`` scope, needs a patient in context (TOK-08)."""
+    return scope.has("launch/patient") or any(
+        resource.level == "patient" for resource in scope.resource_scopes
+    )
+
+
+def is_patient_user(user: User) -> bool:
+    return PATIENT_ROLE in user.role_names
+
+
+def _apply_launch(offer: Offer, launch: Any) -> None:
+    context = launch.token_context()
+    user = offer.login.user
+    if is_patient_user(user) and context.get("patient") != launch_context.own_patient_id(
+        user.fhir_user
+    ):
+        raise refuse(offer.grant, AccessDeniedError, "This launch is for another patient.")
+    offer.context.update(context)
+    offer.launch = launch
+
+
+def _standalone_patient(offer: Offer) -> None:
+    """A patient user is their own context; a staff user picks one (SA-01)."""
+    user = offer.login.user
+    if not is_patient_user(user):
+        offer.pick_patient = True
+        return
+    own = launch_context.own_patient_id(user.fhir_user)
+    if own is None:
+        raise refuse(offer.grant, AccessDeniedError, "No patient record is linked to this account.")
+    offer.context["patient"] = own
+
+
+def decide(offer: Offer, form: MultiDict) -> Decision:
+    """Apply the consent form: the approved scopes, the picked patient.
+
+    :raises OAuth2Error: ``access_denied`` when the user denied or approved nothing.
+    :raises PatientNotChosen: when a patient was to be picked and none usable came back.
+    """
+    if form.get("decision") != "allow":
+        raise refuse(offer.grant, AccessDeniedError, "The user denied the request.")
+    approved = parse_scopes(" ".join(form.getlist("grant")))
+    scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
+    if not len(scope):
+        raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
+    context = dict(offer.context)
+    if offer.pick_patient:
+        try:
+            context["patient"] = launch_context.fhir_id(form.get("patient"), "patient")
+        except ValueError:
+            raise PatientNotChosen from None
+    return Decision(offer.login, scope, context, offer.launch)
+
+
+def decide_trusted(offer: Offer) -> Decision:
+    return Decision(offer.login, offer.grantable, dict(offer.context), offer.launch)
+
+
+def issue(offer: Offer, decision: Decision) -> Response:
+    """Let Authlib make the code and the redirect back to the client, and keep them."""
+    offer.grant.decision = decision
+    response = authorization_server().create_authorization_response(
+        grant=offer.grant, grant_user=decision.login.user
+    )
+    db.session.commit()
+    return response
+
+
+def refuse(grant: Any, error_class: type[OAuth2Error], description: str) -> OAuth2Error:
+    """An error to redirect to the client with its state; the refusal is audited first."""
+    audit.record(
+        current_tenant(),
+        AuditEvent.AUTHORIZATION_DENIED,
+        subject=grant.client.client_id,
+        error=error_class.error,
+        reason=description,
+    )
+    db.session.commit()
+    return error_class(
+        description, redirect_uri=grant.redirect_uri, state=grant.request.payload.state
+    )

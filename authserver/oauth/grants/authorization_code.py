@@ -1,0 +1,116 @@
+"""The authorization-code grant (RFC 6749 §4.1) on Authlib's, with our storage hooks.
+
+PKCE, OpenID Connect and the SMART request checks are extensions registered beside it (see
+``oauth/server.py``). The authorization endpoint decides what is granted (``oauth/consent.py``)
+and hands the decision over as :attr:`AuthorizationCodeGrant.decision` before Authlib asks for a
+code to be saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidScopeError
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749 import grants
+
+from authserver.accounts.models import User
+from authserver.extensions import db
+from authserver.oauth import service
+from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
+from authserver.oauth.grants.client_auth import TokenRequestChecks
+from authserver.oauth.grants.refresh_token import refresh_lifetime
+from authserver.oauth.models import AuthorizationCode
+from authserver.oauth.tokens import token_request
+from authserver.smart.context import token_response_members
+from authserver.smart.scopes import parse_scopes
+from authserver.tenancy.resolution import current_tenant
+
+log = logging.getLogger(__name__)
+
+
+class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
+    # SMART: public apps (PKCE, no secret) and confidential-symmetric ones (Basic or POST).
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    #: Set by the authorization endpoint once the user decided; read by save_authorization_code.
+    decision: Any = None
+
+    # -- Authorization endpoint ------------------------------------------------------------
+
+    def validate_requested_scope(self) -> None:
+        """Parse the SMART scopes; malformed ones are dropped (AUTHZ-15, SCOPE-02).
+
+        :raises InvalidScopeError: when no valid scope remains.
+        """
+        requested = parse_scopes(self.request.payload.scope or "")
+        if requested.dropped:
+            log.info("dropped malformed scopes: %s", " ".join(requested.dropped))
+        if not len(requested):
+            raise InvalidScopeError("No valid SMART scope was requested.")
+        self.request.requested_scope = requested
+
+    def generate_authorization_code(self) -> str:
+        return service.new_code()
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        try:
+            self.decision.on_code_issued()  # spends the EHR launch before the code exists
+        except OAuth2Error as error:
+            error.redirect_uri = self.redirect_uri
+            raise
+        data = request.payload.data
+        decided = service.CodeRequest(
+            client=request.client,
+            user=request.user,
+            login=self.decision.login,
+            redirect_uri=request.payload.redirect_uri,
+            scope=str(self.decision.scope),
+            context=self.decision.context,
+            nonce=data.get("nonce") or None,
+            code_challenge=data.get("code_challenge") or None,
+            code_challenge_method=data.get("code_challenge_method") or None,
+        )
+        service.save_code(current_tenant(), code, decided)
+
+    # -- Token endpoint ----------------------------------------------------------------------
+
+    def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
+        row = service.redeem_code(current_tenant(), code, client)
+        if row is None:
+            db.session.commit()  # a replay's revocation and its audit record stand
+        return row
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: :func:`service.redeem_code` spent the code when it claimed it."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        user = db.session.get(User, authorization_code.user_id)
+        return user if user is not None and user.is_active else None
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """Hand the code's family, context and login session to the token generator; a refresh
+        token only for ``offline_access`` / ``online_access`` (TOK-12)."""
+        code = self.request.authorization_code
+        extras = token_request()
+        extras.context = dict(code.context)
+        extras.grant_id = code.grant_id
+        extras.login_session_id = code.login_session_id
+        extras.refresh_token_lifetime = refresh_lifetime(
+            current_tenant(), parse_scopes(scope or ""), code.login_session_id
+        )
+        include_refresh_token = include_refresh_token and extras.refresh_token_lifetime is not None
+        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list]:
+        status, token, headers = super().create_token_response()
+        token.update(token_response_members(self.request.authorization_code.context))
+        return status, token, headers

@@ -1,0 +1,39 @@
+"""Token-request checks shared by every grant that authenticates a client (RFC 6749 §2.3, §3.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+class TokenRequestChecks:
+    """Mixed into a grant: refuse ambiguous requests before authenticating the client.
+
+    RFC 6749 §3.2: "Request and response parameters MUST NOT be included more than once"
+    (TOK-23); §2.3: "The client MUST NOT use more than one authentication method in each
+    request" (CA-07); a body ``client_id`` must name the client of the Basic header (CA-03).
+    """
+
+    request: Any
+
+    def authenticate_token_endpoint_client(self) -> Any:
+        request = self.request
+        for name, values in request.payload.datalist.items():
+            if len(values) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.")
+        if request.headers.get("Authorization", "").lower().startswith("basic "):
+            if request.form.get("client_secret") or request.form.get("client_assertion"):
+                raise InvalidRequestError("Use one client authentication method, not several.")
+            basic_client_id, _ = extract_basic_authorization(request.headers)
+            body_client_id = request.form.get("client_id")
+            if body_client_id and body_client_id != basic_client_id:
+                raise InvalidClientError(
+                    status_code=401,
+                    description="The client_id in the body is not the client of the header.",
+                )
+        return super().authenticate_token_endpoint_client()  # type: ignore[misc]

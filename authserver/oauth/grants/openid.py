@@ -1,0 +1,91 @@
+"""OpenID Connect for the code grant: Authlib's extension, signing ID tokens with the tenant key.
+
+SMART 2.2 "Scopes for requesting identity data" and OIDC Core §2: RS256 always (Inferno fails any
+other alg), ``iss`` the tenant issuer, ``aud`` the client, ``fhirUser`` an absolute URL under the
+tenant's FHIR base, ``nonce`` echoed, ``auth_time`` of the login.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.util import create_half_hash
+
+from authserver.keys import service as keys
+from authserver.oauth import service
+from authserver.smart.scopes import parse_scopes
+from authserver.tenancy import service as tenants
+from authserver.tenancy.resolution import current_tenant
+
+ID_TOKEN_ALG = "RS256"
+
+
+def id_token_claims(
+    *,
+    issuer: str,
+    client_id: str,
+    subject: str,
+    scope: str,
+    issued_at: int,
+    lifetime: int,
+    auth_time: int,
+    nonce: str | None = None,
+    fhir_user: str | None = None,
+    access_token: str | None = None,
+) -> dict[str, Any]:
+    """The ID token body (OIDC Core §2, §3.1.3.6). Pure.
+
+    ``fhirUser`` appears when the ``fhirUser`` scope was granted, ``profile`` (its SMART v1 alias)
+    when ``profile`` was.
+    """
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": client_id,
+        "iat": issued_at,
+        "exp": issued_at + lifetime,
+        "auth_time": auth_time,
+    }
+    if nonce:
+        claims["nonce"] = nonce
+    granted = parse_scopes(scope)
+    if fhir_user and granted.has("fhirUser"):
+        claims["fhirUser"] = fhir_user
+    if fhir_user and granted.has("profile"):
+        claims["profile"] = fhir_user
+    if access_token:
+        claims["at_hash"] = create_half_hash(access_token, ID_TOKEN_ALG).decode("ascii")
+    return claims
+
+
+class SmartOpenIDCode(OpenIDCode):
+    """Authlib's ``OpenIDCode`` with our storage and the tenant's signing key."""
+
+    def __init__(self) -> None:
+        super().__init__(require_nonce=False)
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        return service.nonce_seen(current_tenant(), request.client, nonce)
+
+    def generate_user_info(self, user: Any, scope: str) -> UserInfo:
+        return UserInfo(sub=str(user.id))
+
+    def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
+        tenant = current_tenant()
+        code = request.authorization_code
+        claims = id_token_claims(
+            issuer=tenants.urls(tenant).issuer,
+            client_id=request.client.client_id,
+            subject=str(request.user.id),
+            scope=token["scope"],
+            issued_at=int(time.time()),
+            lifetime=tenant.id_token_lifetime,
+            auth_time=code.get_auth_time(),
+            nonce=code.get_nonce(),
+            fhir_user=code.context.get("fhirUser"),
+            access_token=token.get("access_token"),
+        )
+        return keys.sign(tenant, claims, alg=ID_TOKEN_ALG)

@@ -1,0 +1,131 @@
+"""The refresh-token grant (RFC 6749 §6; SMART 2.2 #step-7-refresh) on Authlib's.
+
+``offline_access`` refresh tokens live the tenant's refresh lifetime; ``online_access`` ones live
+no longer than the login session they came from and die with it. Every refresh rotates the token;
+presenting a rotated one again revokes its whole family (RFC 9700 §4.14.2). The scope may only
+narrow, and the launch context of the original authorization is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidScopeError
+from authlib.oauth2.rfc6749 import grants
+
+from authserver.accounts.models import LoginSession
+from authserver.accounts.models import User
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.oauth import service
+from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
+from authserver.oauth.grants.client_auth import TokenRequestChecks
+from authserver.oauth.tokens import token_request
+from authserver.smart.context import token_response_members
+from authserver.smart.scopes import ScopeSet
+from authserver.smart.scopes import parse_scopes
+from authserver.tenancy.models import Tenant
+from authserver.tenancy.resolution import current_tenant
+from authserver.tokens.models import IssuedToken
+
+
+def refresh_lifetime(tenant: Tenant, scope: ScopeSet, login_session_id: int | None) -> int | None:
+    """Seconds a refresh token for ``scope`` may live, or None when none is due (TOK-12)."""
+    if scope.has("offline_access"):
+        return tenant.refresh_token_lifetime
+    if scope.has("online_access"):
+        remaining = _session_remaining(tenant, login_session_id)
+        return min(remaining, tenant.refresh_token_lifetime) if remaining else None
+    return None
+
+
+def _session_remaining(tenant: Tenant, login_session_id: int | None) -> int:
+    """Whole seconds the login session has left; 0 when it has ended or belongs elsewhere."""
+    login = db.session.get(LoginSession, login_session_id) if login_session_id else None
+    if login is None or login.tenant_id != tenant.id or login.ended_at is not None:
+        return 0
+    return max(0, int((login.expires_at - utcnow()).total_seconds()))
+
+
+@dataclass
+class RefreshCredential:
+    """An issued refresh token, shaped as Authlib's grant expects (``TokenMixin`` subset)."""
+
+    record: IssuedToken
+
+    def check_client(self, client: Any) -> bool:
+        return self.record.client_pk == client.id
+
+    def get_scope(self) -> str:
+        return self.record.scope
+
+
+class RefreshTokenGrant(TokenRequestChecks, grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    # Rotation: every refresh returns a new refresh token and spends the old one.
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
+        tenant = current_tenant()
+        record = service.redeem_refresh_token(tenant, refresh_token)
+        if record is None:
+            db.session.commit()  # a reuse's revocation of the family stands
+            return None
+        user = db.session.get(User, record.user_id) if record.user_id else None
+        if user is None or not user.is_active:
+            return None
+        # online_access: usable only while the login session it came from is alive (EHR-06).
+        if refresh_lifetime(tenant, parse_scopes(record.scope), record.login_session_id) is None:
+            return None
+        return RefreshCredential(record)
+
+    def authenticate_user(self, refresh_token: RefreshCredential) -> User | None:
+        return db.session.get(User, refresh_token.record.user_id)
+
+    def _validate_token_scope(self, token: RefreshCredential) -> None:
+        """RFC 6749 §6: the scope "MUST NOT include any scope not originally granted"; in access
+        terms, so ``patient/Observation.r`` narrows ``patient/Observation.rs`` (REF-02..04)."""
+        scope = self.request.payload.scope
+        if not scope:
+            return
+        requested = parse_scopes(scope)
+        if requested.dropped or not len(requested):
+            raise InvalidScopeError("The scope is malformed.")
+        if not parse_scopes(token.get_scope()).covers(requested):
+            raise InvalidScopeError("The scope may only narrow what was granted.")
+
+    def issue_token(self, user: User, refresh_token: RefreshCredential) -> dict[str, Any]:
+        requested = self.request.payload.scope
+        scope = str(parse_scopes(requested)) if requested else refresh_token.get_scope()
+        return self.generate_token(
+            user=user, scope=scope, include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+        )
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """The new tokens stay in the family, with the original launch context and session."""
+        record = self.request.refresh_token.record
+        extras = token_request()
+        extras.context = dict(record.context)
+        extras.grant_id = record.grant_id
+        extras.login_session_id = record.login_session_id
+        extras.refresh_token_lifetime = refresh_lifetime(
+            current_tenant(), parse_scopes(scope or ""), record.login_session_id
+        )
+        include_refresh_token = include_refresh_token and extras.refresh_token_lifetime is not None
+        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+
+    def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
+        """Nothing to do: :func:`service.redeem_refresh_token` spent it when it claimed it."""
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list]:
+        status, token, headers = super().create_token_response()
+        token.update(token_response_members(self.request.refresh_token.record.context))  # REF-10
+        return status, token, headers

@@ -1,0 +1,147 @@
+"""Issuing and redeeming authorization codes (RFC 6749 §4.1.2, §10.5).
+
+A code is a random ``asac_…`` token shown once; only its SHA-256 digest is stored. It lives
+``tenant.authorization_code_lifetime`` seconds, is bound to its client, and is used once: a second
+use revokes every token issued from the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from authserver import security
+from authserver.accounts.models import LoginSession
+from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
+from authserver.clients.models import Client
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.oauth.models import AuthorizationCode
+from authserver.tenancy.models import Tenant
+from authserver.tokens import service as tokens
+from authserver.tokens.models import IssuedToken
+
+CODE_PREFIX = "asac"
+
+
+def new_code() -> str:
+    return security.new_token(CODE_PREFIX)
+
+
+@dataclass(frozen=True)
+class CodeRequest:
+    """What the authorization endpoint decided, to be redeemed once at the token endpoint."""
+
+    client: Client
+    user: User
+    login: LoginSession
+    redirect_uri: str
+    scope: str
+    context: dict[str, Any]
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+
+
+def save_code(tenant: Tenant, code: str, decided: CodeRequest) -> AuthorizationCode:
+    """Store ``code`` (as its digest) for the decided authorization."""
+    row = AuthorizationCode(
+        tenant_id=tenant.id,
+        code_digest=security.digest(code),
+        grant_id=tokens.new_grant_id(),
+        client_pk=decided.client.id,
+        user_id=decided.user.id,
+        login_session_id=decided.login.id,
+        redirect_uri=decided.redirect_uri,
+        scope=decided.scope,
+        nonce=decided.nonce,
+        code_challenge=decided.code_challenge,
+        code_challenge_method=decided.code_challenge_method,
+        context=decided.context,
+        auth_time=decided.login.auth_time,
+        expires_at=utcnow() + timedelta(seconds=tenant.authorization_code_lifetime),
+    )
+    db.session.add(row)
+    db.session.flush()
+    audit.record(
+        tenant,
+        AuditEvent.CODE_ISSUED,
+        subject=decided.client.client_id,
+        user=decided.user.username,
+        scope=decided.scope,
+    )
+    return row
+
+
+def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode | None:
+    """Claim ``code`` for ``client``: the live, unused code of this tenant and client, or None.
+
+    A code presented again revokes the tokens of its first exchange (RFC 6749 §4.1.2); the caller
+    commits, so that the revocation stands although the request fails.
+    """
+    row = db.session.scalar(
+        AuthorizationCode.for_tenant(tenant).where(
+            AuthorizationCode.code_digest == security.digest(code)
+        )
+    )
+    if row is None or row.client_pk != client.id:
+        return None
+    if not _claim(row):
+        revoked = tokens.revoke_family(tenant, row.grant_id)
+        audit.record(tenant, AuditEvent.CODE_REPLAYED, subject=client.client_id, revoked=revoked)
+        return None
+    if row.expires_at <= utcnow():
+        return None
+    return row
+
+
+def _claim(row: AuthorizationCode) -> bool:
+    """Mark the code used, atomically: of two concurrent exchanges only one wins."""
+    statement = (
+        update(AuthorizationCode)
+        .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount == 1
+
+
+def nonce_seen(tenant: Tenant, client: Client, nonce: str) -> bool:
+    """Whether ``client`` already got a code for ``nonce`` (OpenID Connect Core §15.5.2)."""
+    query = AuthorizationCode.for_tenant(tenant).where(
+        AuthorizationCode.client_pk == client.id, AuthorizationCode.nonce == nonce
+    )
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
+    """Claim a live refresh token of ``tenant`` for one rotation, or None.
+
+    A rotated token presented again means it leaked or was stolen: every token of its family is
+    revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands.
+    """
+    row = tokens.find_refresh_token(tenant, token)
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+        return None
+    if not _claim_refresh(row):
+        revoked = tokens.revoke_family(tenant, row.grant_id)
+        audit.record(
+            tenant, AuditEvent.REFRESH_TOKEN_REUSED, subject=row.client_id, revoked=revoked
+        )
+        return None
+    return row
+
+
+def _claim_refresh(row: IssuedToken) -> bool:
+    statement = (
+        update(IssuedToken)
+        .where(IssuedToken.id == row.id, IssuedToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount == 1

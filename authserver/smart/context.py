@@ -1,0 +1,97 @@
+"""Launch context: what rides along with a token (SMART 2.2 "Launch context arrives with your
+access_token"). Pure: no Flask, no database.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Token-response members that carry launch context (SMART 2.2 §2.4 of our requirements).
+RESPONSE_MEMBERS = (
+    "patient",
+    "encounter",
+    "fhirContext",
+    "need_patient_banner",
+    "smart_style_url",
+    "intent",
+)
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
+
+
+def token_response_members(context: dict[str, Any]) -> dict[str, Any]:
+    """The launch-context members of a token response; ``False`` banners are kept (g10 wants
+    the key in every EHR launch)."""
+    return {name: context[name] for name in RESPONSE_MEMBERS if context.get(name) is not None}
+
+
+def fhir_user_url(fhir_base_url: str, fhir_user: str | None) -> str | None:
+    """``Practitioner/7`` as an absolute URL under the FHIR base (OIDC-05)."""
+    return f"{fhir_base_url.rstrip('/')}/{fhir_user}" if fhir_user else None
+
+
+def own_patient_id(fhir_user: str | None) -> str | None:
+    """The Patient id of a patient user's ``fhirUser`` (``Patient/123`` -> ``123``)."""
+    resource_type, _, resource_id = (fhir_user or "").partition("/")
+    return resource_id if resource_type == "Patient" and resource_id else None
+
+
+def fhir_id(value: Any, name: str) -> str:
+    """A FHIR logical id (FHIR R4 §2.1.0.8: ``[A-Za-z0-9\\-\\.]{1,64}``).
+
+    :raises ValueError: otherwise.
+    """
+    if not isinstance(value, str) or not FHIR_ID.fullmatch(value):
+        raise ValueError(f"{name} must be a FHIR id (1-64 letters, digits, - and .)")
+    return value
+
+
+def fhir_context(items: Any) -> list[dict[str, Any]]:
+    """Validate a SMART 2.2 ``fhirContext`` array (TOK-11, IG-scopes #fhircontext-exp).
+
+    Each item is an object with at least one of ``reference`` (relative ``Type/id``),
+    ``canonical`` (string) or ``identifier`` (object); ``type`` is a resource type; ``role`` is an
+    absolute URI and never ``""``. Patient and Encounter appear only with a role other than
+    ``launch`` (they have their own ``patient`` / ``encounter`` members).
+
+    :raises ValueError: with the first problem found.
+    """
+    if not isinstance(items, list):
+        raise ValueError("fhirContext must be a JSON array of objects")
+    return [_context_item(item, index) for index, item in enumerate(items)]
+
+
+def _context_item(item: Any, index: int) -> dict[str, Any]:
+    where = f"fhirContext[{index}]"
+    if not isinstance(item, dict) or not item:
+        raise ValueError(f"{where} must be an object")
+    unknown = set(item) - {"reference", "canonical", "identifier", "type", "role"}
+    if unknown:
+        raise ValueError(f"{where} has unknown members: {', '.join(sorted(unknown))}")
+    if not {"reference", "canonical", "identifier"} & set(item):
+        raise ValueError(f"{where} needs a reference, canonical or identifier")
+    reference = item.get("reference")
+    if reference is not None and not (
+        isinstance(reference, str) and _REFERENCE.fullmatch(reference)
+    ):
+        raise ValueError(f"{where}.reference must be a relative reference such as Observation/1")
+    if "canonical" in item and not (isinstance(item["canonical"], str) and item["canonical"]):
+        raise ValueError(f"{where}.canonical must be a non-empty string")
+    if "identifier" in item and not isinstance(item["identifier"], dict):
+        raise ValueError(f"{where}.identifier must be an object")
+    if "type" in item and not (
+        isinstance(item["type"], str) and _RESOURCE_TYPE.fullmatch(item["type"])
+    ):
+        raise ValueError(f"{where}.type must be a FHIR resource type")
+    role = item.get("role", "launch")
+    if not isinstance(role, str) or not role or (role != "launch" and ":" not in role):
+        raise ValueError(f"{where}.role must be an absolute URI (and never empty)")
+    resource_type = item.get("type") or (reference or "").partition("/")[0]
+    if resource_type in ("Patient", "Encounter") and role == "launch":
+        raise ValueError(
+            f"{where}: {resource_type} goes in --patient/--encounter, or needs a role other than "
+            "launch"
+        )
+    return dict(item)

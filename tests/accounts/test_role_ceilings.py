@@ -1,0 +1,216 @@
+"""Role ceilings: minimum-necessary defaults as tenant data, changed only through the service."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask_migrate import downgrade
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from authserver import create_app
+from authserver.accounts import service
+from authserver.accounts.roles import DEFAULT_CEILINGS
+from authserver.accounts.roles import DEFAULT_ROLES
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
+from authserver.extensions import db
+from authserver.smart.policy import grantable
+from authserver.smart.scopes import parse_scopes
+from tests.fixtures.database import app_config
+
+CLINICAL = ("Observation", "Condition", "MedicationRequest", "AllergyIntolerance", "Procedure")
+
+
+def ceiling_of(tenant, role_name):
+    return parse_scopes(service.get_role(tenant, role_name).scope_ceiling)
+
+
+def grant_for(user, requested):
+    return str(grantable(parse_scopes(requested), parse_scopes(""), service.role_ceiling(user)))
+
+
+def test_every_new_tenant_role_gets_its_default_ceiling(tenant):
+    roles = {role.name: role for role in service.list_roles(tenant)}
+    assert set(roles) == set(DEFAULT_ROLES)
+    for name, role in roles.items():
+        assert role.scope_ceiling.split() == DEFAULT_CEILINGS[name]
+        service.parse_ceiling(role.scope_ceiling.split())  # every default is a valid ceiling
+
+
+def test_front_desk_asking_for_observations_gets_none(tenant, make_user):
+    desk = make_user(tenant, "desk", roles=["front-desk"])
+    assert grant_for(desk, "openid fhirUser user/Observation.rs") == "openid fhirUser"
+    assert grant_for(desk, "user/Patient.rs user/Appointment.rs") == (
+        "user/Patient.rs user/Appointment.rs"
+    )
+
+
+def test_billing_gets_no_clinical_scope(tenant, make_user):
+    billing = make_user(tenant, "billing", roles=["billing"])
+    granted = parse_scopes(grant_for(billing, "user/*.rs"))
+    types = {scope.resource_type for scope in granted.resource_scopes}
+    financial = {"Account", "ChargeItem", "Claim", "Coverage", "ExplanationOfBenefit", "Invoice"}
+    assert types == financial | {"Patient"}
+    assert not types & set(CLINICAL)
+
+
+def test_clinic_admin_gets_no_clinical_data(tenant, make_user):
+    admin = make_user(tenant, "admin", roles=["clinic-admin"])
+    granted = parse_scopes(grant_for(admin, "user/*.cruds patient/*.rs"))
+    types = {scope.resource_type for scope in granted.resource_scopes}
+    assert types == {"Location", "Organization", "Practitioner", "PractitionerRole"}
+    assert all(scope.permissions == frozenset("rs") for scope in granted.resource_scopes)
+
+
+def test_patient_role_only_reaches_patient_scopes(tenant, make_user):
+    patient = make_user(tenant, "pat", roles=["patient"], fhir_user="Patient/p1")
+    assert grant_for(patient, "user/Observation.rs patient/Observation.rs") == (
+        "patient/Observation.rs"
+    )
+    assert grant_for(patient, "patient/Observation.write") == ""
+
+
+def test_nurse_reads_the_chart_and_writes_observations_only(tenant, make_user):
+    nurse = make_user(tenant, "nurse", roles=["nurse"])
+    assert grant_for(nurse, "user/Observation.cruds") == "user/Observation.crus"
+    assert grant_for(nurse, "user/Condition.write user/Condition.read") == "user/Condition.read"
+
+
+def test_several_roles_grant_the_union_of_their_ceilings(tenant, make_user):
+    both = make_user(tenant, "both", roles=["front-desk", "billing"])
+    assert grant_for(both, "user/Claim.rs user/Appointment.rs user/Observation.rs") == (
+        "user/Claim.rs user/Appointment.rs"
+    )
+
+
+def test_v1_request_narrowed_by_v2_ceiling(tenant, make_user):
+    nurse = make_user(tenant, "nurse", roles=["nurse"])
+    service.set_role_ceiling(tenant, "nurse", ["user/Observation.rs", "user/Patient.r"])
+    # .read means r+s: the Observation ceiling covers it and keeps the v1 spelling;
+    # Patient only allows r, which v1 cannot say, so it comes back as v2.
+    assert grant_for(nurse, "patient/Observation.read user/Patient.read") == (
+        "patient/Observation.read user/Patient.r"
+    )
+    assert grant_for(nurse, "user/*.read") == "user/Observation.read user/Patient.r"
+
+
+def test_v2_request_narrowed_by_v1_ceiling(tenant, make_user):
+    nurse = make_user(tenant, "nurse", roles=["nurse"])
+    service.set_role_ceiling(tenant, "nurse", ["user/*.read"])
+    assert grant_for(nurse, "user/Observation.cruds patient/Condition.rs") == (
+        "user/Observation.rs patient/Condition.rs"
+    )
+    assert grant_for(nurse, "user/Observation.cud") == ""
+
+
+def test_set_ceiling_replaces_the_ceiling_and_is_audited(tenant):
+    role = service.set_role_ceiling(
+        tenant, "front-desk", ["user/Patient.rs", "user/Patient.rs"], actor="t"
+    )
+    db.session.commit()
+    assert role.scope_ceiling == "user/Patient.rs"
+    events = db.session.execute(text("SELECT event, subject FROM audit_records")).all()
+    assert ("role:ceiling-changed", "front-desk") in events
+
+
+@pytest.mark.parametrize(
+    "scope",
+    ["openid", "launch/patient", "offline_access", "system/*.rs", "user/Observation.x", "bogus"],
+)
+def test_ceiling_takes_only_patient_or_user_resource_scopes(tenant, scope):
+    before = service.get_role(tenant, "nurse").scope_ceiling
+    with pytest.raises(ValidationError):
+        service.set_role_ceiling(tenant, "nurse", ["user/Patient.rs", scope])
+    assert service.get_role(tenant, "nurse").scope_ceiling == before
+
+
+def test_unknown_role_is_not_found(tenant):
+    with pytest.raises(NotFound):
+        service.set_role_ceiling(tenant, "surgeon", ["user/Patient.rs"])
+
+
+def test_ceiling_of_one_tenant_leaves_the_other_alone(tenant, other_tenant):
+    service.set_role_ceiling(tenant, "nurse", ["user/Patient.rs"])
+    db.session.commit()
+    assert ceiling_of(other_tenant, "nurse") == parse_scopes(" ".join(DEFAULT_CEILINGS["nurse"]))
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_role_list_shows_ceilings(cli, tenant):
+    result = cli.invoke(args=["role", "list", "clinic-a"])
+    assert result.exit_code == 0, result.output
+    roles = {row["name"]: row for row in json.loads(result.output)}
+    assert roles["patient"]["scope_ceiling"] == ["patient/*.rs"]
+    assert roles["billing"]["description"] == "Billing"
+
+
+def test_cli_set_ceiling(cli, tenant):
+    result = cli.invoke(
+        args=["role", "set-ceiling", "clinic-a", "billing", "user/Claim.rs", "user/Patient.r"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["scope_ceiling"] == ["user/Claim.rs", "user/Patient.r"]
+    db.session.expire_all()
+    assert ceiling_of(tenant, "billing") == parse_scopes("user/Claim.rs user/Patient.r")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["clinic-a", "billing", "user/Claim.bogus"], "malformed scope"),
+        (["clinic-a", "billing", "openid"], "cannot be in a role ceiling"),
+        (["clinic-a", "surgeon", "user/Claim.rs"], "no role 'surgeon'"),
+        (["no-such-clinic", "billing", "user/Claim.rs"], "no tenant"),
+    ],
+)
+def test_cli_set_ceiling_refuses_bad_input_in_one_line(cli, tenant, args, message):
+    result = cli.invoke(args=["role", "set-ceiling", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# --- Migration data step ---------------------------------------------------------------------
+
+
+def test_migration_fills_empty_ceilings_of_existing_tenants(make_database_url, tmp_path):
+    migrated = create_app(app_config(make_database_url("ceilings"), tmp_path / "instance"))
+    with migrated.app_context():
+        directory = migrated.extensions["migrate"].directory
+        upgrade(directory=directory, revision="70c8bffe1278")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tenants (id, slug, display_name, status, access_token_lifetime, "
+                    "refresh_token_lifetime, authorization_code_lifetime, id_token_lifetime, "
+                    "created_at) VALUES (1, 'old', 'Old', 'active', 3600, 60, 60, 3600, "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+            for role_id, (name, ceiling) in enumerate(
+                [("nurse", ""), ("billing", "user/Claim.rs"), ("surgeon", "")], start=1
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO roles (id, tenant_id, name, description, scope_ceiling) "
+                        "VALUES (:id, 1, :name, '', :ceiling)"
+                    ),
+                    {"id": role_id, "name": name, "ceiling": ceiling},
+                )
+        upgrade(directory=directory, revision="7ca1a24a0360")
+        ceilings = dict(db.session.execute(text("SELECT name, scope_ceiling FROM roles")).all())
+        assert ceilings == {
+            "nurse": " ".join(DEFAULT_CEILINGS["nurse"]),
+            "billing": "user/Claim.rs",  # the tenant's own choice is kept
+            "surgeon": "",  # not a default role: nothing to fill in
+        }
+        db.session.remove()
+        downgrade(directory=directory, revision="70c8bffe1278")
+        ceilings = dict(db.session.execute(text("SELECT name, scope_ceiling FROM roles")).all())
+        assert ceilings == {"nurse": "", "billing": "user/Claim.rs", "surgeon": ""}
+        db.session.remove()
+        db.engine.dispose()

@@ -1,0 +1,345 @@
+"""EHR launch (SMART-REQUIREMENTS §1.8, AUTHZ-20, TOK-09..11): launch ids and their context."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import update
+
+from authserver.extensions import db
+from authserver.launch import service as launches
+from authserver.launch.models import Launch
+from authserver.models import utcnow
+from tests.fixtures.accounts import login
+from tests.fixtures.live import Browser
+from tests.oauth.conftest import app_session
+from tests.oauth.conftest import authorization_params
+from tests.oauth.conftest import authorize
+from tests.oauth.conftest import exchange
+from tests.oauth.conftest import new_verifier
+from tests.oauth.conftest import redirect_params
+from tests.oauth.conftest import verify_with_jwks
+
+EHR_SCOPE = "launch openid fhirUser offline_access user/*.rs patient/*.rs"
+FHIR_CONTEXT = [
+    {"reference": "DiagnosticReport/dr-7"},
+    {"reference": "Patient/mom-1", "role": "https://example.org/roles/mother"},
+    {"canonical": "http://example.org/Questionnaire/q|1.0", "type": "Questionnaire"},
+]
+VERIFIER = new_verifier()
+
+
+@pytest.fixture
+def ehr(make_client, clinic):
+    return make_client(clinic.tenant, kind="resource_server", auth_method="client_secret_basic")
+
+
+def basic(client_id, secret):
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def new_launch(tenant, **context):
+    context.setdefault("patient", "pt-1")
+    launch_id, _ = launches.create_launch(tenant, actor="test", **context)
+    db.session.commit()
+    return launch_id
+
+
+# --- Full flow with Authlib's client, EHR-started, at two tenants ----------------------------
+
+
+def test_ehr_launch_with_encounter_and_fhir_context_at_two_tenants(
+    live_server, clinic, other_clinic, make_client
+):
+    server = live_server()
+    issued = {}
+    for current in (clinic, other_clinic):
+        gateway = make_client(
+            current.tenant, kind="resource_server", auth_method="client_secret_basic"
+        )
+        started = requests.post(
+            f"{server.url}/t/{current.slug}/launch",
+            json={
+                "patient": f"pt-{current.slug}",
+                "encounter": "enc-9",
+                "fhirContext": FHIR_CONTEXT,
+                "intent": "reconcile-medications",
+                "need_patient_banner": True,
+            },
+            auth=(gateway.client.client_id, gateway.client_secret),
+            timeout=10,
+        )
+        assert started.status_code == 201, started.text
+        assert started.headers["Cache-Control"] == "no-store"
+        launch = started.json()
+        assert launch["iss"] == server.fhir_base(current.slug)
+
+        session = app_session(server, current, confidential=True, scope=EHR_SCOPE)
+        verifier = new_verifier()
+        url, _ = session.create_authorization_url(
+            server.authorize_url(current.slug),
+            code_verifier=verifier,
+            aud=launch["iss"],
+            launch=launch["launch"],
+        )
+        location = Browser("doc").authorize(url)
+        token = session.fetch_token(
+            server.token_url(current.slug), authorization_response=location, code_verifier=verifier
+        )
+        assert token["patient"] == f"pt-{current.slug}"
+        assert token["encounter"] == "enc-9"
+        assert token["fhirContext"] == FHIR_CONTEXT
+        assert token["need_patient_banner"] is True
+        assert token["intent"] == "reconcile-medications"
+        assert token["smart_style_url"] == server.issuer(current.slug) + "/smart-style.json"
+        assert set(token["scope"].split()) >= {"launch", "openid", "fhirUser", "offline_access"}
+        style = requests.get(token["smart_style_url"], timeout=10)
+        assert style.status_code == 200 and style.json()["color_highlight"]
+        issued[current.slug] = token
+
+    for slug, token in issued.items():
+        other = "clinic-b" if slug == "clinic-a" else "clinic-a"
+        claims = verify_with_jwks(
+            token["access_token"], server.jwks(slug), audience=server.fhir_base(slug)
+        )
+        assert claims["patient"] == f"pt-{slug}" and claims["encounter"] == "enc-9"
+        assert claims["fhirContext"] == FHIR_CONTEXT
+        assert claims["roles"] == ["physician"]
+        with pytest.raises(Exception, match="no key"):
+            verify_with_jwks(
+                token["access_token"], server.jwks(other), audience=server.fhir_base(slug)
+            )
+
+
+# --- Authorize with a launch -----------------------------------------------------------------
+
+
+@pytest.fixture
+def doctor(client, clinic):
+    login(client, clinic.slug, "doc")
+    return client
+
+
+def ehr_params(clinic, launch_id, **overrides):
+    return authorization_params(
+        clinic, verifier=VERIFIER, scope=EHR_SCOPE, launch=launch_id, **overrides
+    )
+
+
+def assert_refused(response, code="invalid_request"):
+    params = redirect_params(response)
+    assert params["error"] == code and "code" not in params
+    assert params["state"] == "state-123"
+
+
+def test_launch_context_reaches_the_token_response(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, patient="pt-3")
+    code = redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+    assert body["patient"] == "pt-3"
+    assert body["need_patient_banner"] is False  # present in every EHR launch
+    assert "encounter" not in body and "fhirContext" not in body
+
+
+def test_launch_is_used_once(doctor, clinic):
+    launch_id = new_launch(clinic.tenant)
+    assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_unknown_launch_is_refused(doctor, clinic):
+    params = ehr_params(clinic, "asln_unknown")
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
+
+
+def test_expired_launch_is_refused(doctor, clinic):
+    launch_id = new_launch(clinic.tenant)
+    db.session.execute(update(Launch).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_launch_of_another_tenant_is_refused(doctor, clinic, other_clinic):
+    launch_id = new_launch(other_clinic.tenant)
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_launch_bound_to_another_app_is_refused(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, client_id=clinic.confidential_app.client_id)
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_launch_scope_without_launch_is_refused(doctor, clinic):
+    params = ehr_params(clinic, None)
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
+
+
+def test_launch_default_lifetime_is_minutes(clinic):
+    _, row = launches.create_launch(clinic.tenant, patient="pt-1", actor="test")
+    assert timedelta(minutes=4) < row.expires_at - row.created_at <= timedelta(minutes=5)
+
+
+def test_patient_cannot_take_another_patients_launch(client, clinic):
+    login(client, clinic.slug, "pat")
+    launch_id = new_launch(clinic.tenant, patient="somebody-else")
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch openid patient/*.rs", launch=launch_id
+    )
+    assert_refused(client.get("/t/clinic-a/authorize", query_string=params), "access_denied")
+
+
+def test_patient_portal_launch_of_own_record(client, clinic):
+    login(client, clinic.slug, "pat")
+    launch_id = new_launch(clinic.tenant, patient="p-clinic-a")
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch openid patient/*.rs", launch=launch_id
+    )
+    code = redirect_params(authorize(client, clinic, params))["code"]
+    assert exchange(client, clinic, code, VERIFIER).json["patient"] == "p-clinic-a"
+
+
+def test_refresh_keeps_the_launch_context(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, patient="pt-5", encounter="enc-5")
+    code = redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))["code"]
+    first = exchange(doctor, clinic, code, VERIFIER).json
+    refreshed = doctor.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": first["refresh_token"],
+            "client_id": clinic.public_app.client_id,
+        },
+    ).json
+    assert refreshed["patient"] == "pt-5" and refreshed["encounter"] == "enc-5"
+
+
+# --- POST /launch ----------------------------------------------------------------------------
+
+
+def test_post_launch_needs_a_resource_server_credential(client, clinic, ehr):
+    response = client.post("/t/clinic-a/launch", json={"patient": "pt-1"})
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+    response = client.post(
+        "/t/clinic-a/launch",
+        json={"patient": "pt-1"},
+        headers=basic(ehr.client.client_id, "wrong"),
+    )
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+
+
+def test_post_launch_refuses_an_app_credential(client, clinic):
+    response = client.post(
+        "/t/clinic-a/launch",
+        json={"patient": "pt-1"},
+        headers=basic(clinic.confidential_app.client_id, clinic.secret),
+    )
+    assert response.status_code == 403 and response.json["error"] == "unauthorized_client"
+
+
+def test_post_launch_resource_server_of_another_tenant_is_unknown(
+    client, clinic, other_clinic, make_client
+):
+    foreign = make_client(
+        other_clinic.tenant, kind="resource_server", auth_method="client_secret_basic"
+    )
+    response = client.post(
+        "/t/clinic-a/launch",
+        json={"patient": "pt-1"},
+        headers=basic(foreign.client.client_id, foreign.client_secret),
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"patient": "a b"},
+        {"patient": "pt-1", "encounter": "x/y"},
+        {"patient": "pt-1", "fhirContext": "DiagnosticReport/1"},
+        {"patient": "pt-1", "fhirContext": [{"type": "Observation"}]},
+        {"patient": "pt-1", "fhirContext": [{"reference": "Patient/2"}]},
+        {"patient": "pt-1", "fhirContext": [{"reference": "Observation/1", "role": ""}]},
+        {"patient": "pt-1", "need_patient_banner": "yes"},
+        {"patient": "pt-1", "intent": 7},
+    ],
+    ids=[
+        "no-patient",
+        "bad-patient",
+        "bad-encounter",
+        "context-not-array",
+        "context-without-target",
+        "patient-in-context-without-role",
+        "empty-role",
+        "banner-not-boolean",
+        "intent-not-text",
+    ],
+)
+def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    response = client.post("/t/clinic-a/launch", json=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert db.session.query(Launch).count() == 0
+
+
+def test_post_launch_needs_json(client, clinic, ehr):
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    response = client.post("/t/clinic-a/launch", data={"patient": "pt-1"}, headers=headers)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_launch_create(cli, clinic):
+    result = cli.invoke(
+        args=[
+            "launch",
+            "create",
+            "clinic-a",
+            "--patient",
+            "pt-1",
+            "--encounter",
+            "enc-1",
+            "--fhir-context",
+            json.dumps(FHIR_CONTEXT),
+            "--intent",
+            "review",
+            "--need-patient-banner",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["launch"].startswith("asln_")
+    assert shown["iss"] == "https://auth.example.test/t/clinic-a/fhir"
+    row = db.session.scalar(db.select(Launch))
+    assert row.launch_digest != shown["launch"]
+    assert (row.encounter, row.intent, row.need_patient_banner) == ("enc-1", "review", True)
+    assert row.fhir_context == FHIR_CONTEXT
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--patient", "a/b"], "patient must be a FHIR id"),
+        (["--patient", "p", "--fhir-context", "{"], "not JSON"),
+        (["--patient", "p", "--fhir-context", "[{}]"], "fhirContext[0]"),
+        (["--patient", "p", "--client", "app_nope"], "no client"),
+    ],
+)
+def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):
+    result = cli.invoke(args=["launch", "create", "clinic-a", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_discovery_advertises_ehr_launch(client, clinic):
+    capabilities = client.get("/t/clinic-a/.well-known/smart-configuration").json["capabilities"]
+    assert {"launch-ehr", "context-ehr-patient", "context-ehr-encounter"} <= set(capabilities)
+    assert {"context-banner", "context-style"} <= set(capabilities)

@@ -1,0 +1,361 @@
+"""Every authorization-endpoint check of SMART-REQUIREMENTS §1.3, each with its exact error."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
+
+import pytest
+
+from authserver.errors import ValidationError
+from tests.fixtures.accounts import login
+from tests.oauth.conftest import REDIRECT_URI
+from tests.oauth.conftest import authorization_params
+from tests.oauth.conftest import authorize
+from tests.oauth.conftest import fhir_base
+from tests.oauth.conftest import redirect_params
+from tests.oauth.conftest import set_policy
+
+
+@pytest.fixture
+def signed_in(client, clinic):
+    login(client, clinic.slug, "pat")
+    return client
+
+
+def error_page(response, code: str) -> None:
+    """Shown, never redirected (RFC 6749 §4.1.2.1)."""
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert f'<code class="error-code">{code}</code>' in response.get_data(as_text=True)
+
+
+def error_redirect(response, code: str, state: str = "state-123") -> dict:
+    params = redirect_params(response)
+    assert params["error"] == code
+    assert params.get("state") == state
+    assert "code" not in params
+    return params
+
+
+# --- AUTHZ-01, 03, 04: the happy path keeps state and the redirect URI's own query -----------
+
+
+def test_approved_request_redirects_with_code_and_state(signed_in, clinic):
+    params = redirect_params(authorize(signed_in, clinic, authorization_params(clinic)))
+    assert params["code"].startswith("asac_")
+    assert params["state"] == "state-123"
+
+
+def test_state_round_trips_byte_for_byte(signed_in, clinic):
+    state = "a+b/c=d~ é&x=%41"
+    response = authorize(signed_in, clinic, authorization_params(clinic, state=state))
+    assert redirect_params(response)["state"] == state
+
+
+def test_redirect_uri_query_is_kept(signed_in, clinic, make_client):
+    uri = "https://app.example.test/cb?x=1"
+    app = make_client(clinic.tenant, redirect_uris=[uri]).client
+    response = authorize(signed_in, clinic, authorization_params(clinic, app, redirect_uri=uri))
+    location = urlsplit(response.headers["Location"])
+    query = parse_qs(location.query)
+    assert location.path == "/cb" and query["x"] == ["1"] and "code" in query
+    assert not location.fragment
+
+
+def test_authorize_answers_without_cors(signed_in, clinic):
+    response = signed_in.get(
+        "/t/clinic-a/authorize",
+        query_string=authorization_params(clinic),
+        headers={"Origin": "https://app.example.test"},
+    )
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# --- AUTHZ-05/06/07: bad client or redirect URI: an error page, never a redirect -------------
+
+
+def test_unknown_client_gets_an_error_page(signed_in, clinic):
+    error_page(
+        signed_in.get(
+            "/t/clinic-a/authorize", query_string=authorization_params(clinic, client_id="nope")
+        ),
+        "invalid_client",
+    )
+
+
+def test_missing_client_id_gets_an_error_page(signed_in, clinic):
+    params = authorization_params(clinic, client_id=None)
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://evil.example/callback",
+        REDIRECT_URI + "/",
+        "http://app.example.test/callback",
+        "https://APP.example.test/callback",
+        "https://app.example.test/Callback",
+        "https://app.example.test:8443/callback",
+        REDIRECT_URI + "?extra=1",
+    ],
+    ids=["other", "trailing-slash", "scheme", "host-case", "path-case", "port", "extra-query"],
+)
+def test_unregistered_redirect_uri_gets_an_error_page(signed_in, clinic, redirect_uri):
+    params = authorization_params(clinic, redirect_uri=redirect_uri)
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_missing_redirect_uri_gets_an_error_page(signed_in, clinic):
+    params = authorization_params(clinic, redirect_uri=None)
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_client_of_another_tenant_is_unknown(signed_in, clinic, other_clinic):
+    params = authorization_params(clinic, other_clinic.public_app)
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_client")
+
+
+# --- AUTHZ-08/09/10: aud --------------------------------------------------------------------
+
+
+def test_foreign_aud_gets_no_code(signed_in, clinic):
+    params = authorization_params(clinic, aud="https://inferno.healthit.gov/invalid_aud")
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_aud_of_another_tenant_gets_no_code(signed_in, clinic):
+    params = authorization_params(clinic, aud=fhir_base("clinic-b"))
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_missing_aud_is_invalid_request(signed_in, clinic):
+    params = authorization_params(clinic, aud=None)
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_aud_with_trailing_slash_is_accepted(signed_in, clinic):
+    params = authorization_params(clinic, aud=fhir_base("clinic-a") + "/")
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))
+
+
+# --- AUTHZ-11, 19: response type and grant ---------------------------------------------------
+
+
+def test_token_response_type_is_unsupported(signed_in, clinic):
+    params = authorization_params(clinic, response_type="token")
+    error_redirect(
+        signed_in.get("/t/clinic-a/authorize", query_string=params), "unsupported_response_type"
+    )
+
+
+def test_missing_response_type_is_invalid_request(signed_in, clinic):
+    params = authorization_params(clinic, response_type=None)
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_client):
+    backend = make_client(
+        clinic.tenant,
+        auth_method="client_secret_basic",
+        redirect_uris=[REDIRECT_URI],
+        grant_types=["client_credentials"],
+    ).client
+    params = authorization_params(clinic, backend)
+    error_redirect(
+        signed_in.get("/t/clinic-a/authorize", query_string=params), "unauthorized_client"
+    )
+
+
+# --- AUTHZ-12/13/14: PKCE -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"code_challenge": None},
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge_method": "plain"},
+        {"code_challenge_method": None},
+        {"code_challenge": "too-short"},
+        {"code_challenge": "a" * 42 + "="},
+        {"code_challenge": "a" * 42 + "+"},
+        {"code_challenge": "a" * 44},
+    ],
+    ids=[
+        "challenge-missing",
+        "pkce-missing",
+        "plain",
+        "method-missing",
+        "short",
+        "padding",
+        "plus",
+        "not-s256-length",
+    ],
+)
+def test_pkce_faults_are_invalid_request(signed_in, clinic, overrides):
+    params = authorization_params(clinic, **overrides)
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_confidential_app_without_pkce_is_refused(signed_in, clinic):
+    params = authorization_params(
+        clinic, clinic.confidential_app, code_challenge=None, code_challenge_method=None
+    )
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_legacy_smart_v1_confidential_app_may_omit_pkce(signed_in, clinic):
+    set_policy(clinic.tenant, clinic.confidential_app, legacy_smart_v1=True)
+    params = authorization_params(
+        clinic, clinic.confidential_app, code_challenge=None, code_challenge_method=None
+    )
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))
+
+
+def test_legacy_smart_v1_app_still_may_not_use_plain(signed_in, clinic):
+    set_policy(clinic.tenant, clinic.confidential_app, legacy_smart_v1=True)
+    params = authorization_params(clinic, clinic.confidential_app, code_challenge_method="plain")
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_public_app_can_never_be_legacy(clinic):
+    with pytest.raises(ValidationError):
+        set_policy(clinic.tenant, clinic.public_app, legacy_smart_v1=True)
+
+
+# --- AUTHZ-15, SCOPE-12: scopes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", [None, "", "patient/Observation.x bogus/scope"])
+def test_no_valid_scope_is_invalid_scope(signed_in, clinic, scope):
+    params = authorization_params(clinic, scope=scope)
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_scope")
+
+
+def test_malformed_scopes_are_dropped(signed_in, clinic, client):
+    params = authorization_params(clinic, scope="openid patient/Observation.dus launch/patient")
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
+    assert "patient/Observation.dus" not in page
+    assert 'value="openid"' in page
+
+
+def test_nothing_grantable_to_the_user_is_invalid_scope(signed_in, clinic):
+    params = authorization_params(clinic, scope="user/Observation.rs system/*.rs")
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_scope")
+
+
+# --- AUTHZ-16: denial -----------------------------------------------------------------------
+
+
+def test_user_denies(signed_in, clinic):
+    response = authorize(signed_in, clinic, authorization_params(clinic), decision="deny")
+    error_redirect(response, "access_denied")
+
+
+def test_user_unticking_everything_is_a_denial(signed_in, clinic):
+    response = authorize(
+        signed_in,
+        clinic,
+        authorization_params(clinic, scope="openid patient/Patient.rs"),
+        untick=("openid", "patient/Patient.rs"),
+    )
+    error_redirect(response, "access_denied")
+
+
+# --- AUTHZ-18: repeated parameters ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["scope", "state", "redirect_uri", "response_type"])
+def test_repeated_oauth_parameter_is_invalid_request(signed_in, clinic, name):
+    params = list(authorization_params(clinic).items()) + [(name, "again")]
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+@pytest.mark.parametrize("name", ["aud", "code_challenge", "nonce"])
+def test_repeated_smart_parameter_is_invalid_request(signed_in, clinic, name):
+    params = list(authorization_params(clinic, nonce="n").items()) + [(name, "again")]
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def test_unknown_parameters_are_ignored(signed_in, clinic):
+    params = authorization_params(clinic, color="blue")
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))
+
+
+# --- Sign-in and consent ---------------------------------------------------------------------
+
+
+def test_anonymous_user_is_sent_to_the_tenant_login_with_next(client, clinic):
+    response = client.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/t/clinic-a/login"
+    following = parse_qs(location.query)["next"][0]
+    assert following.startswith("/t/clinic-a/authorize?")
+    assert parse_qs(urlsplit(following).query)["state"] == ["state-123"]
+
+
+def test_prompt_none_without_login_is_login_required(client, clinic):
+    params = authorization_params(clinic, prompt="none", scope="openid patient/Patient.rs")
+    error_redirect(client.get("/t/clinic-a/authorize", query_string=params), "login_required")
+
+
+def test_login_at_another_tenant_is_not_a_login_here(client, clinic, other_clinic):
+    login(client, "clinic-b", "pat")
+    response = client.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
+    assert urlsplit(response.headers["Location"]).path == "/t/clinic-a/login"
+
+
+def test_consent_lists_scopes_in_plain_words(signed_in, clinic):
+    params = authorization_params(
+        clinic, scope="openid fhirUser patient/Observation.rs?category=laboratory launch/patient"
+    )
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
+    assert "Read and search your lab results" in page
+    assert "Know who you are" in page
+    assert page.count('name="grant"') == 3  # openid and fhirUser share one box
+
+
+def test_consent_post_without_csrf_token_is_refused(signed_in, clinic):
+    params = authorization_params(clinic)
+    signed_in.get("/t/clinic-a/authorize", query_string=params)
+    response = signed_in.post(
+        "/t/clinic-a/authorize",
+        query_string=params,
+        data={"csrf_token": "forged", "decision": "allow", "grant": "openid"},
+    )
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+
+
+def test_unticked_scope_is_not_granted(signed_in, clinic):
+    params = authorization_params(clinic, scope="openid fhirUser patient/Observation.rs")
+    code = redirect_params(authorize(signed_in, clinic, params, untick=("patient/Observation.rs",)))
+    from authserver.extensions import db
+    from authserver.oauth.models import AuthorizationCode
+
+    row = db.session.scalar(AuthorizationCode.for_tenant(clinic.tenant))
+    assert row.scope == "openid fhirUser"
+    assert code["code"]
+
+
+def test_trusted_app_skips_consent(signed_in, clinic):
+    set_policy(clinic.tenant, clinic.public_app, trusted=True)
+    response = signed_in.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
+    assert "code" in redirect_params(response)
+
+
+def test_prompt_none_with_consent_due_is_consent_required(signed_in, clinic):
+    params = authorization_params(clinic, prompt="none")
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "consent_required")
+
+
+def test_authorize_post_continues_as_get(signed_in, clinic):
+    params = authorization_params(clinic)
+    response = signed_in.post("/t/clinic-a/authorize", data=params)
+    assert response.status_code == 303
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/t/clinic-a/authorize"
+    assert {k: v[0] for k, v in parse_qs(location.query).items()} == params

@@ -1,0 +1,357 @@
+"""Token endpoint, authorization-code grant: SMART-REQUIREMENTS §1.4, §1.7, §2.4 and §3.1."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import jwt
+import pytest
+from sqlalchemy import select
+from sqlalchemy import update
+from werkzeug.datastructures import MultiDict
+
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.oauth.models import AuthorizationCode
+from authserver.tokens.models import IssuedToken
+from tests.fixtures.accounts import login
+from tests.oauth.conftest import REDIRECT_URI
+from tests.oauth.conftest import challenge_of
+from tests.oauth.conftest import exchange
+from tests.oauth.conftest import get_code
+from tests.oauth.conftest import new_verifier
+
+VERIFIER = "x" * 20 + "-Verifier_with.tilde~" + "y" * 20
+
+
+@pytest.fixture
+def signed_in(client, clinic):
+    login(client, clinic.slug, "pat")
+    return client
+
+
+def basic(client_id: str, secret: str) -> dict:
+    raw = f"{client_id}:{secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.json["error"] == code
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "access_token" not in response.json
+
+
+# --- TOK-01..03, 06, 07, 12; §2.4: the success response ------------------------------------
+
+
+def test_public_client_exchange(signed_in, clinic):
+    response = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER), VERIFIER)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert response.headers["Access-Control-Allow-Origin"]
+    body = response.json
+    assert body["token_type"] == "Bearer"
+    assert isinstance(body["expires_in"], int) and 0 < body["expires_in"] <= 3600
+    assert body["scope"] == "launch/patient openid fhirUser offline_access patient/*.rs"
+    assert body["patient"] == "p-clinic-a"
+    assert isinstance(body["refresh_token"], str)
+    assert "fhirUser" not in body  # an identity claim, not a token-response member
+
+
+def test_access_token_carries_context_tenant_and_roles(signed_in, clinic):
+    body = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER), VERIFIER).json
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "p-clinic-a"
+    assert claims["fhirUser"] == "https://auth.example.test/t/clinic-a/fhir/Patient/p-clinic-a"
+    assert claims["tenant"] == "clinic-a" and claims["roles"] == ["patient"]
+    assert claims["aud"] == "https://auth.example.test/t/clinic-a/fhir"
+    assert jwt.get_unverified_header(body["access_token"])["typ"] == "at+jwt"
+
+
+def test_no_refresh_token_without_offline_or_online_access(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER, scope="launch/patient patient/*.rs")
+    body = exchange(signed_in, clinic, code, VERIFIER).json
+    assert "refresh_token" not in body
+    assert "id_token" not in body  # OIDC-07
+
+
+def test_id_token(signed_in, clinic, client):
+    code = get_code(signed_in, clinic, VERIFIER, nonce="nonce-42")
+    body = exchange(signed_in, clinic, code, VERIFIER).json
+    header = jwt.get_unverified_header(body["id_token"])
+    assert header["alg"] == "RS256"
+    jwks = jwt.PyJWKSet.from_dict(client.get("/t/clinic-a/.well-known/jwks.json").json)
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    claims = jwt.decode(
+        body["id_token"], key, algorithms=["RS256"], audience=clinic.public_app.client_id
+    )
+    assert claims["iss"] == "https://auth.example.test/t/clinic-a"
+    assert claims["sub"] == str(clinic.patient.id)
+    assert claims["nonce"] == "nonce-42"
+    assert claims["fhirUser"] == "https://auth.example.test/t/clinic-a/fhir/Patient/p-clinic-a"
+    assert isinstance(claims["auth_time"], int) and claims["auth_time"] <= claims["iat"]
+    assert claims["at_hash"]
+
+
+def test_id_token_without_fhir_user_scope_has_no_fhir_user(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER, scope="openid patient/Patient.rs")
+    body = exchange(signed_in, clinic, code, VERIFIER).json
+    claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+    assert "fhirUser" not in claims and "nonce" not in claims
+
+
+def test_v1_profile_scope_gets_profile_claim(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER, scope="openid profile patient/*.read")
+    body = exchange(signed_in, clinic, code, VERIFIER).json
+    assert body["scope"] == "openid profile patient/*.read"
+    claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+    assert claims["profile"].endswith("/Patient/p-clinic-a")
+
+
+def test_nonce_replay_is_refused(signed_in, clinic):
+    get_code(signed_in, clinic, VERIFIER, nonce="once")
+    from tests.oauth.conftest import authorization_params
+    from tests.oauth.conftest import redirect_params
+
+    params = authorization_params(clinic, verifier=VERIFIER, nonce="once")
+    response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    assert redirect_params(response)["error"] == "invalid_request"
+
+
+# --- Confidential clients: CA-02..07 --------------------------------------------------------
+
+
+def test_client_secret_basic_without_body_client_id(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": VERIFIER,
+        },
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert response.status_code == 200, response.json
+
+
+def test_client_secret_post(signed_in, clinic, make_client):
+    registration = make_client(
+        clinic.tenant, auth_method="client_secret_post", redirect_uris=[REDIRECT_URI]
+    )
+    code = get_code(signed_in, clinic, VERIFIER, registration.client)
+    response = exchange(
+        signed_in,
+        clinic,
+        code,
+        VERIFIER,
+        registration.client,
+        client_secret=registration.client_secret,
+    )
+    assert response.status_code == 200, response.json
+
+
+def token_request(clinic, code, **extra):
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": VERIFIER,
+    }
+    data.update(extra)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_confidential_client_without_credentials_is_invalid_client(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token", data=token_request(clinic, code, client_id=app.client_id)
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_wrong_secret_is_invalid_client_with_basic_challenge(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token", data=token_request(clinic, code), headers=basic(app.client_id, "no")
+    )
+    assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_two_authentication_methods_are_refused(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code, client_secret=clinic.secret),
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_body_client_id_other_than_basic_user_is_refused(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code, client_id=clinic.public_app.client_id),
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_body_client_id_equal_to_basic_user_is_accepted(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code, client_id=app.client_id),
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert response.status_code == 200, response.json
+
+
+def test_unknown_client_id_is_invalid_client(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = signed_in.post(
+        "/t/clinic-a/token", data=token_request(clinic, code, client_id="BAD_CLIENT_ID")
+    )
+    assert response.status_code in (400, 401)
+    assert response.json["error"] == "invalid_client"
+
+
+def test_unknown_client_in_basic_header_is_invalid_client(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = signed_in.post(
+        "/t/clinic-a/token", data=token_request(clinic, code), headers=basic("BAD_CLIENT_ID", "s")
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+# --- TOK-13..17, 23: the code --------------------------------------------------------------
+
+
+def test_bad_code_is_exactly_400_invalid_grant(signed_in, clinic):
+    assert_error(exchange(signed_in, clinic, "BAD_CODE", VERIFIER), 400, "invalid_grant")
+
+
+def test_code_replay_is_refused_and_revokes_the_first_tokens(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    first = exchange(signed_in, clinic, code, VERIFIER)
+    assert first.status_code == 200
+    assert_error(exchange(signed_in, clinic, code, VERIFIER), 400, "invalid_grant")
+    db.session.expire_all()
+    issued = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert {row.kind for row in issued} == {"access", "refresh"}
+    assert all(row.revoked_at is not None for row in issued)
+
+
+def test_expired_code_is_invalid_grant(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    db.session.execute(update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert_error(exchange(signed_in, clinic, code, VERIFIER), 400, "invalid_grant")
+
+
+def test_code_lives_the_tenant_code_lifetime(signed_in, clinic):
+    get_code(signed_in, clinic, VERIFIER)
+    row = db.session.scalar(select(AuthorizationCode))
+    assert timedelta(seconds=55) < row.expires_at - row.issued_at <= timedelta(seconds=61)
+    assert not row.code_digest.startswith("asac_")  # stored as a digest only
+
+
+def test_redirect_uri_mismatch_is_invalid_grant(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = exchange(signed_in, clinic, code, VERIFIER, redirect_uri=REDIRECT_URI + "/other")
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_missing_redirect_uri_is_refused(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = exchange(signed_in, clinic, code, VERIFIER, redirect_uri=None)
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_code_of_another_client_is_invalid_grant(signed_in, clinic, make_client):
+    code = get_code(signed_in, clinic, VERIFIER)
+    other_app = make_client(clinic.tenant, redirect_uris=[REDIRECT_URI]).client
+    assert_error(exchange(signed_in, clinic, code, VERIFIER, other_app), 400, "invalid_grant")
+
+
+def test_code_of_another_tenant_is_worthless(signed_in, clinic, other_clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = exchange(signed_in, other_clinic, code, VERIFIER, other_clinic.public_app)
+    assert_error(response, 400, "invalid_grant")
+    # ...and still works where it was issued.
+    assert exchange(signed_in, clinic, code, VERIFIER).status_code == 200
+
+
+def test_repeated_token_parameter_is_invalid_request(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    data = list(token_request(clinic, code, client_id=clinic.public_app.client_id).items())
+    response = signed_in.post("/t/clinic-a/token", data=MultiDict(data + [("code", code)]))
+    assert_error(response, 400, "invalid_request")
+
+
+def test_get_is_not_a_token_request(signed_in, clinic):
+    assert signed_in.get("/t/clinic-a/token").status_code == 405
+
+
+# --- TOK-19: PKCE, each with a fresh code ---------------------------------------------------
+
+
+def test_missing_code_verifier_is_invalid_request(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    assert_error(exchange(signed_in, clinic, code, None), 400, "invalid_request")
+
+
+def test_empty_code_verifier_is_invalid_request(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    assert_error(exchange(signed_in, clinic, code, ""), 400, "invalid_request")
+
+
+def test_wrong_code_verifier_is_invalid_grant(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    assert_error(exchange(signed_in, clinic, code, new_verifier()), 400, "invalid_grant")
+
+
+def test_code_verifier_equal_to_challenge_is_invalid_grant(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    response = exchange(signed_in, clinic, code, challenge_of(VERIFIER))
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_confidential_client_must_send_its_verifier_too(signed_in, clinic):
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code, code_verifier=None),
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_legacy_client_without_pkce_exchanges_without_verifier(signed_in, clinic):
+    from tests.oauth.conftest import set_policy
+
+    app = clinic.confidential_app
+    set_policy(clinic.tenant, app, legacy_smart_v1=True)
+    code = get_code(
+        signed_in, clinic, VERIFIER, app, code_challenge=None, code_challenge_method=None
+    )
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code, code_verifier=None),
+        headers=basic(app.client_id, clinic.secret),
+    )
+    assert response.status_code == 200, response.json

@@ -1,0 +1,255 @@
+"""Refresh (SMART-REQUIREMENTS §1.5, §3.1 item 3): rotation, narrowing, reuse detection."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import jwt
+import pytest
+from sqlalchemy import update
+
+from authserver.accounts import service as accounts
+from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.tokens import service as tokens
+from authserver.tokens.models import IssuedToken
+from tests.fixtures.accounts import login
+from tests.fixtures.live import Browser
+from tests.oauth.conftest import PATIENT_SCOPE
+from tests.oauth.conftest import app_session
+from tests.oauth.conftest import exchange
+from tests.oauth.conftest import get_code
+from tests.oauth.conftest import new_verifier
+from tests.oauth.conftest import verify_with_jwks
+
+VERIFIER = new_verifier()
+
+
+@pytest.fixture
+def signed_in(client, clinic):
+    login(client, clinic.slug, "pat")
+    return client
+
+
+def tokens_for(client, clinic, scope=PATIENT_SCOPE, app=None, **extra):
+    code = get_code(client, clinic, VERIFIER, app, scope=scope)
+    response = exchange(client, clinic, code, VERIFIER, app, **extra)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def refresh(client, clinic, refresh_token, app=None, headers=None, **extra):
+    data = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": (app or clinic.public_app).client_id,
+    }
+    data.update(extra)
+    return client.post(
+        f"/t/{clinic.slug}/token",
+        data={k: v for k, v in data.items() if v is not None},
+        headers=headers or {},
+    )
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.json["error"] == code
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+# --- Full flow with Authlib's client at two tenants ------------------------------------------
+
+
+def test_refresh_chain_with_authlib_client_at_two_tenants(live_server, clinic, other_clinic):
+    server = live_server()
+    for current in (clinic, other_clinic):
+        session = app_session(server, current)
+        verifier = new_verifier()
+        url, _ = session.create_authorization_url(
+            server.authorize_url(current.slug),
+            code_verifier=verifier,
+            aud=server.fhir_base(current.slug),
+        )
+        location = Browser("pat").authorize(url)
+        first = session.fetch_token(
+            server.token_url(current.slug), authorization_response=location, code_verifier=verifier
+        )
+        second = session.refresh_token(server.token_url(current.slug))
+        third = session.refresh_token(server.token_url(current.slug), scope=second["scope"])
+        for token in (second, third):
+            assert token["scope"] == PATIENT_SCOPE
+            assert token["patient"] == f"p-{current.slug}"
+            assert token["refresh_token"] != first["refresh_token"]
+            claims = verify_with_jwks(
+                token["access_token"],
+                server.jwks(current.slug),
+                audience=server.fhir_base(current.slug),
+            )
+            assert claims["patient"] == f"p-{current.slug}"
+            assert claims["iss"] == server.issuer(current.slug)
+        assert third["refresh_token"] != second["refresh_token"]
+
+
+# --- REF-01..04, 09, 10 ----------------------------------------------------------------------
+
+
+def test_refresh_without_scope_keeps_scope_and_context(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    response = refresh(signed_in, clinic, first["refresh_token"])
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    body = response.json
+    assert body["scope"] == PATIENT_SCOPE
+    assert isinstance(body["expires_in"], int)
+    assert body["patient"] == "p-clinic-a"
+    assert body["refresh_token"] != first["refresh_token"]
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "p-clinic-a" and claims["fhirUser"].endswith("/Patient/p-clinic-a")
+
+
+def test_refresh_with_the_whole_granted_scope(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    response = refresh(signed_in, clinic, first["refresh_token"], scope=first["scope"])
+    assert response.status_code == 200
+    assert response.json["scope"] == first["scope"]
+
+
+def test_refresh_with_a_narrower_scope(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    narrower = "offline_access patient/Observation.r"
+    response = refresh(signed_in, clinic, first["refresh_token"], scope=narrower)
+    assert response.status_code == 200
+    assert response.json["scope"] == narrower
+    assert response.json["refresh_token"]
+
+
+def test_refresh_with_a_wider_scope_is_invalid_scope(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    wider = PATIENT_SCOPE + " patient/*.cruds"
+    assert_error(
+        refresh(signed_in, clinic, first["refresh_token"], scope=wider), 400, "invalid_scope"
+    )
+
+
+def test_refresh_with_a_malformed_scope_is_invalid_scope(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    bad = "patient/Observation.x"
+    assert_error(
+        refresh(signed_in, clinic, first["refresh_token"], scope=bad), 400, "invalid_scope"
+    )
+
+
+def test_failed_refresh_does_not_spend_the_token(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    refresh(signed_in, clinic, first["refresh_token"], scope="patient/*.cruds")
+    assert refresh(signed_in, clinic, first["refresh_token"]).status_code == 200
+
+
+def test_dropping_offline_access_ends_the_refresh_chain(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    body = refresh(signed_in, clinic, first["refresh_token"], scope="patient/*.rs").json
+    assert "refresh_token" not in body
+
+
+# --- REF-06, 07, 08, 11 and rotation reuse ---------------------------------------------------
+
+
+def test_unknown_refresh_token_is_invalid_grant(signed_in, clinic):
+    assert_error(
+        refresh(signed_in, clinic, "3f2504e0-4f89-11d3-9a0c-0305e82c3301"), 400, "invalid_grant"
+    )
+
+
+def test_refresh_token_of_another_client_is_invalid_grant(signed_in, clinic, make_client):
+    first = tokens_for(signed_in, clinic)
+    other = make_client(clinic.tenant).client
+    assert_error(refresh(signed_in, clinic, first["refresh_token"], other), 400, "invalid_grant")
+
+
+def test_confidential_client_refreshing_without_credentials_is_invalid_client(signed_in, clinic):
+    app = clinic.confidential_app
+    raw = f"{app.client_id}:{clinic.secret}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    first = signed_in.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "https://app.example.test/callback",
+            "code_verifier": VERIFIER,
+        },
+        headers=headers,
+    ).json
+    assert_error(refresh(signed_in, clinic, first["refresh_token"], app), 401, "invalid_client")
+    ok = refresh(signed_in, clinic, first["refresh_token"], app, headers=headers, client_id=None)
+    assert ok.status_code == 200
+
+
+def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    second = refresh(signed_in, clinic, first["refresh_token"]).json
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+    # the newest token of the family is revoked too
+    assert_error(refresh(signed_in, clinic, second["refresh_token"]), 400, "invalid_grant")
+    db.session.expire_all()
+    family = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert len(family) == 4 and all(row.revoked_at is not None for row in family)
+
+
+def test_revoked_refresh_token_is_invalid_grant(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    record = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
+    tokens.revoke_family(clinic.tenant, record.grant_id)
+    db.session.commit()
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+
+
+def test_expired_refresh_token_is_invalid_grant(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    db.session.execute(update(IssuedToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+
+
+def test_refresh_of_a_disabled_user_is_invalid_grant(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    accounts.set_status(clinic.tenant, clinic.patient, False)
+    db.session.commit()
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+
+
+def test_refresh_token_of_another_tenant_is_worthless(signed_in, clinic, other_clinic):
+    first = tokens_for(signed_in, clinic)
+    response = refresh(signed_in, other_clinic, first["refresh_token"], other_clinic.public_app)
+    assert_error(response, 400, "invalid_grant")
+    assert refresh(signed_in, clinic, first["refresh_token"]).status_code == 200
+
+
+# --- online_access: tied to the login session (EHR-06) ---------------------------------------
+
+
+def test_online_access_refresh_token_lives_with_the_login_session(signed_in, clinic):
+    first = tokens_for(signed_in, clinic, scope="launch/patient online_access patient/*.rs")
+    record = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
+    login_row = db.session.get(accounts.LoginSession, record.login_session_id)
+    assert record.expires_at <= login_row.expires_at + timedelta(seconds=1)
+    second = refresh(signed_in, clinic, first["refresh_token"])
+    assert second.status_code == 200
+    accounts.end_session(clinic.tenant, login_row)
+    db.session.commit()
+    assert_error(refresh(signed_in, clinic, second.json["refresh_token"]), 400, "invalid_grant")
+
+
+def test_offline_access_outlives_the_login_session(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    record = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
+    accounts.end_session(
+        clinic.tenant, db.session.get(accounts.LoginSession, record.login_session_id)
+    )
+    db.session.commit()
+    assert refresh(signed_in, clinic, first["refresh_token"]).status_code == 200
