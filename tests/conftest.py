@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.tenancy",
     "tests.fixtures.accounts",
     "tests.fixtures.clients",
+    "tests.fixtures.assertions",
 ]

@@ -10,6 +10,7 @@ class AuditEvent(StrEnum):
     TENANT_SUSPENDED = "tenant:suspended"
     TENANT_ACTIVATED = "tenant:activated"
     TENANT_BRANDED = "tenant:branded"
+    TENANT_TOKEN_ALG_SET = "tenant:token-alg-set"
     KEY_CREATED = "key:created"
     KEY_ROTATED = "key:rotated"
     KEY_RETIRED = "key:retired"

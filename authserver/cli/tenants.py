@@ -73,3 +73,13 @@ def brand(slug: str, **fields: str | None) -> None:
             "support_contact": branded.support_contact,
         }
     )
+
+
+@tenant.command("set-token-alg")
+@click.argument("slug")
+@click.argument("alg", type=click.Choice(["RS256", "ES256"]))
+@with_appcontext
+@service_command
+def set_token_alg(slug: str, alg: str) -> None:
+    """Sign SLUG's access tokens with ALG (id_tokens stay RS256); makes the key if missing."""
+    emit(service.describe(service.set_access_token_alg(tenant_named(slug), alg, actor=ACTOR)))

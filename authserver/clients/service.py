@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 
 from authserver import security
 from authserver import validation
@@ -16,13 +21,18 @@ from authserver.clients.models import APP
 from authserver.clients.models import DELETED
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
+from authserver.clients.models import UsedAssertion
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
+# One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
+# without a scheduler, and the table stays about as large as the assertions still alive.
+PURGE_ONE_IN = 500
 
 
 @dataclass(frozen=True)
@@ -168,3 +178,44 @@ def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
     if secret:
         shown["client_secret"] = secret
     return shown
+
+
+def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime) -> bool:
+    """Record that ``client_id`` of ``tenant`` used the assertion ``jti`` (RFC 7523 §3 item 7).
+
+    One statement that inserts or fails, so two instances racing on one ``jti`` cannot both
+    win: the unique constraint decides. A record whose assertion has expired may be reused,
+    since the ``jti`` only has to be unique while its assertion is alive.
+
+    Not audited: it is part of authenticating a token request, not a change anyone makes.
+
+    :returns: False when the ``jti`` was already used by a live assertion of this client.
+    """
+    table = UsedAssertion.__table__
+    statement = _insert_for_dialect()(table).values(
+        tenant_id=tenant.id, client_id=client_id, jti=jti, expires_at=expires_at
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.client_id, table.c.jti],
+        set_={"expires_at": statement.excluded.expires_at},
+        where=table.c.expires_at <= utcnow(),
+    )
+    # A row comes back only when one was written (RETURNING, on PostgreSQL as on SQLite).
+    recorded = db.session.execute(statement.returning(table.c.id)).first() is not None
+    if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
+        purge_used_assertions()
+    return recorded
+
+
+def purge_used_assertions(now: datetime | None = None) -> int:
+    """Forget the ``jti`` of every expired assertion, of every tenant; returns how many."""
+    statement = sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= (now or utcnow()))
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount
+
+
+def _insert_for_dialect() -> Any:
+    # INSERT ... ON CONFLICT is spelt the same on both, but SQLAlchemy keeps it per dialect.
+    return (
+        postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )

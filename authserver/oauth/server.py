@@ -6,7 +6,11 @@ discovery documents read them back, so they can only list what is wired.
 
 from __future__ import annotations
 
+from typing import Any
+
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
 from flask import current_app
@@ -23,6 +27,7 @@ class TenantAuthorizationServer(AuthorizationServer):
         super().__init__()
         self.capabilities: list[str] = []
         self.published_endpoints: dict[str, str] = {}
+        self.client_auth_methods: dict[str, object] = {}
         if app is not None:
             self.init_app(app)
 
@@ -34,9 +39,26 @@ class TenantAuthorizationServer(AuthorizationServer):
 
         save_token(token, request)
 
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
+        # RFC 6749 §5.2: a client that tried the Authorization header gets 401 + WWW-Authenticate.
+        if isinstance(error, InvalidClientError) and request.headers.get("Authorization"):
+            error.status_code = 401
+        return super().handle_error_response(request, error)
+
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
         self.published_endpoints[member] = endpoint
+
+    def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
+        """Authlib's, plus the grant's ``CAPABILITIES`` (class constant) for discovery."""
+        super().register_grant(grant_cls, extensions)
+        self.add_capabilities(*getattr(grant_cls, "CAPABILITIES", ()))
+
+    def register_client_auth_method(self, method: str, func: object) -> None:
+        """Authlib's, remembered for discovery with the method's ``CAPABILITIES``."""
+        super().register_client_auth_method(method, func)
+        self.client_auth_methods[method] = func
+        self.add_capabilities(*getattr(func, "CAPABILITIES", ()))
 
     def add_capabilities(self, *capabilities: str) -> None:
         """SMART capabilities a registered feature honours (SMART 2.2 conformance §capabilities)."""
@@ -58,6 +80,27 @@ class TenantAuthorizationServer(AuthorizationServer):
         return list(dict.fromkeys(methods))
 
     @property
+    def token_endpoint_auth_signing_alg_values_supported(self) -> list[str]:
+        """The ``SIGNING_ALGS`` of the JWT auth methods some grant accepts (RFC 8414 §2)."""
+        algs = (
+            alg
+            for method in self.token_endpoint_auth_methods_supported
+            for alg in getattr(self.client_auth_methods.get(method), "SIGNING_ALGS", ())
+        )
+        return list(dict.fromkeys(algs))
+
+    @property
+    def advertised_scopes(self) -> list[str]:
+        """``scopes_supported``: the ``SCOPES_SUPPORTED`` of every registered grant.
+
+        Kept apart from Authlib's ``scopes_supported``, which would make Authlib refuse every
+        scope not spelt exactly as listed; SMART scopes are checked by their grammar instead.
+        """
+        grants = self._authorization_grants + self._token_grants
+        scopes = (scope for grant, _ in grants for scope in getattr(grant, "SCOPES_SUPPORTED", ()))
+        return list(dict.fromkeys([*(self.scopes_supported or []), *scopes]))
+
+    @property
     def code_challenge_methods_supported(self) -> list[str]:
         methods = (
             method
@@ -71,13 +114,20 @@ class TenantAuthorizationServer(AuthorizationServer):
 
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
+    from authserver.clients import jwks_fetch
+    from authserver.clients.assertions import PRIVATE_KEY_JWT
+    from authserver.clients.assertions import PrivateKeyJWTAuthentication
     from authserver.oauth import tokens
+    from authserver.oauth.grants.client_credentials import ClientCredentialsGrant
 
     server = TenantAuthorizationServer(app)
     server.register_token_generator("default", tokens.generate_token)
     server.publish("jwks_uri", "tenant.keys.jwks")
-    # The token endpoint is published by the first grant that needs it, e.g.:
-    #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
+    server.publish("token_endpoint", TOKEN_ENDPOINT)
+    # One private_key_jwt for every endpoint; each lists the methods it accepts.
+    jwks_fetch.init_app(app)
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWTAuthentication())
+    server.register_grant(ClientCredentialsGrant)
     app.extensions["authserver.authorization"] = server
     return server
 

@@ -1,0 +1,1 @@
+"""One module per grant: Authlib grant subclasses set class constants and fill in hooks."""
