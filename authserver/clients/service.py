@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import text
 
 from authserver import security
 from authserver import validation
@@ -25,6 +25,7 @@ from authserver.clients.models import UsedAssertion
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.models import UTCDateTime
 from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
 
@@ -33,6 +34,15 @@ SECRET_PREFIX = "ascs"
 # One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
 # without a scheduler, and the table stays about as large as the assertions still alive.
 PURGE_ONE_IN = 500
+# Plain SQL, the same on PostgreSQL and SQLite (3.35+), built once: this runs on every token
+# request. The WHERE lets a record whose assertion has expired be taken over by a new one.
+_USE_ASSERTION = text(
+    "INSERT INTO used_client_assertions (tenant_id, client_id, jti, expires_at)"
+    " VALUES (:tenant_id, :client_id, :jti, :expires_at)"
+    " ON CONFLICT (tenant_id, client_id, jti) DO UPDATE SET expires_at = excluded.expires_at"
+    " WHERE used_client_assertions.expires_at <= :now"
+    " RETURNING id"
+).bindparams(bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 
 
 @dataclass(frozen=True)
@@ -191,17 +201,10 @@ def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime
 
     :returns: False when the ``jti`` was already used by a live assertion of this client.
     """
-    table = UsedAssertion.__table__
-    statement = _insert_for_dialect()(table).values(
-        tenant_id=tenant.id, client_id=client_id, jti=jti, expires_at=expires_at
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.client_id, table.c.jti],
-        set_={"expires_at": statement.excluded.expires_at},
-        where=table.c.expires_at <= utcnow(),
-    )
-    # A row comes back only when one was written (RETURNING, on PostgreSQL as on SQLite).
-    recorded = db.session.execute(statement.returning(table.c.id)).first() is not None
+    values = {"tenant_id": tenant.id, "client_id": client_id, "jti": jti}
+    values.update(expires_at=expires_at, now=utcnow())
+    # A row comes back only when one was written.
+    recorded = db.session.execute(_USE_ASSERTION, values).first() is not None
     if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
         purge_used_assertions()
     return recorded
@@ -212,10 +215,3 @@ def purge_used_assertions(now: datetime | None = None) -> int:
     statement = sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= (now or utcnow()))
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount
-
-
-def _insert_for_dialect() -> Any:
-    # INSERT ... ON CONFLICT is spelt the same on both, but SQLAlchemy keeps it per dialect.
-    return (
-        postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
