@@ -40,6 +40,15 @@ DEFAULTS: dict[str, Any] = {
     "AUTHSERVER_ARGON2_TIME_COST": 3,
     "AUTHSERVER_ARGON2_MEMORY_COST": 65536,
     "AUTHSERVER_ARGON2_PARALLELISM": 4,
+    # Fetching a private_key_jwt client's jwks_uri: a slow or huge answer must not hold a worker.
+    "AUTHSERVER_JWKS_FETCH_TIMEOUT": 3.0,
+    "AUTHSERVER_JWKS_MAX_BYTES": 65536,
+    # Seconds between two fetches of one jwks_uri, whatever the cause (an unknown kid, a
+    # no-store answer, a failure): a flood of bad assertions cannot make us hammer the URL.
+    "AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL": 30,
+    # How long a jwks_uri answer is kept when it sends no cache headers, and at most.
+    "AUTHSERVER_JWKS_DEFAULT_MAX_AGE": 300,
+    "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 24 * 3600,
 }
 
 ENVIRONMENTS = ("production", "development")
@@ -70,6 +79,11 @@ def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {value!r}") from None
     if isinstance(default, int):
         try:
             return int(value)

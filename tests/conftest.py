@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.clients",
     "tests.fixtures.live",
     "tests.fixtures.tokens",
+    "tests.fixtures.assertions",
 ]

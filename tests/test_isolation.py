@@ -33,6 +33,9 @@ from tests.fixtures.commands import run
 
 # Every table with a tenant_id, and the tests that prove it stays in its tenant.
 ISOLATION_TESTS = {
+    "used_client_assertions": [
+        "tests.clients.test_used_assertions:test_a_jti_used_at_one_tenant_is_unknown_at_another"
+    ],
     "authorization_codes": [
         "tests.oauth.test_code_exchange:test_code_of_another_tenant_is_worthless"
     ],

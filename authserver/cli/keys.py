@@ -36,7 +36,8 @@ def rotate(tenant: str, alg: str) -> None:
     emit(service.rotate(tenant_named(tenant), alg, actor=ACTOR).describe())
 
 
-@keys.command("retire")
+# A kid is a base64url thumbprint and may start with "-": never read it as an option.
+@keys.command("retire", context_settings={"ignore_unknown_options": True})
 @click.argument("tenant")
 @click.argument("kid")
 @with_appcontext

@@ -86,3 +86,13 @@ def set_patient_search(slug: str, url: str) -> None:
 
     changed = service.set_patient_search_url(tenant_named(slug), url, actor=ACTOR)
     emit({**service.describe(changed), "patient_search_url": patients.search_url(changed)})
+
+
+@tenant.command("set-token-alg")
+@click.argument("slug")
+@click.argument("alg", type=click.Choice(["RS256", "ES256"]))
+@with_appcontext
+@service_command
+def set_token_alg(slug: str, alg: str) -> None:
+    """Sign SLUG's access tokens with ALG (id_tokens stay RS256); makes the key if missing."""
+    emit(service.describe(service.set_access_token_alg(tenant_named(slug), alg, actor=ACTOR)))

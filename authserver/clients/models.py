@@ -7,6 +7,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import JSON
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
@@ -83,3 +84,23 @@ class Client(TenantOwned, ClientMixin, Base):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+class UsedAssertion(TenantOwned, Base):
+    """The ``jti`` of a client assertion already accepted, kept until the assertion expires.
+
+    RFC 7523 §3 item 7 and SMART Backend Services: an assertion is good once. The record lives
+    in the database, not in a process, so a replay is refused by every instance alike; the
+    unique constraint makes the check and the record one insert.
+    """
+
+    __tablename__ = "used_client_assertions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "client_id", "jti"),
+        Index("ix_used_client_assertions_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column()

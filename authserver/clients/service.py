@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
+from sqlalchemy import text
 
 from authserver import security
 from authserver import validation
@@ -19,9 +22,12 @@ from authserver.clients.models import APP
 from authserver.clients.models import DELETED
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
+from authserver.clients.models import UsedAssertion
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.models import UTCDateTime
+from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
 
@@ -34,6 +40,18 @@ _ACTIVE_CLIENT = select(Client).where(
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
+# One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
+# without a scheduler, and the table stays about as large as the assertions still alive.
+PURGE_ONE_IN = 500
+# Plain SQL, the same on PostgreSQL and SQLite (3.35+), built once: this runs on every token
+# request. The WHERE lets a record whose assertion has expired be taken over by a new one.
+_USE_ASSERTION = text(
+    "INSERT INTO used_client_assertions (tenant_id, client_id, jti, expires_at)"
+    " VALUES (:tenant_id, :client_id, :jti, :expires_at)"
+    " ON CONFLICT (tenant_id, client_id, jti) DO UPDATE SET expires_at = excluded.expires_at"
+    " WHERE used_client_assertions.expires_at <= :now"
+    " RETURNING id"
+).bindparams(bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
 
 
 @dataclass(frozen=True)
@@ -215,3 +233,30 @@ def set_policy(
         legacy_smart_v1=client.legacy_smart_v1,
     )
     return client
+
+
+def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime) -> bool:
+    """Record that ``client_id`` of ``tenant`` used the assertion ``jti`` (RFC 7523 §3 item 7).
+
+    One statement that inserts or fails, so two instances racing on one ``jti`` cannot both
+    win: the unique constraint decides. A record whose assertion has expired may be reused,
+    since the ``jti`` only has to be unique while its assertion is alive.
+
+    Not audited: it is part of authenticating a token request, not a change anyone makes.
+
+    :returns: False when the ``jti`` was already used by a live assertion of this client.
+    """
+    values = {"tenant_id": tenant.id, "client_id": client_id, "jti": jti}
+    values.update(expires_at=expires_at, now=utcnow())
+    # A row comes back only when one was written.
+    recorded = db.session.execute(_USE_ASSERTION, values).first() is not None
+    if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
+        purge_used_assertions()
+    return recorded
+
+
+def purge_used_assertions(now: datetime | None = None) -> int:
+    """Forget the ``jti`` of every expired assertion, of every tenant; returns how many."""
+    statement = sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= (now or utcnow()))
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount

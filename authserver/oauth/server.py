@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -27,8 +29,11 @@ class TenantAuthorizationServer(AuthorizationServer):
         super().__init__()
         self.capabilities: list[str] = []
         self.published_endpoints: dict[str, str] = {}
-        # Authlib's built-in client-auth methods; register_client_auth_method adds to them.
-        self.client_auth_methods: set[str] = {"none", "client_secret_basic", "client_secret_post"}
+        # Client-auth methods by name: Authlib's built-ins, then what register_client_auth_method
+        # adds (with its object, whose SIGNING_ALGS and CAPABILITIES discovery reads).
+        self.client_auth_methods: dict[str, object] = dict.fromkeys(
+            ("none", "client_secret_basic", "client_secret_post")
+        )
         if app is not None:
             self.init_app(app)
 
@@ -39,10 +44,6 @@ class TenantAuthorizationServer(AuthorizationServer):
         from authserver.oauth.tokens import save_token
 
         save_token(token, request)
-
-    def register_client_auth_method(self, method: str, func: object) -> None:
-        super().register_client_auth_method(method, func)
-        self.client_auth_methods.add(method)
 
     def get_authorization_grant(self, request: Any) -> Any:
         """Authlib's lookup; a missing ``response_type`` is ``invalid_request`` (RFC 6749
@@ -56,9 +57,26 @@ class TenantAuthorizationServer(AuthorizationServer):
                 "Missing 'response_type'.", redirect_uri=error.redirect_uri
             ) from None
 
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
+        # RFC 6749 §5.2: a client that tried the Authorization header gets 401 + WWW-Authenticate.
+        if isinstance(error, InvalidClientError) and request.headers.get("Authorization"):
+            error.status_code = 401
+        return super().handle_error_response(request, error)
+
     def publish(self, member: str, endpoint: str) -> None:
         """Advertise the view ``endpoint`` as discovery member ``member`` (e.g. ``jwks_uri``)."""
         self.published_endpoints[member] = endpoint
+
+    def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
+        """Authlib's, plus the grant's ``CAPABILITIES`` (class constant) for discovery."""
+        super().register_grant(grant_cls, extensions)
+        self.add_capabilities(*getattr(grant_cls, "CAPABILITIES", ()))
+
+    def register_client_auth_method(self, method: str, func: object) -> None:
+        """Authlib's, remembered for discovery with the method's ``CAPABILITIES``."""
+        super().register_client_auth_method(method, func)
+        self.client_auth_methods[method] = func
+        self.add_capabilities(*getattr(func, "CAPABILITIES", ()))
 
     def add_capabilities(self, *capabilities: str) -> None:
         """SMART capabilities a registered feature honours (SMART 2.2 conformance §capabilities)."""
@@ -80,6 +98,27 @@ class TenantAuthorizationServer(AuthorizationServer):
         return list(dict.fromkeys(methods))
 
     @property
+    def token_endpoint_auth_signing_alg_values_supported(self) -> list[str]:
+        """The ``SIGNING_ALGS`` of the JWT auth methods some grant accepts (RFC 8414 §2)."""
+        algs = (
+            alg
+            for method in self.token_endpoint_auth_methods_supported
+            for alg in getattr(self.client_auth_methods.get(method), "SIGNING_ALGS", ())
+        )
+        return list(dict.fromkeys(algs))
+
+    @property
+    def advertised_scopes(self) -> list[str]:
+        """``scopes_supported``: the ``SCOPES_SUPPORTED`` of every registered grant.
+
+        Kept apart from Authlib's ``scopes_supported``, which would make Authlib refuse every
+        scope not spelt exactly as listed; SMART scopes are checked by their grammar instead.
+        """
+        grants = self._authorization_grants + self._token_grants
+        scopes = (scope for grant, _ in grants for scope in getattr(grant, "SCOPES_SUPPORTED", ()))
+        return list(dict.fromkeys([*(self.scopes_supported or []), *scopes]))
+
+    @property
     def code_challenge_methods_supported(self) -> list[str]:
         methods = (
             method
@@ -93,10 +132,14 @@ class TenantAuthorizationServer(AuthorizationServer):
 
 def init_app(app: Flask) -> TenantAuthorizationServer:
     """Build the app's server and register what works today; later grants register here too."""
+    from authserver.clients import jwks_fetch
+    from authserver.clients.assertions import PRIVATE_KEY_JWT
+    from authserver.clients.assertions import PrivateKeyJWTAuthentication
     from authserver.oauth import tokens
     from authserver.oauth.endpoints import IntrospectionEndpoint
     from authserver.oauth.endpoints import RevocationEndpoint
     from authserver.oauth.grants.authorization_code import AuthorizationCodeGrant
+    from authserver.oauth.grants.client_credentials import ClientCredentialsGrant
     from authserver.oauth.grants.openid import SmartOpenIDCode
     from authserver.oauth.grants.pkce import RequiredS256
     from authserver.oauth.grants.refresh_token import RefreshTokenGrant
@@ -109,8 +152,6 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
     server.publish("introspection_endpoint", "tenant.oauth.introspect")
     server.register_endpoint(RevocationEndpoint)
     server.publish("revocation_endpoint", "tenant.oauth.revoke")
-    # The token endpoint is published by the first grant that needs it, e.g.:
-    #   server.register_grant(ClientCredentialsGrant); server.publish("token_endpoint", TOKEN)
     # SMART App Launch: the code grant with PKCE (S256 only), OpenID Connect and SMART's checks.
     server.register_grant(
         AuthorizationCodeGrant, [RequiredS256(), SmartAuthorizationRequest(), SmartOpenIDCode()]
@@ -137,6 +178,10 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
         "context-banner",
         "context-style",
     )
+    # One private_key_jwt for every endpoint; each lists the methods it accepts.
+    jwks_fetch.init_app(app)
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWTAuthentication())
+    server.register_grant(ClientCredentialsGrant)
     app.extensions["authserver.authorization"] = server
     return server
 

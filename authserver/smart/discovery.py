@@ -51,10 +51,14 @@ def _shared_members(server: TenantAuthorizationServer) -> dict[str, Any]:
     document: dict[str, Any] = {
         "grant_types_supported": server.grant_types_supported,
         "response_types_supported": server.response_types_supported,
-        "scopes_supported": list(server.scopes_supported or []),
+        "scopes_supported": server.advertised_scopes,
     }
     if server.token_endpoint_auth_methods_supported:
         document["token_endpoint_auth_methods_supported"] = (
             server.token_endpoint_auth_methods_supported
+        )
+    if server.token_endpoint_auth_signing_alg_values_supported:
+        document["token_endpoint_auth_signing_alg_values_supported"] = (
+            server.token_endpoint_auth_signing_alg_values_supported
         )
     return document

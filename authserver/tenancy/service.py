@@ -17,6 +17,7 @@ from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.keys import service as keys
+from authserver.keys.crypto import SUPPORTED_ALGORITHMS
 from authserver.tenancy.models import ACTIVE
 from authserver.tenancy.models import SUSPENDED
 from authserver.tenancy.models import Tenant
@@ -175,6 +176,24 @@ def set_patient_search_url(tenant: Tenant, url: str, *, actor: str | None = None
     return tenant
 
 
+def set_access_token_alg(tenant: Tenant, alg: str, *, actor: str | None = None) -> Tenant:
+    """Sign the tenant's access tokens with ``alg`` (RS256 or ES256), making its key if needed.
+
+    ES256 signs about twenty times faster than RS256; id_tokens stay RS256 whatever this says,
+    as SMART requires.
+
+    :raises ValidationError: for an algorithm we do not sign with.
+    """
+    if alg not in SUPPORTED_ALGORITHMS:
+        raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
+    if alg not in keys.active_algorithms(tenant):
+        keys.create_key(tenant, alg, actor=actor)
+    tenant.access_token_alg = alg
+    db.session.flush()
+    audit.record(tenant, AuditEvent.TENANT_TOKEN_ALG_SET, actor=actor, alg=alg)
+    return tenant
+
+
 def urls(tenant: Tenant) -> TenantURLs:
     return TenantURLs.of(tenant, current_app.config["AUTHSERVER_PUBLIC_URL"])
 
@@ -192,4 +211,5 @@ def describe(tenant: Tenant) -> dict[str, Any]:
         "smart_configuration": tenant_urls.url(SMART_CONFIGURATION_PATH),
         "jwks_uri": tenant_urls.url(JWKS_PATH),
         "login_url": tenant_urls.url(LOGIN_PATH),
+        "access_token_alg": tenant.access_token_alg,
     }

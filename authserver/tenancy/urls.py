@@ -10,6 +10,7 @@ OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"
 SMART_CONFIGURATION_PATH = "/.well-known/smart-configuration"
 JWKS_PATH = "/.well-known/jwks.json"
 LOGIN_PATH = "/login"
+TOKEN_PATH = "/token"
 
 
 @dataclass(frozen=True)

@@ -272,3 +272,26 @@ def test_a_token_of_one_tenant_does_not_verify_against_another_tenants_jwks(
 
     with pytest.raises(KeyError):
         verify(client, token, "clinic-b")
+
+
+def test_a_kid_that_starts_with_a_dash_can_be_retired(cli, tenant, monkeypatch):
+    """base64url thumbprints start with "-" one time in 64; the CLI must not read an option."""
+    from authserver.keys import crypto
+
+    real_generate = crypto.generate
+
+    def dash_kid(alg):
+        generated = real_generate(alg)
+        kid = "-" + generated.kid[1:]
+        return crypto.GeneratedKey(
+            kid, alg, {**generated.public_jwk, "kid": kid}, generated.private_pem
+        )
+
+    monkeypatch.setattr(crypto, "generate", dash_kid)
+    old_kid = run(cli, "keys", "rotate", "clinic-a")["kid"]
+    run(cli, "keys", "rotate", "clinic-a")
+
+    retired = run(cli, "keys", "retire", "clinic-a", old_kid)
+
+    assert old_kid.startswith("-")
+    assert retired["kid"] == old_kid and retired["status"] == "retired"

@@ -123,7 +123,7 @@ def test_documents_agree_with_what_the_server_registered(app, client, tenant):
     for shown in (smart, openid):
         assert shown["grant_types_supported"] == server.grant_types_supported
         assert shown["response_types_supported"] == server.response_types_supported
-        assert shown["scopes_supported"] == list(server.scopes_supported or [])
+        assert shown["scopes_supported"] == server.advertised_scopes
     assert smart["capabilities"] == server.capabilities
     assert smart["code_challenge_methods_supported"] == server.code_challenge_methods_supported
     for member in server.published_endpoints:

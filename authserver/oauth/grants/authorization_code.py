@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
     # SMART: public apps (PKCE, no secret) and confidential-symmetric ones (Basic or POST).
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    # Discovery's scopes_supported: the context, identity and refresh scopes this grant honours,
+    # and the resource wildcards (each still narrowed by the client, the roles and the user).
+    SCOPES_SUPPORTED = (
+        "openid",
+        "fhirUser",
+        "launch",
+        "launch/patient",
+        "launch/encounter",
+        "offline_access",
+        "online_access",
+        "patient/*.rs",
+        "user/*.rs",
+        "patient/*.read",
+        "user/*.read",
+    )
 
     #: Set by the authorization endpoint once the user decided; read by save_authorization_code.
     decision: Any = None

@@ -8,7 +8,8 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+# private_key_jwt is registered on the server by the Backend Services work (clients/assertions.py).
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
 class TokenRequestChecks:

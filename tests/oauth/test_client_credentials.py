@@ -1,0 +1,335 @@
+"""SMART Backend Services: client_credentials with private_key_jwt at /t/{slug}/token.
+
+Every refusal is its own test and asserts the exact error (CA-09, BS-04, BS-05).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from authserver.keys import service as keys
+from tests.fixtures.assertions import assertion_claims
+from tests.fixtures.assertions import make_client_key
+from tests.fixtures.assertions import token_form
+
+TOKEN_PATH = "/t/clinic-a/token"
+TOKEN_URL = "https://auth.example.test/t/clinic-a/token"
+FHIR_BASE = "https://auth.example.test/t/clinic-a/fhir"
+
+
+def post_token(client, assertion, scope="system/Patient.rs", path=TOKEN_PATH, **extra):
+    return client.post(path, data={**token_form(assertion, scope), **extra})
+
+
+def assert_invalid_client(response, reason):
+    """``invalid_client`` (CA-09), for the reason the test means (checked on the description)."""
+    assert response.status_code in (400, 401), response.json
+    assert response.json["error"] == "invalid_client"
+    assert reason in response.json["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.fixture
+def backend(tenant, make_backend_client):
+    return make_backend_client(tenant)
+
+
+def verified_access_token(tenant, token):
+    header = jwt.get_unverified_header(token)
+    jwk = next(k for k in keys.jwks(tenant)["keys"] if k["kid"] == header["kid"])
+    return jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=[header["alg"]], audience=FHIR_BASE)
+
+
+# -- success ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["RS384", "ES384", "RS256", "ES256"])
+def test_assertion_signed_with_a_registered_key_gets_a_token(
+    client, tenant, make_backend_client, alg
+):
+    backend = make_backend_client(tenant, key=make_client_key(alg))
+    response = post_token(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "system/Patient.rs"
+    assert isinstance(body["expires_in"], int) and 0 < body["expires_in"] <= 300
+    assert "refresh_token" not in body
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_access_token_names_tenant_and_client_and_no_user_or_patient(client, tenant, backend):
+    body = post_token(client, backend.assertion(TOKEN_URL)).json
+    claims = verified_access_token(tenant, body["access_token"])
+    assert claims["tenant"] == "clinic-a"
+    assert claims["client_id"] == backend.client_id
+    assert claims["sub"] == backend.client_id
+    assert claims["scope"] == "system/Patient.rs"
+    assert claims["exp"] - claims["iat"] <= 300
+    for absent in ("patient", "encounter", "fhirUser", "roles", "fhirContext"):
+        assert absent not in claims
+
+
+def test_no_scope_parameter_gets_the_clients_system_scopes(client, tenant, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=None)
+    assert response.status_code == 200
+    assert response.json["scope"] == "system/Patient.rs system/Observation.rs"
+
+
+def test_wildcard_request_is_narrowed_to_the_registration(client, tenant, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), scope="system/*.rs")
+    assert response.status_code == 200
+    assert response.json["scope"] == "system/Patient.rs system/Observation.rs"
+
+
+def test_v1_and_granular_system_scopes(client, tenant, make_backend_client):
+    backend = make_backend_client(tenant, scopes=["system/*.read", "system/Observation.rs"])
+    scope = "system/Patient.read system/Observation.rs?category=laboratory"
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=scope)
+    assert response.status_code == 200
+    assert response.json["scope"] == scope
+
+
+def test_scope_partly_outside_the_registration_is_down_scoped(client, tenant, backend):
+    scope = "system/Patient.rs system/Encounter.rs system/Observation.cruds"
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=scope)
+    assert response.status_code == 200
+    assert response.json["scope"] == "system/Patient.rs system/Observation.rs"
+
+
+def test_asymmetric_client_sending_its_own_client_id_in_the_body_is_accepted(client, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), client_id=backend.client_id)
+    assert response.status_code == 200
+
+
+def test_assertion_jti_is_remembered_by_every_instance(make_instance, tenant, backend):
+    """Two app instances on one database: an assertion used at one is refused at the other."""
+    assertion = backend.assertion(TOKEN_URL)
+    first, second = make_instance().test_client(), make_instance().test_client()
+    assert post_token(first, assertion).status_code == 200
+    assert_invalid_client(post_token(second, assertion), "used before")
+
+
+# -- scope refusals --------------------------------------------------------------------------
+
+
+def test_scope_entirely_outside_the_registration_is_invalid_scope(client, tenant, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), scope="system/Encounter.rs")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+def test_patient_or_user_scopes_are_never_granted_to_a_backend(client, tenant, make_backend_client):
+    backend = make_backend_client(tenant, scopes=["patient/*.rs", "user/*.rs", "system/Patient.rs"])
+    response = post_token(client, backend.assertion(TOKEN_URL), scope="patient/*.rs user/*.rs")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+def test_malformed_scope_is_invalid_scope(client, tenant, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), scope="system/Patient.sr")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+# -- assertion refusals (CA-09) --------------------------------------------------------------
+
+
+def test_wrong_aud_is_refused(client, backend):
+    assert_invalid_client(post_token(client, backend.assertion(FHIR_BASE)), "'aud'")
+
+
+def test_aud_of_another_tenants_token_endpoint_is_refused(client, backend, other_tenant):
+    other = "https://auth.example.test/t/clinic-b/token"
+    assert_invalid_client(post_token(client, backend.assertion(other)), "'aud'")
+
+
+def test_iss_different_from_sub_is_refused(client, backend):
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, iss="someone-else")), "Issuer and Subject"
+    )
+
+
+def test_sub_of_an_unknown_client_is_refused(client, backend):
+    claims = assertion_claims("app_unknown", TOKEN_URL)
+    assert_invalid_client(post_token(client, backend.key.sign(claims)), "does not exist")
+
+
+def test_body_client_id_different_from_the_assertion_is_refused(client, backend):
+    response = post_token(client, backend.assertion(TOKEN_URL), client_id="app_other")
+    assert_invalid_client(response, "client_id does not match")
+
+
+def test_expired_assertion_is_refused(client, backend):
+    past = int(time.time()) - 600
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, exp=past, iat=past - 60)), "expired"
+    )
+
+
+def test_exp_more_than_five_minutes_ahead_is_refused(client, backend):
+    far = int(time.time()) + 600
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, exp=far)), "more than 5 minutes"
+    )
+
+
+def test_nbf_in_the_future_is_refused(client, backend):
+    later = int(time.time()) + 240
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, nbf=later)), "not yet valid"
+    )
+
+
+def test_missing_jti_is_refused(client, backend):
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    del claims["jti"]
+    assert_invalid_client(post_token(client, backend.key.sign(claims)), "Missing JWT ID")
+
+
+def test_replayed_assertion_is_refused(client, backend):
+    assertion = backend.assertion(TOKEN_URL)
+    assert post_token(client, assertion).status_code == 200
+    assert_invalid_client(post_token(client, assertion), "used before")
+
+
+def test_new_assertion_reusing_a_jti_is_refused(client, backend):
+    assert post_token(client, backend.assertion(TOKEN_URL, jti="a" * 64)).status_code == 200
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, jti="a" * 64)), "used before"
+    )
+
+
+def test_unknown_kid_is_refused(client, backend):
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    assert_invalid_client(
+        post_token(client, backend.key.sign(claims, kid="not-registered")), "matches the kid"
+    )
+
+
+def test_missing_kid_is_refused(client, backend):
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    token = jwt.encode(claims, backend.key.private_key, algorithm="RS384")
+    assert_invalid_client(post_token(client, token), "no kid")
+
+
+def test_signature_by_another_key_with_the_registered_kid_is_refused(client, backend):
+    impostor = make_client_key("RS384", kid=backend.key.kid)
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, key=impostor)), "signature"
+    )
+
+
+def test_altered_payload_is_refused(client, backend):
+    header, _, signature = backend.assertion(TOKEN_URL).split(".")
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert_invalid_client(post_token(client, f"{header}.{payload}.{signature}"), "signature")
+
+
+def test_alg_none_is_refused(client, backend):
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    token = jwt.encode(claims, None, algorithm="none", headers={"kid": backend.key.kid})
+    assert_invalid_client(post_token(client, token), "'none' is not allowed")
+
+
+def test_hs256_keyed_with_the_public_key_is_refused(client, backend):
+    public_pem = backend.key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": backend.key.kid}
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    signing_input = ".".join(_b64(json.dumps(part).encode()) for part in (header, claims))
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    assert_invalid_client(
+        post_token(client, f"{signing_input}.{_b64(mac)}"), "'HS256' is not allowed"
+    )
+
+
+def test_kid_of_an_ec_key_with_an_rsa_alg_is_refused(client, tenant, make_backend_client):
+    ec_key = make_client_key("ES384")
+    backend = make_backend_client(tenant, key=ec_key)
+    rsa_signer = make_client_key("RS384", kid=ec_key.kid)
+    assert_invalid_client(
+        post_token(client, backend.assertion(TOKEN_URL, key=rsa_signer)), "matches the kid"
+    )
+
+
+def test_jku_other_than_the_registered_jwks_uri_is_refused(client, backend):
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    token = backend.key.sign(claims, jku="https://attacker.example/jwks.json")
+    assert_invalid_client(post_token(client, token), "jku")
+
+
+def test_wrong_client_assertion_type_is_refused(client, backend):
+    response = post_token(
+        client, backend.assertion(TOKEN_URL), client_assertion_type="urn:example:other"
+    )
+    assert_invalid_client(response, "cannot authenticate")
+
+
+def test_garbage_assertion_is_refused(client, backend):
+    assert_invalid_client(post_token(client, "not.a.jwt"), "Invalid JWT assertion")
+
+
+def test_client_of_another_tenant_is_refused(client, tenant, other_tenant, make_backend_client):
+    theirs = make_backend_client(other_tenant)
+    assert_invalid_client(post_token(client, theirs.assertion(TOKEN_URL)), "does not exist")
+
+
+def test_own_tenant_url_with_another_tenants_assertion_is_refused(
+    client, tenant, other_tenant, make_backend_client
+):
+    theirs = make_backend_client(other_tenant)
+    assertion = theirs.assertion("https://auth.example.test/t/clinic-b/token")
+    assert_invalid_client(post_token(client, assertion), "does not exist")
+    # ... and the same assertion is still good where it belongs.
+    assert post_token(client, assertion, path="/t/clinic-b/token").status_code == 200
+
+
+def test_secret_client_cannot_use_client_credentials(client, tenant, make_client):
+    registration = make_client(tenant, auth_method="client_secret_basic", scopes=["system/*.rs"])
+    credentials = f"{registration.client.client_id}:{registration.client_secret}"
+    response = client.post(
+        TOKEN_PATH,
+        data={"grant_type": "client_credentials", "scope": "system/Patient.rs"},
+        headers={"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
+    )
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_asymmetric_client_without_client_credentials_grant_is_unauthorized(
+    client, tenant, make_backend_client
+):
+    backend = make_backend_client(
+        tenant,
+        redirect_uris=["https://app.example.test/callback"],
+        grant_types=["authorization_code"],
+    )
+    response = post_token(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 400
+    assert response.json["error"] == "unauthorized_client"
+
+
+def test_deleted_client_is_refused(client, tenant, backend):
+    from authserver.clients import service as clients
+    from authserver.extensions import db
+
+    clients.delete(tenant, backend.client_id)
+    db.session.commit()
+    assert_invalid_client(post_token(client, backend.assertion(TOKEN_URL)), "does not exist")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
