@@ -37,7 +37,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=config.sqlalchemy_url(settings["AUTHSERVER_DATABASE_URL"]),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # A ping per checkout finds connections a PostgreSQL restart dropped; SQLite has none.
+        SQLALCHEMY_ENGINE_OPTIONS={
+            "pool_pre_ping": not settings["AUTHSERVER_DATABASE_URL"].startswith("sqlite")
+        },
         SECRET_KEY=settings["AUTHSERVER_SECRET_KEY"],
         SESSION_COOKIE_SECURE=settings["AUTHSERVER_PUBLIC_URL"].startswith("https://"),
         SESSION_COOKIE_HTTPONLY=True,

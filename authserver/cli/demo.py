@@ -36,6 +36,16 @@ DEMO_USERS: dict[str, tuple[list[str], str | None]] = {
     "pat.garcia": (["patient"], "Patient/demo-patient-1"),
 }
 DEMO_APP = "Demo SMART app"
+# What the demo app may ask for; each user's role ceiling narrows it further.
+DEMO_APP_SCOPES = [
+    "openid",
+    "fhirUser",
+    "launch",
+    "launch/patient",
+    "offline_access",
+    "patient/*.rs",
+    "user/*.rs",
+]
 DEMO_APP_REDIRECT = "http://localhost:8000/callback"
 DEMO_GATEWAY = "Demo FHIR gateway"
 
@@ -70,7 +80,12 @@ def _demo_tenant(slug: str, name: str, color: str) -> dict[str, Any]:
     tenants.brand(tenant, primary_color=color, support_contact="help@example.org", actor=ACTOR)
     users = [_ensure_user(tenant, username, *spec) for username, spec in DEMO_USERS.items()]
     app = _ensure_client(
-        tenant, DEMO_APP, APP, auth_method="none", redirect_uris=[DEMO_APP_REDIRECT]
+        tenant,
+        DEMO_APP,
+        APP,
+        auth_method="none",
+        redirect_uris=[DEMO_APP_REDIRECT],
+        scopes=DEMO_APP_SCOPES,
     )
     gateway_secret = _gateway_secret(tenant)
     return {

@@ -69,6 +69,7 @@ def test_demo_creates_two_clinics_with_staff_a_patient_and_an_app(development_ap
     assert {"physician", "nurse", "front-desk", "patient"} <= roles
     assert clinic["app"]["token_endpoint_auth_method"] == "none"
     assert clinic["app"]["redirect_uris"]
+    assert {"openid", "launch/patient", "patient/*.rs"} <= set(clinic["app"]["scope"].split())
     assert clinic["resource_server"]["client_secret"].startswith("ascs_")
     doctor = next(user for user in clinic["users"] if "physician" in user["roles"])
     browser = development_app.test_client()
