@@ -54,6 +54,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     _init_extensions(app)
     _register_blueprints(app)
+    from authserver.tokens.fastpath import IntrospectionFastPath
+
+    # The FHIR gateway's everyday introspection is answered before Flask (see the module).
+    app.wsgi_app = IntrospectionFastPath(app)  # type: ignore[method-assign]
     return app
 
 

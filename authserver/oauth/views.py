@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint
 from flask import Response
-from flask import current_app
-from flask import g
 from flask import request
 
 from authserver.extensions import csrf
@@ -16,8 +12,6 @@ from authserver.oauth.endpoints import IntrospectionEndpoint
 from authserver.oauth.endpoints import RevocationEndpoint
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
-from authserver.tenancy.resolution import load_tenant_by_slug
-from authserver.tenancy.resolution import resolves_own_tenant
 from authserver.tenancy.resolution import serves_suspended
 from authserver.tokens import fastpath
 
@@ -51,16 +45,8 @@ def token() -> Response:
 
 @bp.post("/introspect")
 @serves_suspended  # a suspended tenant's tokens answer {"active": false}, not an error page
-@resolves_own_tenant  # the hot path reads the tenant in its one query
 def introspect() -> Response:
-    answer = fastpath.introspect(
-        g.tenant_slug, request.headers.get("Authorization"), fastpath.form_token(request)
-    )
-    if answer is not None:
-        return current_app.response_class(
-            json.dumps(answer), mimetype="application/json", headers=NO_STORE
-        )
-    load_tenant_by_slug(g.tenant_slug)
+    # Requests the fast path (tokens/fastpath.py, in front of Flask) declined come here.
     fastpath.remember_tenant(current_tenant())
     response = authorization_server().create_endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME)
     # RFC 7662 §4 and SMART (INT-10): an introspection answer is never cached.

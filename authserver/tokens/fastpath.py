@@ -7,21 +7,23 @@ one prepared query on a raw connection of its own, with the signature verified o
 per app (:func:`authserver.tokens.introspection.signed_claims`). Nothing is cached that a write
 on another instance could make stale: every state that can end a token is read on each request.
 
-Anything else returns ``None`` and the view answers through the Authlib endpoint, which handles
-every case and renders every error: a first request for a tenant, another caller
+It runs as WSGI middleware in front of Flask (:class:`IntrospectionFastPath`). Anything else is
+passed on to Flask, whose view answers through the Authlib endpoint, which handles every case and
+renders every error: a first request for a tenant, another caller
 authentication, a caller that does not check out (its 401 comes from there), a refresh token,
 or a database error.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
-from flask import Request
 from flask import current_app
 from sqlalchemy.engine import Engine
 
@@ -120,20 +122,11 @@ def remember_tenant(tenant: Tenant) -> None:
     current_app.extensions["authserver.fastpath"]["tenant_ids"][tenant.slug] = tenant.id
 
 
-def form_token(request: Request) -> str | None:
-    """The ``token`` of a urlencoded body, parsed without werkzeug's general form machinery.
-
-    The body stays cached, so the full path can still read ``request.form``.
-    """
-    if request.mimetype != "application/x-www-form-urlencoded":
-        return None
-    body = request.get_data(cache=True, as_text=True)
-    values = [value for name, value in parse_qsl(body) if name == "token"]
-    return values[0] if len(values) == 1 else None
-
-
 def introspect(slug: str, authorization: str | None, token: str | None) -> dict[str, Any] | None:
-    """The answer for the gateway's everyday request, or ``None`` to take the full path."""
+    """The answer for the gateway's everyday request, or ``None`` to take the full path.
+
+    Runs in an app context (for the verified-signature and public-key caches).
+    """
     state = current_app.extensions["authserver.fastpath"]
     tenant_id = state["tenant_ids"].get(slug)
     credential = extract_basic_authorization({"Authorization": authorization or ""})
@@ -184,3 +177,54 @@ def _live(row: tuple[Any, ...], claims: dict[str, Any]) -> bool:
         and user_status in (None, USER_ACTIVE)
         and row[12] in IN_JWKS
     )
+
+
+class IntrospectionFastPath:
+    """WSGI middleware in front of Flask: answers what :func:`introspect` can, passes the rest.
+
+    Only ``POST /t/{slug}/introspect`` with a Basic credential and a small urlencoded body is
+    looked at; Flask's routing, request context and response objects are skipped for it. The
+    body, once read, is handed on intact to Flask when the fast path declines.
+    """
+
+    PATH = re.compile(r"/t/([a-z0-9-]{3,63})/introspect")
+    MAX_BODY = MAX_TOKEN_LENGTH + 1024
+    HEADERS = [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-store"),
+        ("Pragma", "no-cache"),
+    ]
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        match = self._candidate(environ)
+        if match is not None:
+            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+            environ["wsgi.input"] = io.BytesIO(body)
+            answer = self._answer(match.group(1), environ, body)
+            if answer is not None:
+                start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(answer)))])
+                return [answer]
+        return self.wsgi_app(environ, start_response)
+
+    def _candidate(self, environ: dict[str, Any]) -> re.Match[str] | None:
+        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_AUTHORIZATION" not in environ:
+            return None
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        length = environ.get("CONTENT_LENGTH", "")
+        if content_type != "application/x-www-form-urlencoded" or not length.isdigit():
+            return None
+        if int(length) > self.MAX_BODY:
+            return None
+        return self.PATH.fullmatch(environ.get("PATH_INFO", ""))
+
+    def _answer(self, slug: str, environ: dict[str, Any], body: bytes) -> bytes | None:
+        tokens = [value for name, value in parse_qsl(body.decode("latin-1")) if name == "token"]
+        if len(tokens) != 1:
+            return None
+        with self.app.app_context():
+            answer = introspect(slug, environ["HTTP_AUTHORIZATION"], tokens[0])
+        return None if answer is None else json.dumps(answer).encode()
