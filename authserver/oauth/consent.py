@@ -26,7 +26,9 @@ from authserver.audit.events import AuditEvent
 from authserver.extensions import db
 from authserver.oauth.server import authorization_server
 from authserver.smart import context as launch_context
+from authserver.smart import granular
 from authserver.smart import policy
+from authserver.smart.scopes import Scope
 from authserver.smart.scopes import ScopeSet
 from authserver.smart.scopes import describe
 from authserver.smart.scopes import parse_scopes
@@ -54,6 +56,16 @@ class Decision:
             self.launch.consume()
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One consent checkbox: ``value`` holds its scopes; ``narrower`` are ``(plain words,
+    scope)`` boxes the user may tick instead, to share only part of it (SCOPE-06)."""
+
+    words: str
+    value: str
+    narrower: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class Offer:
     """What the consent page offers the signed-in user."""
@@ -74,12 +86,25 @@ class Offer:
         """A trusted app is not shown the consent page, unless a patient must be picked."""
         return bool(self.client.trusted) and not self.pick_patient
 
-    def choices(self) -> list[tuple[str, str]]:
-        """``(plain words, scopes)`` per checkbox; scopes described alike share one box."""
-        groups: dict[str, list[str]] = {}
+    def choices(self) -> list[Choice]:
+        """One :class:`Choice` per checkbox; scopes described alike share one box."""
+        groups: dict[str, list[Scope]] = {}
         for scope in self.grantable:
-            groups.setdefault(describe(scope), []).append(scope.text)
-        return [(words, " ".join(texts)) for words, texts in groups.items()]
+            groups.setdefault(describe(scope), []).append(scope)
+        return [_choice(words, scopes, self.grantable) for words, scopes in groups.items()]
+
+    def approved(self, values: list[str]) -> ScopeSet:
+        """The scopes of the ticked boxes; a value the page did not offer counts for nothing."""
+        offered = {choice.value for choice in self.choices()}
+        offered.update(value for choice in self.choices() for _, value in choice.narrower)
+        return parse_scopes(" ".join(value for value in values if value in offered))
+
+
+def _choice(words: str, scopes: list[Scope], grantable: ScopeSet) -> Choice:
+    narrower = (sub for scope in scopes for sub in granular.sub_scopes(scope))
+    # A granular scope the app asked for by itself already has its own box.
+    boxes = ((describe(sub), sub.text) for sub in narrower if sub not in grantable)
+    return Choice(words, " ".join(scope.text for scope in scopes), tuple(boxes))
 
 
 def prepare(grant: Any, login: LoginSession) -> Offer:
@@ -153,7 +178,7 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
     """
     if form.get("decision") != "allow":
         raise refuse(offer.grant, AccessDeniedError, "The user denied the request.")
-    approved = parse_scopes(" ".join(form.getlist("grant")))
+    approved = offer.approved(form.getlist("grant"))
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")

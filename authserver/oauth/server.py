@@ -16,10 +16,13 @@ from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
 from flask import current_app
+from werkzeug.http import parse_options_header
 
 from authserver.clients import service as clients
 from authserver.clients.models import Client
 from authserver.tenancy.resolution import current_tenant
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 class TenantAuthorizationServer(AuthorizationServer):
@@ -56,6 +59,22 @@ class TenantAuthorizationServer(AuthorizationServer):
             raise InvalidRequestError(
                 "Missing 'response_type'.", redirect_uri=error.redirect_uri
             ) from None
+
+    def create_token_response(self, request: Any = None) -> Any:
+        """Authlib's, after RFC 6749 §4.1.3's shape: a form-encoded body with a ``grant_type``.
+
+        Anything else (a JSON body, TOK-22; no ``grant_type``) is ``invalid_request``, where
+        Authlib would answer ``unsupported_grant_type``.
+        """
+        oauth_request = self.create_oauth2_request(request)
+        content_type = parse_options_header(oauth_request.headers.get("Content-Type"))[0]
+        if content_type != FORM_CONTENT_TYPE:
+            error = InvalidRequestError(f"The token request body must be {FORM_CONTENT_TYPE}.")
+            return self.handle_error_response(oauth_request, error)
+        if not oauth_request.form.get("grant_type"):
+            error = InvalidRequestError("Missing 'grant_type'.")
+            return self.handle_error_response(oauth_request, error)
+        return super().create_token_response(request)
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
         # RFC 6749 §5.2: a client that tried the Authorization header gets 401 + WWW-Authenticate.

@@ -145,6 +145,28 @@ def test_launch_context_reaches_the_token_response(doctor, clinic):
     assert "encounter" not in body and "fhirContext" not in body
 
 
+def test_ehr_launch_scope_and_context_survive_refresh(doctor, clinic):
+    """§3.1 items 15 and 17: the granted scope echoes the identity and launch scopes, and the
+    context (``need_patient_banner`` included) is there again after a refresh."""
+    scope = "launch openid fhirUser offline_access patient/Patient.rs"  # g10's EHR patient launch
+    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+    code = redirect_params(authorize(doctor, clinic, params))["code"]
+    first = exchange(doctor, clinic, code, VERIFIER).json
+    assert first["scope"] == scope
+    refreshed = doctor.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": first["refresh_token"],
+            "client_id": clinic.public_app.client_id,
+        },
+    ).json
+    assert refreshed["scope"] == scope
+    assert (refreshed["patient"], refreshed["encounter"]) == ("pt-3", "enc-4")
+    assert refreshed["need_patient_banner"] is False
+
+
 def test_launch_is_used_once(doctor, clinic):
     launch_id = new_launch(clinic.tenant)
     assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))

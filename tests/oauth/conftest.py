@@ -135,17 +135,14 @@ def authorization_params(clinic: Clinic, app=None, verifier: str | None = None, 
     return {name: value for name, value in params.items() if value is not None}
 
 
-def consent_form(page: str, *, untick=(), decision="allow", patient=None) -> dict:
-    import html
-    import re
-
+def consent_form(page: str, *, untick=(), tick=(), extra=(), decision="allow", patient=None):
     from tests.fixtures.accounts import csrf_token
+    from tests.fixtures.live import ticked_boxes
 
-    boxes = [html.unescape(v) for v in re.findall(r'name="grant" value="([^"]*)"', page)]
     form = {
         "csrf_token": csrf_token(page),
         "decision": decision,
-        "grant": [box for box in boxes if not set(box.split()) & set(untick)],
+        "grant": ticked_boxes(page, untick, tick) + list(extra),
     }
     if patient is not None:
         form["patient"] = patient

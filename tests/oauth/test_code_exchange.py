@@ -306,6 +306,27 @@ def test_get_is_not_a_token_request(signed_in, clinic):
     assert signed_in.get("/t/clinic-a/token").status_code == 405
 
 
+def test_json_body_is_invalid_request_and_leaves_the_code_usable(signed_in, clinic):
+    """TOK-22: the token request is form-encoded (RFC 6749 §4.1.3)."""
+    code = get_code(signed_in, clinic, VERIFIER)
+    data = token_request(clinic, code, client_id=clinic.public_app.client_id)
+    assert_error(signed_in.post("/t/clinic-a/token", json=data), 400, "invalid_request")
+    assert exchange(signed_in, clinic, code, VERIFIER).status_code == 200
+
+
+def test_missing_grant_type_is_invalid_request(signed_in, clinic):
+    code = get_code(signed_in, clinic, VERIFIER)
+    data = token_request(clinic, code, client_id=clinic.public_app.client_id)
+    del data["grant_type"]
+    assert_error(signed_in.post("/t/clinic-a/token", data=data), 400, "invalid_request")
+
+
+def test_empty_grant_type_is_invalid_request(signed_in, clinic):
+    assert_error(
+        signed_in.post("/t/clinic-a/token", data={"grant_type": ""}), 400, "invalid_request"
+    )
+
+
 # --- TOK-19: PKCE, each with a fresh code ---------------------------------------------------
 
 
