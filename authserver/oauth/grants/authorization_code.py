@@ -20,9 +20,8 @@ from authserver.extensions import db
 from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
-from authserver.oauth.grants.refresh_token import refresh_lifetime
+from authserver.oauth.grants.refresh_token import continue_family
 from authserver.oauth.models import AuthorizationCode
-from authserver.oauth.tokens import token_request
 from authserver.smart.context import token_response_members
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy.resolution import current_tenant
@@ -114,15 +113,8 @@ class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
     ) -> dict[str, Any]:
         """Hand the code's family, context and login session to the token generator; a refresh
         token only for ``offline_access`` / ``online_access`` (TOK-12)."""
-        code = self.request.authorization_code
-        extras = token_request()
-        extras.context = dict(code.context)
-        extras.grant_id = code.grant_id
-        extras.login_session_id = code.login_session_id
-        extras.refresh_token_lifetime = refresh_lifetime(
-            current_tenant(), parse_scopes(scope or ""), code.login_session_id
-        )
-        include_refresh_token = include_refresh_token and extras.refresh_token_lifetime is not None
+        due = continue_family(self.request.authorization_code, scope)
+        include_refresh_token = due and include_refresh_token
         return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list]:

@@ -40,6 +40,23 @@ def refresh_lifetime(tenant: Tenant, scope: ScopeSet, login_session_id: int | No
     return None
 
 
+def continue_family(source: Any, scope: str | None) -> bool:
+    """Make the tokens about to be issued members of ``source``'s family, with its context.
+
+    ``source`` is what is being redeemed: an authorization code or a refresh token's record.
+
+    :returns: whether a refresh token is due with them (TOK-12).
+    """
+    extras = token_request()
+    extras.context = dict(source.context)
+    extras.grant_id = source.grant_id
+    extras.login_session_id = source.login_session_id
+    extras.refresh_token_lifetime = refresh_lifetime(
+        current_tenant(), parse_scopes(scope or ""), source.login_session_id
+    )
+    return extras.refresh_token_lifetime is not None
+
+
 def _session_remaining(tenant: Tenant, login_session_id: int | None) -> int:
     """Whole seconds the login session has left; 0 when it has ended or belongs elsewhere."""
     login = db.session.get(LoginSession, login_session_id) if login_session_id else None
@@ -111,15 +128,8 @@ class RefreshTokenGrant(TokenRequestChecks, grants.RefreshTokenGrant):
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         """The new tokens stay in the family, with the original launch context and session."""
-        record = self.request.refresh_token.record
-        extras = token_request()
-        extras.context = dict(record.context)
-        extras.grant_id = record.grant_id
-        extras.login_session_id = record.login_session_id
-        extras.refresh_token_lifetime = refresh_lifetime(
-            current_tenant(), parse_scopes(scope or ""), record.login_session_id
-        )
-        include_refresh_token = include_refresh_token and extras.refresh_token_lifetime is not None
+        due = continue_family(self.request.refresh_token.record, scope)
+        include_refresh_token = due and include_refresh_token
         return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
 
     def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
