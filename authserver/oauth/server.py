@@ -87,9 +87,11 @@ class TenantAuthorizationServer(AuthorizationServer):
         self.published_endpoints[member] = endpoint
 
     def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
-        """Authlib's, plus the grant's ``CAPABILITIES`` (class constant) for discovery."""
+        """Authlib's, plus the ``CAPABILITIES`` (class constant) of the grant and its extensions,
+        for discovery."""
         super().register_grant(grant_cls, extensions)
-        self.add_capabilities(*getattr(grant_cls, "CAPABILITIES", ()))
+        for feature in (grant_cls, *(extensions or ())):
+            self.add_capabilities(*getattr(feature, "CAPABILITIES", ()))
 
     def register_client_auth_method(self, method: str, func: object) -> None:
         """Authlib's, remembered for discovery with the method's ``CAPABILITIES``."""
@@ -178,25 +180,6 @@ def init_app(app: Flask) -> TenantAuthorizationServer:
     server.register_grant(RefreshTokenGrant)
     server.publish("authorization_endpoint", AUTHORIZATION_ENDPOINT)
     server.publish("token_endpoint", TOKEN_ENDPOINT)
-    server.add_capabilities(
-        "launch-standalone",
-        "authorize-post",
-        "client-public",
-        "client-confidential-symmetric",
-        "sso-openid-connect",
-        "permission-v1",
-        "permission-v2",
-        "permission-patient",
-        "permission-user",
-        "permission-offline",
-        "permission-online",
-        "context-standalone-patient",
-        "launch-ehr",
-        "context-ehr-patient",
-        "context-ehr-encounter",
-        "context-banner",
-        "context-style",
-    )
     # One private_key_jwt for every endpoint; each lists the methods it accepts.
     jwks_fetch.init_app(app)
     server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWTAuthentication())

@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
     # SMART: public apps (PKCE, no secret) and confidential-symmetric ones (Basic or POST).
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    # SMART 2.2 capabilities this grant honours (discovery reads them when it is registered).
+    CAPABILITIES = (
+        "launch-standalone",
+        "authorize-post",
+        "client-public",
+        "client-confidential-symmetric",
+        "permission-v1",
+        "permission-v2",
+        "permission-patient",
+        "permission-user",
+    )
     # Discovery's scopes_supported: the context, identity and refresh scopes this grant honours,
     # and the resource wildcards (each still narrowed by the client, the roles and the user).
     SCOPES_SUPPORTED = (

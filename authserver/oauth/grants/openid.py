@@ -62,6 +62,7 @@ def id_token_claims(
 
 
 class SmartOpenIDCode(OpenIDCode):
+    CAPABILITIES = ("sso-openid-connect",)
     """Authlib's ``OpenIDCode`` with our storage and the tenant's signing key."""
 
     def __init__(self) -> None:

@@ -79,6 +79,7 @@ class RefreshCredential:
 
 
 class RefreshTokenGrant(TokenRequestChecks, grants.RefreshTokenGrant):
+    CAPABILITIES = ("permission-offline", "permission-online")
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     # Rotation: every refresh returns a new refresh token and spends the old one.
     INCLUDE_NEW_REFRESH_TOKEN = True

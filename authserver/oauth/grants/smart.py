@@ -22,6 +22,16 @@ MAX_NONCE_LENGTH = 255
 class SmartAuthorizationRequest:
     """An extension: ``register_grant(AuthorizationCodeGrant, [SmartAuthorizationRequest()])``."""
 
+    # The launch context this extension puts into token responses.
+    CAPABILITIES = (
+        "context-standalone-patient",
+        "launch-ehr",
+        "context-ehr-patient",
+        "context-ehr-encounter",
+        "context-banner",
+        "context-style",
+    )
+
     def __call__(self, grant: Any) -> None:
         grant.register_hook("after_validate_authorization_request_payload", self.validate)
 
