@@ -18,6 +18,7 @@ HL7_CONDITION = "http://terminology.hl7.org/CodeSystem/condition-category"
 US_CORE_CONDITION = "http://hl7.org/fhir/us/core/CodeSystem/condition-category"
 HL7_OBSERVATION = "http://terminology.hl7.org/CodeSystem/observation-category"
 US_CORE_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
+US_CORE_OBSERVATION = "http://hl7.org/fhir/us/core/CodeSystem/us-core-observation-category"
 
 # ``system|code`` category tokens per resource type, as US Core and g10 use them.
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         f"{HL7_OBSERVATION}|vital-signs",
         f"{HL7_OBSERVATION}|survey",
         f"{US_CORE_CATEGORY}|sdoh",
+        f"{US_CORE_OBSERVATION}|clinical-test",
     ),
 }
 

@@ -19,6 +19,7 @@ def test_observation_offers_the_us_core_categories():
         "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
         "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|survey",
         "patient/Observation.rs?category=http://hl7.org/fhir/us/core/CodeSystem/us-core-category|sdoh",
+        "patient/Observation.rs?category=http://hl7.org/fhir/us/core/CodeSystem/us-core-observation-category|clinical-test",
     ]
 
 
