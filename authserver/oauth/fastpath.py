@@ -158,9 +158,8 @@ class Entry:
 
     @property
     def urls(self) -> TenantURLs:
-        return TenantURLs(
-            current_app.config["AUTHSERVER_PUBLIC_URL"], self.slug, self.fhir_override
-        )
+        public_url = current_app.config["AUTHSERVER_PUBLIC_URL"].rstrip("/")  # as TenantURLs.of
+        return TenantURLs(public_url, self.slug, self.fhir_override or None)
 
     def fingerprint(self) -> dict[str, Any]:
         """The values :data:`STILL_VALID` compares with the database."""
