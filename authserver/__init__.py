@@ -69,6 +69,7 @@ def _init_extensions(app: Flask) -> None:
     from authserver.extensions import csrf
     from authserver.extensions import db
     from authserver.extensions import migrate
+    from authserver.oauth import fastpath as token_fastpath
     from authserver.oauth import server
     from authserver.tokens import fastpath
 
@@ -76,6 +77,7 @@ def _init_extensions(app: Flask) -> None:
     db_events.init_app(app)
     with app.app_context():
         fastpath.init_app(app, db.engine)
+        token_fastpath.init_app(app, db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     app.extensions["authserver.passwords"] = Passwords.from_config(app.config)

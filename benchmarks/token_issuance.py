@@ -92,7 +92,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
     parser.add_argument("--workers", type=int, default=2, help="granian worker processes")
     parser.add_argument(
-        "--blocking-threads", type=int, default=4, help="granian threads per worker"
+        "--blocking-threads",
+        type=int,
+        default=1,
+        # One database round trip per request leaves little to overlap: threads only add GIL
+        # contention (see README, "Benchmark: token issuance").
+        help="granian threads per worker",
     )
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")

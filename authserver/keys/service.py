@@ -98,8 +98,18 @@ def sign(tenant: Tenant, claims: dict[str, Any], *, alg: str = "RS256", typ: str
     key = _active(tenant, alg)
     if key is None:
         raise NotFound(f"tenant {tenant.slug!r} has no active {alg} key")
-    private = _private_key(key.tenant_id, key.kid, key.private_key_ciphertext)
-    return jwt.encode(claims, private, algorithm=alg, headers={"kid": key.kid, "typ": typ})
+    return sign_with(key.tenant_id, key.kid, key.private_key_ciphertext, claims, alg=alg, typ=typ)
+
+
+def sign_with(
+    tenant_id: int, kid: str, ciphertext: bytes, claims: dict[str, Any], *, alg: str, typ: str
+) -> str:
+    """Sign ``claims`` with the key stored as ``ciphertext`` (a row already read), named ``kid``.
+
+    For callers that read the key's row in a query of their own (the token fast path).
+    """
+    private = _private_key(tenant_id, kid, ciphertext)
+    return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": typ})
 
 
 def _active(tenant: Tenant, alg: str) -> SigningKey | None:

@@ -13,6 +13,7 @@ from authserver.audit.models import AuditRecord
 from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
+from authserver.oauth import fastpath as token_fastpath
 from authserver.tenancy import service as tenants
 from authserver.tokens import fastpath
 from tests.fixtures.database import app_config
@@ -249,6 +250,7 @@ def second_instance(database_url, tmp_path):
     other = create_app(app_config(database_url, tmp_path / "second"))
     yield other
     fastpath.close(other)
+    token_fastpath.close(other)
     with other.app_context():
         db.engine.dispose()
 

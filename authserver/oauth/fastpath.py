@@ -1,0 +1,420 @@
+"""The token endpoint's fast path: a Backend Services client_credentials request, lean.
+
+A backend client asks for a token with a fresh ``private_key_jwt`` assertion, often many times
+a second. For exactly that request (form body with ``grant_type=client_credentials``, the
+assertion, maybe ``scope`` and ``client_id``, each once; no Authorization header) this module
+answers without the ORM and Authlib's request machinery:
+
+- what the request needs of its tenant, client and the tenant's active signing key is read once
+  per process (:class:`Entry`), with the client's parsed public keys;
+- the assertion is verified and its claims checked by the same code as the full path
+  (:class:`authserver.clients.assertions.AssertionClaims`), the scope granted by
+  :func:`authserver.smart.backend.backend_grant`, the token signed by
+  :func:`authserver.keys.service.sign_with`;
+- then ONE write records the assertion's ``jti`` and the issued token, and only if every value
+  the request relied on is still what the database holds: the tenant and client active, their
+  settings, the client's keys and the signing key unchanged. A change made on any instance
+  (client deleted, tenant suspended, key rotated) takes effect at once, and a replayed ``jti``
+  is refused across instances by the same unique constraint as on the full path.
+
+Anything else, any refusal and any doubt returns ``None``, and the view answers through
+Authlib, which handles every case and renders every error: the fast path only ever answers a
+success. When the write finds the cache stale, the entry is dropped and the full path answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from flask import Flask
+from flask import Request
+from flask import current_app
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
+from sqlalchemy.engine import Engine
+
+from authserver.clients.assertions import PRIVATE_KEY_JWT
+from authserver.clients.assertions import SIGNING_ALGS
+from authserver.clients.assertions import AssertionClaims
+from authserver.clients.assertions import assertion_expiry
+from authserver.clients.assertions import select_key
+from authserver.clients.jwks_fetch import JWKSFetchError
+from authserver.clients.jwks_fetch import jwks_cache
+from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
+from authserver.clients.service import PURGE_ONE_IN
+from authserver.keys import service as keys
+from authserver.keys.models import ACTIVE as KEY_ACTIVE
+from authserver.models import UTCDateTime
+from authserver.oauth.grants.client_credentials import MAX_TOKEN_LIFETIME
+from authserver.smart.backend import backend_grant
+from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
+from authserver.tenancy.urls import TOKEN_PATH
+from authserver.tenancy.urls import TenantURLs
+from authserver.tokens.claims import AccessTokenSubject
+from authserver.tokens.claims import access_token_claims
+from authserver.tokens.models import ACCESS
+from authserver.tokens.service import ACCESS_TOKEN_TYPE
+from authserver.tokens.service import new_grant_id
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "authserver.token_fastpath"
+GRANT_TYPE = "client_credentials"
+PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion", "client_id"}
+MAX_BODY = 16384
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_ENTRIES = 4096
+# The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
+JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
+
+# The tenant, the client and the tenant's active signer for access tokens, in one read. The
+# JSON columns are read as text: the write below compares them as text, the same expression.
+LOAD_QUERY = f"""
+SELECT tn.id, tn.access_token_alg, tn.access_token_lifetime,
+       COALESCE(tn.fhir_base_url_override, ''),
+       c.id, c.allowed_scope, COALESCE(CAST(c.jwks AS TEXT), ''), COALESCE(c.jwks_uri, ''),
+       CAST(c.grant_types AS TEXT), k.kid, k.private_key_ciphertext
+FROM tenants tn
+JOIN clients c ON c.tenant_id = tn.id AND c.client_id = :client_id
+JOIN signing_keys k ON k.tenant_id = tn.id AND k.alg = tn.access_token_alg
+WHERE tn.slug = :slug AND tn.status = '{TENANT_ACTIVE}' AND c.status = '{CLIENT_ACTIVE}'
+  AND c.token_endpoint_auth_method = '{PRIVATE_KEY_JWT}' AND k.status = '{KEY_ACTIVE}'
+"""  # noqa: S608 - built from constants, never from input
+# Every value an issued token relied on, as the database holds it now: no row, no token.
+STILL_VALID = f"""
+SELECT tn.id FROM tenants tn
+JOIN clients c ON c.tenant_id = tn.id
+JOIN signing_keys k ON k.tenant_id = tn.id
+WHERE tn.id = :tenant_id AND tn.status = '{TENANT_ACTIVE}' AND tn.access_token_alg = :alg
+  AND tn.access_token_lifetime = :tenant_lifetime
+  AND COALESCE(tn.fhir_base_url_override, '') = :fhir_override
+  AND c.id = :client_pk AND c.client_id = :client_id AND c.status = '{CLIENT_ACTIVE}'
+  AND c.token_endpoint_auth_method = '{PRIVATE_KEY_JWT}' AND c.allowed_scope = :allowed_scope
+  AND COALESCE(CAST(c.jwks AS TEXT), '') = :jwks AND COALESCE(c.jwks_uri, '') = :jwks_uri
+  AND CAST(c.grant_types AS TEXT) = :grant_types
+  AND k.kid = :kid AND k.alg = tn.access_token_alg AND k.status = '{KEY_ACTIVE}'
+"""  # noqa: S608 - built from constants, never from input
+# The jti record of clients.service.use_assertion: a row comes back only when one was written.
+USE_ASSERTION = f"""
+INSERT INTO used_client_assertions (tenant_id, client_id, jti, expires_at)
+SELECT id, :client_id, :assertion_jti, :assertion_expires_at FROM ({STILL_VALID}) AS ok WHERE 1 = 1
+ON CONFLICT (tenant_id, client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
+WHERE used_client_assertions.expires_at <= :now
+RETURNING tenant_id
+"""  # noqa: S608 - built from constants, never from input
+TOKEN_COLUMNS = "tenant_id, jti, kind, grant_id, client_pk, client_id, scope, context"
+TOKEN_COLUMNS += ", issued_at, expires_at"
+# PostgreSQL: both inserts in one statement, one round trip, atomic in autocommit.
+RECORD_POSTGRESQL = f"""
+WITH used AS ({USE_ASSERTION})
+INSERT INTO issued_tokens ({TOKEN_COLUMNS})
+SELECT tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope,
+       CAST(:context AS JSON), :now, :expires_at
+FROM used
+RETURNING id
+"""  # noqa: S608 - built from constants, never from input
+# SQLite has no INSERT in WITH: the same two inserts in one transaction.
+RECORD_TOKEN_SQLITE = f"""
+INSERT INTO issued_tokens ({TOKEN_COLUMNS})
+VALUES (:tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope, :context,
+        :now, :expires_at)
+"""  # noqa: S608 - built from constants, never from input
+PURGE = "DELETE FROM used_client_assertions WHERE expires_at <= :now"
+
+
+@dataclass
+class Entry:
+    """One client of one tenant as the fast path needs it; read once per process."""
+
+    tenant_id: int
+    slug: str
+    alg: str
+    tenant_lifetime: int
+    fhir_override: str
+    client_pk: int
+    client_id: str
+    allowed_scope: str
+    jwks_text: str
+    jwks_uri: str
+    grant_types_text: str
+    kid: str
+    ciphertext: bytes
+    keys: dict[tuple[str, str], Key] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> TenantURLs:
+        public_url = current_app.config["AUTHSERVER_PUBLIC_URL"].rstrip("/")  # as TenantURLs.of
+        return TenantURLs(public_url, self.slug, self.fhir_override or None)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The values :data:`STILL_VALID` compares with the database."""
+        return {
+            "tenant_id": self.tenant_id,
+            "alg": self.alg,
+            "tenant_lifetime": self.tenant_lifetime,
+            "fhir_override": self.fhir_override,
+            "client_pk": self.client_pk,
+            "client_id": self.client_id,
+            "allowed_scope": self.allowed_scope,
+            "jwks": self.jwks_text,
+            "jwks_uri": self.jwks_uri,
+            "grant_types": self.grant_types_text,
+            "kid": self.kid,
+        }
+
+
+class IssuanceStore:
+    """Connections of its own (autocommit, outside SQLAlchemy's pool) and the per-process entries.
+
+    Idle connections wait in a small LIFO list; list.pop and append are atomic.
+    """
+
+    MAX_IDLE = 16
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.idle: list[Any] = []
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.timestamp = UTCDateTime().bind_processor(engine.dialect)
+        self.sql = {
+            name: sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
+            for name, sql in {
+                "load": LOAD_QUERY,
+                "record": RECORD_POSTGRESQL,
+                "use_assertion": USE_ASSERTION,
+                "record_token": RECORD_TOKEN_SQLITE,
+                "purge": PURGE,
+            }.items()
+        }
+
+    def load(self, slug: str, client_id: str) -> Entry | None:
+        rows = self._run(lambda cursor: self._fetch(cursor, "load", slug=slug, client_id=client_id))
+        if len(rows) != 1:  # none, or (never expected) two active signers: the full path decides
+            return None
+        row = rows[0]
+        entry = Entry(
+            tenant_id=row[0],
+            slug=slug,
+            alg=row[1],
+            tenant_lifetime=row[2],
+            fhir_override=row[3],
+            client_pk=row[4],
+            client_id=client_id,
+            allowed_scope=row[5],
+            jwks_text=row[6],
+            jwks_uri=row[7],
+            grant_types_text=row[8],
+            kid=row[9],
+            ciphertext=bytes(row[10]),
+        )
+        if GRANT_TYPE not in json.loads(entry.grant_types_text or "[]"):
+            return None
+        if len(self.entries) >= MAX_ENTRIES:
+            self.entries.clear()
+        self.entries[(slug, client_id)] = entry
+        return entry
+
+    def record(self, values: dict[str, Any]) -> bool:
+        """Record the assertion's jti and the token if the entry still holds; False otherwise."""
+        for name in ("now", "expires_at", "assertion_expires_at"):
+            values[name] = self.timestamp(values[name])
+        if self.sqlite:
+            recorded = self._run(lambda cursor: self._record_sqlite(cursor, values))
+        else:
+            recorded = bool(self._run(lambda cursor: self._fetch(cursor, "record", **values)))
+        if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
+            self._run(lambda cursor: cursor.execute(self.sql["purge"], {"now": values["now"]}))
+        return recorded
+
+    def _record_sqlite(self, cursor: Any, values: dict[str, Any]) -> bool:
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute(self.sql["use_assertion"], values)
+            row = cursor.fetchone()
+            if row is not None:
+                cursor.execute(self.sql["record_token"], {**values, "tenant_id": row[0]})
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT" if row is not None else "ROLLBACK")
+        return row is not None
+
+    def _fetch(self, cursor: Any, name: str, **params: Any) -> list[Any]:
+        cursor.execute(self.sql[name], params)
+        return list(cursor.fetchall())
+
+    def _run(self, work: Any) -> Any:
+        try:
+            connection = self.idle.pop()
+        except IndexError:
+            connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            result = work(cursor)
+            cursor.close()
+        except Exception:
+            connection.close()  # a connection in doubt is not put back
+            raise
+        if len(self.idle) < self.MAX_IDLE:
+            self.idle.append(connection)
+        else:
+            connection.close()
+        return result
+
+    def _connect(self) -> Any:
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()  # ours from now on, outside the pool
+        if self.sqlite:
+            connection.isolation_level = None
+        else:
+            connection.autocommit = True
+        return connection
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    app.extensions[EXTENSION] = IssuanceStore(engine)
+
+
+def close(app: Flask) -> None:
+    """Close the fast path's connections (tests and shutdown; workers otherwise keep them)."""
+    app.extensions[EXTENSION].close()
+
+
+def form(request: Request) -> dict[str, str] | None:
+    """The body's parameters when the request is the fast path's kind, else ``None``.
+
+    The body stays cached, so the full path can still read ``request.form``.
+    """
+    environ = request.environ
+    if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM_TYPE:
+        return None
+    if "HTTP_AUTHORIZATION" in environ or (request.content_length or 0) > MAX_BODY:
+        return None
+    pairs = parse_qsl(request.get_data(cache=True, as_text=True), keep_blank_values=True)
+    params = dict(pairs)
+    if len(params) != len(pairs) or not params.keys() <= PARAMETERS:
+        return None  # a repeated or unexpected parameter: the full path says what is wrong
+    if params.get("grant_type") != GRANT_TYPE:
+        return None
+    if params.get("client_assertion_type") != JWTBearerClientAssertion.CLIENT_ASSERTION_TYPE:
+        return None
+    return params if params.get("client_assertion") else None
+
+
+def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
+    """The token response for a good request, or ``None`` to take the full path."""
+    store: IssuanceStore = current_app.extensions[EXTENSION]
+    assertion = params["client_assertion"]
+    try:
+        compact = jws.extract_compact(assertion.encode())
+        header, unverified = compact.headers(), json.loads(compact.payload)
+    except (JoseError, ValueError):
+        return None
+    client_id = unverified.get("sub") if isinstance(unverified, dict) else None
+    kid, alg = header.get("kid"), header.get("alg")
+    if not isinstance(client_id, str) or not isinstance(kid, str) or not kid or "jku" in header:
+        return None
+    if alg not in SIGNING_ALGS or params.get("client_id", client_id) != client_id:
+        return None
+    try:
+        entry = store.entries.get((slug, client_id)) or store.load(slug, client_id)
+        if entry is None:
+            return None
+        key = _public_key(entry, kid, alg)
+        if key is None:
+            return None
+        if not jws.validate_compact(compact, key, registry=JWS):
+            return None
+        claims = unverified  # the payload whose signature was just checked
+        urls = entry.urls
+        AssertionClaims([urls.url(TOKEN_PATH)]).verify_claims(claims)
+        granted = _granted(params.get("scope"), entry.allowed_scope)
+        if not granted:
+            return None
+        lifetime = min(entry.tenant_lifetime, MAX_TOKEN_LIFETIME)
+        now = int(time.time())
+        subject = AccessTokenSubject(
+            issuer=urls.issuer,
+            audience=urls.fhir_base_url,
+            tenant=slug,
+            client_id=client_id,
+            scope=granted,
+            jti=secrets.token_urlsafe(16),
+            issued_at=now,
+            expires_in=lifetime,
+            subject=client_id,
+        )
+        token_claims = access_token_claims(subject)
+        token = keys.sign_with(
+            entry.tenant_id,
+            entry.kid,
+            entry.ciphertext,
+            token_claims,
+            alg=entry.alg,
+            typ=ACCESS_TOKEN_TYPE,
+        )
+        values = entry.fingerprint()
+        values.update(
+            assertion_jti=claims["jti"],
+            assertion_expires_at=assertion_expiry(claims),
+            now=datetime.fromtimestamp(now, UTC),
+            jti=subject.jti,
+            grant_id=new_grant_id(),
+            scope=granted,
+            context="{}",
+            expires_at=datetime.fromtimestamp(token_claims["exp"], UTC),
+        )
+        if not store.record(values):
+            # Stale entry or a replayed jti: forget the entry; the full path decides and says why.
+            store.entries.pop((slug, client_id), None)
+            return None
+    except Exception:  # noqa: BLE001 - a refusal or database trouble: the full path answers
+        log.debug("token fast path declined", exc_info=True)
+        return None
+    return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime, "scope": granted}
+
+
+@lru_cache(maxsize=4096)
+def _granted(requested: str | None, allowed: str) -> str:
+    """The scope to grant: :func:`backend_grant`, pure, so kept per process."""
+    return str(backend_grant(requested, allowed))
+
+
+def _public_key(entry: Entry, kid: str, alg: str) -> Key | None:
+    """The client's key named ``kid`` for ``alg``, parsed once per entry (inline ``jwks``) or
+    taken from the jwks_uri cache (whose refresh on an unknown kid is the full path's)."""
+    if entry.jwks_uri:
+        try:
+            keys_ = jwks_cache().get(entry.jwks_uri)["keys"]
+        except JWKSFetchError:
+            return None
+        jwk = select_key(keys_, kid, alg)
+        return JWKRegistry.import_key(jwk) if jwk is not None else None
+    key = entry.keys.get((kid, alg))
+    if key is None:
+        jwk = select_key(json.loads(entry.jwks_text or "{}").get("keys", []), kid, alg)
+        if jwk is None:
+            return None
+        key = entry.keys[(kid, alg)] = JWKRegistry.import_key(jwk)
+    return key

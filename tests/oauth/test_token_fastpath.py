@@ -1,0 +1,189 @@
+"""The token endpoint's Backend Services fast path (authserver/oauth/fastpath.py).
+
+It keeps tenant, client and signing-key rows per process, so each test checks that a change
+made elsewhere (here: through the services, beside the app's cache, as another instance would)
+takes effect on the very next request, and that the fast path, not the full one, answered the
+everyday request.
+"""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from authserver.clients import service as clients
+from authserver.clients.models import UsedAssertion
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.oauth import fastpath
+from authserver.tenancy import service as tenants
+from authserver.tokens import service as tokens
+from tests.fixtures.assertions import jwks_of
+from tests.fixtures.assertions import make_client_key
+from tests.fixtures.assertions import token_form
+
+TOKEN_PATH = "/t/clinic-a/token"
+TOKEN_URL = "https://auth.example.test/t/clinic-a/token"
+FHIR_BASE = "https://auth.example.test/t/clinic-a/fhir"
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """The fast path's answers: a token response, or None when it passed the request on.
+
+    A request it does not even consider (not its kind) adds nothing; tests clear the list.
+    """
+    seen = []
+
+    def spy(slug, params):
+        seen.append(original(slug, params))
+        return seen[-1]
+
+    original = fastpath.issue
+    monkeypatch.setattr(fastpath, "issue", spy)
+    return seen
+
+
+@pytest.fixture
+def backend(tenant, make_backend_client):
+    return make_backend_client(tenant)
+
+
+def post(client, assertion, scope="system/Patient.rs", **extra):
+    return client.post(TOKEN_PATH, data={**token_form(assertion, scope), **extra})
+
+
+def signer_kid(token):
+    return jwt.get_unverified_header(token)["kid"]
+
+
+def test_everyday_request_is_answered_by_the_fast_path_and_recorded(
+    client, tenant, backend, answers
+):
+    post(client, backend.assertion(TOKEN_URL))  # the first one fills the process's entry
+    assertion = backend.assertion(TOKEN_URL)
+    response = post(client, assertion)
+    assert response.status_code == 200, response.json
+    assert answers[-1] is not None
+    body = response.json
+    assert list(body) == ["access_token", "token_type", "expires_in", "scope"]
+    assert body["token_type"] == "Bearer" and body["scope"] == "system/Patient.rs"
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["typ"] == "at+jwt"
+    jwk = next(k for k in keys.jwks(tenant)["keys"] if k["kid"] == header["kid"])
+    claims = jwt.decode(
+        body["access_token"], jwt.PyJWK(jwk).key, algorithms=[header["alg"]], audience=FHIR_BASE
+    )
+    assert claims["sub"] == claims["client_id"] == backend.client_id
+    assert claims["tenant"] == "clinic-a" and claims["exp"] - claims["iat"] <= 300
+    record = tokens.find_by_jti(tenant, claims["jti"])
+    assert record is not None and record.kind == "access" and record.user_id is None
+    assert record.client_id == backend.client_id and record.scope == "system/Patient.rs"
+    assert record.context == {}
+    assert record.expires_at.timestamp() == claims["exp"]
+    used = db.session.scalars(db.select(UsedAssertion.jti)).all()
+    assert jwt.decode(assertion, options={"verify_signature": False})["jti"] in used
+
+
+def test_replayed_assertion_is_refused_after_a_fast_path_success(client, backend, answers):
+    post(client, backend.assertion(TOKEN_URL))
+    assertion = backend.assertion(TOKEN_URL)
+    assert post(client, assertion).status_code == 200
+    assert answers[-1] is not None
+    answers.clear()
+    response = post(client, assertion)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    assert "used before" in response.json["error_description"]
+    assert answers == [None]
+
+
+def test_client_deleted_elsewhere_is_refused_at_once(client, tenant, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    clients.delete(tenant, backend.client_id)
+    db.session.commit()
+    answers.clear()
+    response = post(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    assert answers == [None]
+
+
+def test_tenant_suspended_elsewhere_is_refused_at_once(client, tenant, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    tenants.suspend(tenant)
+    db.session.commit()
+    answers.clear()
+    response = post(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 403
+    assert answers == [None]
+
+
+def test_client_key_removed_elsewhere_stops_verifying_at_once(client, tenant, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    new_key = make_client_key()
+    clients.get_client(tenant, backend.client_id).jwks = jwks_of(new_key)
+    db.session.commit()
+    response = post(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    good = post(client, backend.assertion(TOKEN_URL, key=new_key))
+    assert good.status_code == 200, good.json
+
+
+def test_allowed_scopes_narrowed_elsewhere_apply_at_once(client, tenant, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    clients.get_client(tenant, backend.client_id).allowed_scope = "system/Observation.rs"
+    db.session.commit()
+    response = post(client, backend.assertion(TOKEN_URL), scope="system/Patient.rs")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+def test_signing_key_rotated_elsewhere_signs_the_next_token(client, tenant, backend, answers):
+    first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    rotated = keys.rotate(tenant, tenant.access_token_alg)
+    db.session.commit()
+    second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    assert signer_kid(first) != signer_kid(second) == rotated.kid
+    third = post(client, backend.assertion(TOKEN_URL))
+    assert signer_kid(third.json["access_token"]) == rotated.kid
+    assert answers[-1] is not None
+
+
+def test_access_token_alg_changed_elsewhere_applies_at_once(client, tenant, backend, answers):
+    first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    assert jwt.get_unverified_header(first)["alg"] == "RS256"
+    tenants.set_access_token_alg(tenant, "ES256")
+    db.session.commit()
+    second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    assert jwt.get_unverified_header(second)["alg"] == "ES256"
+
+
+def test_a_parameter_it_does_not_know_takes_the_full_path(client, backend, answers):
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    post(client, backend.assertion(TOKEN_URL), client_secret="x")
+    assert not any(answers)
+
+
+def test_a_body_client_id_of_another_client_is_refused_by_the_full_path(client, backend, answers):
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    response = post(client, backend.assertion(TOKEN_URL), client_id="someone-else")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    assert not any(answers)
+
+
+def test_a_bad_signature_is_refused_by_the_full_path(client, backend, answers):
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    response = post(client, backend.assertion(TOKEN_URL, key=make_client_key(kid=backend.key.kid)))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    assert answers == [None]
