@@ -63,6 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def _init_extensions(app: Flask) -> None:
     from authserver import db_events
+    from authserver import rawdb
     from authserver import schema  # noqa: F401 - every model registered before anything runs
     from authserver import web
     from authserver.accounts.passwords import Passwords
@@ -76,8 +77,9 @@ def _init_extensions(app: Flask) -> None:
     db.init_app(app)
     db_events.init_app(app)
     with app.app_context():
-        fastpath.init_app(app, db.engine)
-        token_fastpath.init_app(app, db.engine)
+        connections = rawdb.init_app(app, db.engine)
+        fastpath.init_app(app, connections)
+        token_fastpath.init_app(app, connections, db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     app.extensions["authserver.passwords"] = Passwords.from_config(app.config)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from authserver.keys import service as keys
 from authserver.keys.models import ACTIVE as KEY_ACTIVE
 from authserver.models import UTCDateTime
 from authserver.oauth.grants.client_credentials import MAX_TOKEN_LIFETIME
+from authserver.rawdb import RawConnections
 from authserver.smart.backend import backend_grant
 from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
 from authserver.tenancy.urls import TOKEN_PATH
@@ -179,21 +179,15 @@ class Entry:
 
 
 class IssuanceStore:
-    """Connections of its own (autocommit, outside SQLAlchemy's pool) and the per-process entries.
+    """The per-process entries, and the statements run on the app's raw connections."""
 
-    Idle connections wait in a small LIFO list; list.pop and append are atomic.
-    """
-
-    MAX_IDLE = 16
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.idle: list[Any] = []
+    def __init__(self, connections: RawConnections, engine: Engine) -> None:
+        self.connections = connections
         self.entries: dict[tuple[str, str], Entry] = {}
-        self.sqlite = engine.dialect.name == "sqlite"
+        self.sqlite = connections.sqlite
         self.timestamp = UTCDateTime().bind_processor(engine.dialect)
         self.sql = {
-            name: sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
+            name: connections.sql(sql)
             for name, sql in {
                 "load": LOAD_QUERY,
                 "record": RECORD_POSTGRESQL,
@@ -260,45 +254,11 @@ class IssuanceStore:
         return list(cursor.fetchall())
 
     def _run(self, work: Any) -> Any:
-        try:
-            connection = self.idle.pop()
-        except IndexError:
-            connection = self._connect()
-        try:
-            cursor = connection.cursor()
-            result = work(cursor)
-            cursor.close()
-        except Exception:
-            connection.close()  # a connection in doubt is not put back
-            raise
-        if len(self.idle) < self.MAX_IDLE:
-            self.idle.append(connection)
-        else:
-            connection.close()
-        return result
-
-    def _connect(self) -> Any:
-        pooled = self.engine.raw_connection()
-        connection = pooled.driver_connection
-        pooled.detach()  # ours from now on, outside the pool
-        if self.sqlite:
-            connection.isolation_level = None
-        else:
-            connection.autocommit = True
-        return connection
-
-    def close(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
+        return self.connections.run(work)
 
 
-def init_app(app: Flask, engine: Engine) -> None:
-    app.extensions[EXTENSION] = IssuanceStore(engine)
-
-
-def close(app: Flask) -> None:
-    """Close the fast path's connections (tests and shutdown; workers otherwise keep them)."""
-    app.extensions[EXTENSION].close()
+def init_app(app: Flask, connections: RawConnections, engine: Engine) -> None:
+    app.extensions[EXTENSION] = IssuanceStore(connections, engine)
 
 
 def form(request: Request) -> dict[str, str] | None:

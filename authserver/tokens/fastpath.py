@@ -25,13 +25,13 @@ from urllib.parse import parse_qsl
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
 from flask import current_app
-from sqlalchemy.engine import Engine
 
 from authserver import security
 from authserver.accounts.models import ACTIVE as USER_ACTIVE
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.keys.models import IN_JWKS
+from authserver.rawdb import RawConnections
 from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
 from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import TenantURLs
@@ -58,63 +58,22 @@ WHERE tn.slug = :slug
 
 
 class StateReader:
-    """Runs :data:`STATE_QUERY` on connections of its own, in autocommit mode.
+    """Runs :data:`STATE_QUERY` on the app's raw connections (:mod:`authserver.rawdb`)."""
 
-    Autocommit matters: each read sees what any instance committed before it, and no idle
-    transaction is left open between requests. Idle connections wait in a small LIFO list,
-    outside SQLAlchemy's pool (no checkout bookkeeping, no ping), whatever threads serve.
-    """
-
-    MAX_IDLE = 16
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.idle: list[Any] = []
-        # sqlite3 takes :name parameters; psycopg takes %(name)s.
-        sqlite = engine.dialect.name == "sqlite"
-        self.sql = STATE_QUERY if sqlite else re.sub(r":(\w+)", r"%(\1)s", STATE_QUERY)
+    def __init__(self, connections: RawConnections) -> None:
+        self.connections = connections
+        self.sql = connections.sql(STATE_QUERY)
 
     def read(self, params: dict[str, str]) -> tuple[Any, ...] | None:
-        try:
-            connection = self.idle.pop()  # list.pop and append are atomic: no lock needed
-        except IndexError:
-            connection = self._connect()
-        try:
-            cursor = connection.cursor()
+        def fetch(cursor: Any) -> tuple[Any, ...] | None:
             cursor.execute(self.sql, params)
-            row = cursor.fetchone()
-            cursor.close()
-        except Exception:
-            connection.close()  # a dropped connection is not put back
-            raise
-        if len(self.idle) < self.MAX_IDLE:
-            self.idle.append(connection)
-        else:
-            connection.close()
-        return row
+            return cursor.fetchone()
 
-    def close(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
-
-    def _connect(self) -> Any:
-        pooled = self.engine.raw_connection()
-        connection = pooled.driver_connection
-        pooled.detach()  # ours from now on, outside the pool
-        if self.engine.dialect.name == "sqlite":
-            connection.isolation_level = None
-        else:
-            connection.autocommit = True
-        return connection
+        return self.connections.run(fetch)
 
 
-def init_app(app: Flask, engine: Engine) -> None:
-    app.extensions["authserver.fastpath"] = {"reader": StateReader(engine), "tenant_ids": {}}
-
-
-def close(app: Flask) -> None:
-    """Close the fast path's connections (tests and shutdown; workers otherwise keep them)."""
-    app.extensions["authserver.fastpath"]["reader"].close()
+def init_app(app: Flask, connections: RawConnections) -> None:
+    app.extensions["authserver.fastpath"] = {"reader": StateReader(connections), "tenant_ids": {}}
 
 
 def remember_tenant(tenant: Tenant) -> None:

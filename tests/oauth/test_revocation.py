@@ -8,14 +8,13 @@ import jwt
 import pytest
 
 from authserver import create_app
+from authserver import rawdb
 from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
-from authserver.oauth import fastpath as token_fastpath
 from authserver.tenancy import service as tenants
-from authserver.tokens import fastpath
 from tests.fixtures.database import app_config
 from tests.fixtures.tokens import basic
 
@@ -249,8 +248,7 @@ def second_instance(database_url, tmp_path):
     """Another app made by create_app on the same database: another server process's view."""
     other = create_app(app_config(database_url, tmp_path / "second"))
     yield other
-    fastpath.close(other)
-    token_fastpath.close(other)
+    rawdb.close(other)
     with other.app_context():
         db.engine.dispose()
 
