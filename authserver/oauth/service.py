@@ -23,6 +23,7 @@ from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
 from authserver.tenancy.models import Tenant
+from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
 
@@ -92,7 +93,7 @@ def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode 
     if row is None or row.client_pk != client.id:
         return None
     if not _claim(row):
-        revoked = tokens.revoke_family(tenant, row.grant_id)
+        revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(tenant, AuditEvent.CODE_REPLAYED, subject=client.client_id, revoked=revoked)
         return None
     if row.expires_at <= utcnow():
@@ -100,12 +101,11 @@ def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode 
     return row
 
 
-def _claim(row: AuthorizationCode) -> bool:
-    """Mark the code used, atomically: of two concurrent exchanges only one wins."""
+def _claim(row: AuthorizationCode | IssuedToken) -> bool:
+    """Mark a code or refresh token used, atomically: of two concurrent redemptions one wins."""
+    model = type(row)
     statement = (
-        update(AuthorizationCode)
-        .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
-        .values(used_at=utcnow())
+        update(model).where(model.id == row.id, model.used_at.is_(None)).values(used_at=utcnow())
     )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount == 1
@@ -128,20 +128,10 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     row = tokens.find_refresh_token(tenant, token)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         return None
-    if not _claim_refresh(row):
-        revoked = tokens.revoke_family(tenant, row.grant_id)
+    if not _claim(row):
+        revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(
             tenant, AuditEvent.REFRESH_TOKEN_REUSED, subject=row.client_id, revoked=revoked
         )
         return None
     return row
-
-
-def _claim_refresh(row: IssuedToken) -> bool:
-    statement = (
-        update(IssuedToken)
-        .where(IssuedToken.id == row.id, IssuedToken.used_at.is_(None))
-        .values(used_at=utcnow())
-    )
-    result = db.session.execute(statement, execution_options={"synchronize_session": False})
-    return result.rowcount == 1

@@ -22,9 +22,6 @@ from authserver.tokens.claims import access_token_claims
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
-from authserver.tokens.revocation import revoke_family  # noqa: F401 - re-exported
-from authserver.tokens.revocation import revoke_for_client  # noqa: F401 - re-exported
-from authserver.tokens.revocation import revoke_for_user  # noqa: F401 - re-exported
 
 REFRESH_TOKEN_PREFIX = "asrt"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1

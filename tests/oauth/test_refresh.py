@@ -12,6 +12,7 @@ from sqlalchemy import update
 from authserver.accounts import service as accounts
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
@@ -204,7 +205,7 @@ def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic):
 def test_revoked_refresh_token_is_invalid_grant(signed_in, clinic):
     first = tokens_for(signed_in, clinic)
     record = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
-    tokens.revoke_family(clinic.tenant, record.grant_id)
+    revocation.revoke_family(clinic.tenant, record.grant_id)
     db.session.commit()
     assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
 

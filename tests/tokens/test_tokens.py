@@ -6,6 +6,7 @@ import jwt
 import pytest
 
 from authserver.extensions import db
+from authserver.tokens import revocation
 from authserver.tokens import service
 from authserver.tokens.models import IssuedToken
 
@@ -96,7 +97,7 @@ def test_revoking_a_family_revokes_every_token_of_that_grant(authorization, make
     )
     service.issue_access_token(other)
 
-    assert service.revoke_family(authorization.tenant, authorization.grant_id) == 2
+    assert revocation.revoke_family(authorization.tenant, authorization.grant_id) == 2
     rows = db.session.scalars(IssuedToken.for_tenant(authorization.tenant)).all()
     revoked = {row.grant_id: row.is_revoked for row in rows}
     assert revoked == {authorization.grant_id: True, other.grant_id: False}
@@ -104,9 +105,9 @@ def test_revoking_a_family_revokes_every_token_of_that_grant(authorization, make
 
 def test_revoke_for_user_and_client(authorization):
     service.issue_access_token(authorization)
-    assert service.revoke_for_user(authorization.tenant, authorization.user.id) == 1
+    assert revocation.revoke_for_user(authorization.tenant, authorization.user.id) == 1
     service.issue_access_token(authorization)
-    assert service.revoke_for_client(authorization.tenant, authorization.client.id) == 1
+    assert revocation.revoke_for_client(authorization.tenant, authorization.client.id) == 1
 
 
 def test_another_tenant_sees_and_revokes_none_of_these_tokens(authorization, other_tenant):
@@ -116,6 +117,6 @@ def test_another_tenant_sees_and_revokes_none_of_these_tokens(authorization, oth
     assert service.find_refresh_token(other_tenant, refresh) is None
     assert service.find_by_jti(other_tenant, jti) is None
     assert db.session.scalars(IssuedToken.for_tenant(other_tenant)).all() == []
-    assert service.revoke_family(other_tenant, authorization.grant_id) == 0
-    assert service.revoke_for_user(other_tenant, authorization.user.id) == 0
+    assert revocation.revoke_family(other_tenant, authorization.grant_id) == 0
+    assert revocation.revoke_for_user(other_tenant, authorization.user.id) == 0
     assert not service.find_refresh_token(authorization.tenant, refresh).is_revoked
