@@ -49,6 +49,12 @@ DEFAULTS: dict[str, Any] = {
     # How long a jwks_uri answer is kept when it sends no cache headers, and at most.
     "AUTHSERVER_JWKS_DEFAULT_MAX_AGE": 300,
     "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 24 * 3600,
+    # On PostgreSQL, keep a live token's state in each worker for up to this many seconds
+    # between introspections, dropped at once by NOTIFY from triggers when any instance changes
+    # it (authserver/tokens/statecache.py); the age limit only bounds the damage of a listener
+    # connection that died silently. 0 turns the cache off (say, behind a pooler that does not
+    # pass LISTEN through): every introspection then reads the database.
+    "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 5.0,
 }
 
 ENVIRONMENTS = ("production", "development")

@@ -27,6 +27,7 @@ class RawConnections:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
         self.idle: list[Any] = []
+        self.closers: list[Callable[[], None]] = []  # others' connections made by connect()
 
     def sql(self, statement: str) -> str:
         """``statement`` with ``:name`` parameters in this driver's style (psycopg: %(name)s)."""
@@ -37,7 +38,7 @@ class RawConnections:
         try:
             connection = self.idle.pop()  # list.pop and append are atomic: no lock needed
         except IndexError:
-            connection = self._connect()
+            connection = self.connect()
         try:
             cursor = connection.cursor()
             result = work(cursor)
@@ -54,8 +55,11 @@ class RawConnections:
     def close(self) -> None:
         while self.idle:
             self.idle.pop().close()
+        for close in self.closers:
+            close()
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """A new autocommit DB-API connection of the engine's settings, outside any pool."""
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         pooled.detach()  # ours from now on, outside the pool
@@ -76,5 +80,6 @@ def connections(app: Flask) -> RawConnections:
 
 
 def close(app: Flask) -> None:
-    """Close the idle connections (tests and shutdown; workers otherwise keep them)."""
+    """Close the idle connections and those of :attr:`RawConnections.closers` (tests and
+    shutdown; workers otherwise keep them)."""
     connections(app).close()

@@ -4,8 +4,10 @@ The gateway introspects on every FHIR call, with its ``client_secret_basic`` cre
 access token it has usually shown before. For exactly that request this module reads the tenant,
 the caller's credential and the token's state (its revocation, client, user and signing key) in
 one prepared query on a raw connection of its own, with the signature verified once
-per app (:func:`authserver.tokens.introspection.signed_claims`). Nothing is cached that a write
-on another instance could make stale: every state that can end a token is read on each request.
+per app (:func:`authserver.tokens.introspection.signed_claims`). On SQLite every state that can
+end a token is read on each request; on PostgreSQL the row of a live token is kept until a
+trigger's NOTIFY says one of its rows changed (:mod:`authserver.tokens.statecache`), so a change
+on any instance counts on the next request everywhere.
 
 It runs as WSGI middleware in front of Flask (:class:`IntrospectionFastPath`). Anything else is
 passed on to Flask, whose view answers through the Authlib endpoint, which handles every case and
@@ -19,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,8 +43,11 @@ from authserver.tokens.introspection import access_answer
 from authserver.tokens.introspection import claims_fit
 from authserver.tokens.introspection import signed_claims
 from authserver.tokens.service import REFRESH_TOKEN_PREFIX
+from authserver.tokens.statecache import Row
+from authserver.tokens.statecache import TokenStateCache
 
 INACTIVE: dict[str, Any] = {"active": False}
+Keeper = Callable[[], None]
 # LEFT JOINs: the row exists whenever the tenant does, whatever else is missing.
 STATE_QUERY = """
 SELECT tn.id, tn.status, tn.fhir_base_url_override,
@@ -58,22 +64,51 @@ WHERE tn.slug = :slug
 
 
 class StateReader:
-    """Runs :data:`STATE_QUERY` on the app's raw connections (:mod:`authserver.rawdb`)."""
+    """Runs :data:`STATE_QUERY` on the app's raw connections (:mod:`authserver.rawdb`), through
+    a :class:`~authserver.tokens.statecache.TokenStateCache` when there is one (PostgreSQL)."""
 
-    def __init__(self, connections: RawConnections) -> None:
+    def __init__(self, connections: RawConnections, cache: TokenStateCache | None) -> None:
         self.connections = connections
+        self.cache = cache
         self.sql = connections.sql(STATE_QUERY)
 
-    def read(self, params: dict[str, str]) -> tuple[Any, ...] | None:
-        def fetch(cursor: Any) -> tuple[Any, ...] | None:
+    def read(self, tenant_id: int, params: dict[str, str]) -> tuple[Row | None, Keeper]:
+        """The row for ``params``, and a function to call if it may be kept for next time."""
+
+        def fetch(cursor: Any) -> Row | None:
             cursor.execute(self.sql, params)
             return cursor.fetchone()
 
-        return self.connections.run(fetch)
+        cache = self.cache
+        if cache is None:
+            return self.connections.run(fetch), _keep_nothing
+        key = (params["slug"], params["caller"], params["jti"], params["kid"])
+        cached, generation = cache.lookup(tenant_id, key)
+        if cached is not None:
+            return cached, _keep_nothing
+        row = self.connections.run(fetch)
+
+        def keep() -> None:
+            if row is not None:
+                cache.store(tenant_id, key, row, generation)
+
+        return row, keep
+
+
+def _keep_nothing() -> None:
+    return None
 
 
 def init_app(app: Flask, connections: RawConnections) -> None:
-    app.extensions["authserver.fastpath"] = {"reader": StateReader(connections), "tenant_ids": {}}
+    cache = None
+    max_age = app.config["AUTHSERVER_INTROSPECTION_CACHE_SECONDS"]
+    if not connections.sqlite and max_age > 0:
+        cache = TokenStateCache(connections.connect, max_age)
+        connections.closers.append(cache.close)
+    app.extensions["authserver.fastpath"] = {
+        "reader": StateReader(connections, cache),
+        "tenant_ids": {},
+    }
 
 
 def remember_tenant(tenant: Tenant) -> None:
@@ -96,8 +131,9 @@ def introspect(slug: str, authorization: str | None, token: str | None) -> dict[
     caller_id, secret = credential
     signed = signed_claims(tenant_id, token)
     jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
+    params = {"slug": slug, "caller": caller_id, "jti": jti, "kid": kid}
     try:
-        row = state["reader"].read({"slug": slug, "caller": caller_id, "jti": jti, "kid": kid})
+        row, keep = state["reader"].read(tenant_id, params)
     except Exception:  # noqa: BLE001 - the full path reports database trouble properly
         return None
     if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
@@ -107,6 +143,7 @@ def introspect(slug: str, authorization: str | None, token: str | None) -> dict[
     urls = TenantURLs(current_app.config["AUTHSERVER_PUBLIC_URL"], slug, row[2])
     if not claims_fit(signed[0], urls):
         return INACTIVE
+    keep()  # a live token's state, until a change to one of its rows is notified
     return {"active": True, **access_answer(signed[0], row[11])}
 
 

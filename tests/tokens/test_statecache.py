@@ -1,0 +1,350 @@
+"""Introspection's cache of live token state on PostgreSQL, and its NOTIFY invalidation.
+
+A second app instance on the same database stands for another server process: it warms its
+cache, this instance changes something, and the other must stop answering from its cache as
+soon as PostgreSQL has delivered the notification. That delivery is asynchronous (PostgreSQL
+signals the listening backends at commit; each then writes to its client), so the tests poll
+for it, with the age limit set far beyond the polling so only the notification can explain the
+change of answer.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+import jwt
+import pytest
+from sqlalchemy import text
+
+from authserver import create_app
+from authserver import rawdb
+from authserver.accounts import service as accounts
+from authserver.clients import service as clients
+from authserver.extensions import db
+from authserver.keys import service as keys
+from authserver.tenancy import service as tenants
+from authserver.tokens import revocation
+from authserver.tokens.statecache import TokenStateCache
+from tests.fixtures.database import app_config
+from tests.fixtures.database import backend
+
+pytestmark = pytest.mark.skipif(
+    backend() != "postgresql", reason="the cache listens to PostgreSQL NOTIFY"
+)
+
+
+NEVER = 3600.0  # an age limit no test reaches
+DELIVERY = 2.0  # seconds a notification may take to arrive on a busy two-core test machine
+
+
+def becomes_inactive(instance, gateway, token) -> bool:
+    """Whether ``instance`` answers inactive for ``token`` within :data:`DELIVERY` seconds."""
+    deadline = time.monotonic() + DELIVERY
+    while active(instance, gateway, token):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+class Reads:
+    """Counts the state queries an instance sends to the database."""
+
+    def __init__(self, app, monkeypatch) -> None:
+        self.count = 0
+        connections = rawdb.connections(app)
+        run = connections.run
+
+        def counted(work):
+            self.count += 1
+            return run(work)
+
+        monkeypatch.setattr(connections, "run", counted)
+
+
+@pytest.fixture
+def other(database_url, tmp_path):
+    """Another server process's view of the same database."""
+    config = app_config(
+        database_url, tmp_path / "other", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=NEVER
+    )
+    instance = create_app(config)
+    yield instance
+    rawdb.close(instance)
+    with instance.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def gateway(tenant, make_gateway):
+    return make_gateway(tenant)
+
+
+def active(instance, gateway, token) -> bool:
+    response = gateway.introspect(instance.test_client(), token)
+    assert response.status_code == 200
+    return response.json["active"]
+
+
+def warm(instance, gateway, token, monkeypatch) -> Reads:
+    """Introspect until ``instance`` answers from its cache, and return its read counter."""
+    assert active(instance, gateway, token)  # the full path: the tenant becomes known
+    reads = Reads(instance, monkeypatch)
+    assert active(instance, gateway, token)  # the fast path reads and keeps the row
+    assert active(instance, gateway, token)
+    assert reads.count == 1, "the third introspection should not have read the database"
+    return reads
+
+
+def test_a_live_token_is_answered_from_the_cache(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+
+    reads = warm(other, gateway, issued.access_token, monkeypatch)
+
+    for _ in range(5):
+        assert active(other, gateway, issued.access_token)
+    assert reads.count == 1
+
+
+def test_the_cache_still_checks_the_callers_secret(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+    warm(other, gateway, issued.access_token, monkeypatch)
+    wrong = type(gateway)(gateway.tenant_slug, gateway.client_id, "not-the-secret")
+
+    response = wrong.introspect(other.test_client(), issued.access_token)
+
+    assert response.status_code == 401
+
+
+def test_the_cache_still_checks_expiry(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant, expires_in=2)
+    warm(other, gateway, issued.access_token, monkeypatch)
+    expires_at = jwt.decode(issued.access_token, options={"verify_signature": False})["exp"]
+
+    time.sleep(max(0.0, expires_at - time.time()) + 0.1)
+
+    assert not active(other, gateway, issued.access_token)
+
+
+def jti(token: str) -> str:
+    return jwt.decode(token, options={"verify_signature": False})["jti"]
+
+
+def revoke_access(tenant, token: str) -> None:
+    revocation.revoke_token(tenant, kind="access", jti=jti(token), grant_id="")
+
+
+def test_inactive_answers_are_not_kept(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+    revoke_access(tenant, issued.access_token)
+    db.session.commit()
+    assert not active(other, gateway, issued.access_token)
+    reads = Reads(other, monkeypatch)
+
+    for _ in range(3):
+        assert not active(other, gateway, issued.access_token)
+
+    assert reads.count == 3
+
+
+# -- a change made on this instance empties the other's cache ---------------------------------
+
+
+def revoke_it(tenant, issued, gateway):
+    revoke_access(tenant, issued.access_token)
+
+
+def disable_the_user(tenant, issued, gateway):
+    user = db.session.get(accounts.User, issued.user_id)
+    user.status = "disabled"  # the status alone, without revoking: a plain UPDATE of users
+
+
+def delete_the_app(tenant, issued, gateway):
+    clients.delete(tenant, issued.client_id)
+
+
+def retire_the_key(tenant, issued, gateway):
+    keys.rotate(tenant)
+    keys.retire(tenant, jwt.get_unverified_header(issued.access_token)["kid"])
+
+
+def suspend_the_tenant(tenant, issued, gateway):
+    tenants.suspend(tenant)
+
+
+def move_the_fhir_base(tenant, issued, gateway):
+    tenant.fhir_base_url_override = "https://elsewhere.example.test/fhir"
+
+
+def delete_the_token_row(tenant, issued, gateway):
+    db.session.execute(
+        text("DELETE FROM issued_tokens WHERE jti = :jti"), {"jti": jti(issued.access_token)}
+    )
+
+
+CHANGES = [
+    revoke_it,
+    disable_the_user,
+    delete_the_app,
+    retire_the_key,
+    suspend_the_tenant,
+    move_the_fhir_base,
+    delete_the_token_row,
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[change.__name__ for change in CHANGES])
+def test_a_change_here_is_seen_there(other, gateway, tenant, issue, monkeypatch, change):
+    issued = issue(tenant)
+    warm(other, gateway, issued.access_token, monkeypatch)
+
+    change(tenant, issued, gateway)
+    db.session.commit()
+
+    assert becomes_inactive(other, gateway, issued.access_token)
+
+
+def test_a_new_gateway_secret_is_seen_there(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+    warm(other, gateway, issued.access_token, monkeypatch)
+
+    renewed = clients.reset_secret(tenant, gateway.client_id)
+    db.session.commit()
+
+    deadline = time.monotonic() + DELIVERY
+    while gateway.introspect(other.test_client(), issued.access_token).status_code != 401:
+        assert time.monotonic() < deadline, "the old secret still works over there"
+        time.sleep(0.002)
+    fresh = type(gateway)(gateway.tenant_slug, gateway.client_id, renewed.client_secret)
+    assert fresh.introspect(other.test_client(), issued.access_token).json["active"]
+
+
+def test_a_change_at_another_tenant_keeps_this_tenants_rows(
+    other, gateway, tenant, other_tenant, issue, monkeypatch
+):
+    issued = issue(tenant)
+    elsewhere = issue(other_tenant)
+    reads = warm(other, gateway, issued.access_token, monkeypatch)
+
+    cache = other.extensions["authserver.fastpath"]["reader"].cache
+    revoke_access(other_tenant, elsewhere.access_token)
+    db.session.commit()
+    wait_for_notification(cache, other_tenant.id)
+
+    assert active(other, gateway, issued.access_token)
+    assert reads.count == 1
+
+
+def test_a_new_token_elsewhere_does_not_empty_the_cache(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+    reads = warm(other, gateway, issued.access_token, monkeypatch)
+
+    issue(tenant)  # an INSERT changes no answer already given
+
+    assert active(other, gateway, issued.access_token)
+    assert reads.count == 1
+
+
+# -- when the listener cannot be trusted ------------------------------------------------------
+
+
+def listener_pids() -> list[int]:
+    rows = db.session.execute(
+        text("SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN authserver_token_state'")
+    )
+    pids = [pid for (pid,) in rows]
+    db.session.commit()  # pg_stat_activity is read once per transaction
+    return pids
+
+
+def terminate_listener(instance) -> None:
+    """End the instance's listening connection from the server side, as a restart would."""
+    listener = instance.extensions["authserver.fastpath"]["reader"].cache.listener
+    (pid,) = listener_pids()
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    db.session.commit()
+    # The server's goodbye reaches the socket a moment after the backend left pg_stat_activity.
+    assert select.select([listener.pgconn.socket], [], [], DELIVERY)[0]
+
+
+def test_a_lost_listener_is_noticed_and_the_database_read(
+    other, gateway, tenant, issue, monkeypatch
+):
+    issued = issue(tenant)
+    warm(other, gateway, issued.access_token, monkeypatch)
+    terminate_listener(other)
+
+    revoke_access(tenant, issued.access_token)  # its NOTIFY reaches nobody over there
+    db.session.commit()
+
+    assert becomes_inactive(other, gateway, issued.access_token)
+
+
+def test_it_listens_again_after_losing_the_listener(other, gateway, tenant, issue, monkeypatch):
+    issued = issue(tenant)
+    warm(other, gateway, issued.access_token, monkeypatch)
+    cache = other.extensions["authserver.fastpath"]["reader"].cache
+    lost = cache.listener
+    terminate_listener(other)
+    deadline = time.monotonic() + DELIVERY
+    while cache.listener is lost:  # until a request notices (answering from the database)
+        assert active(other, gateway, issued.access_token)
+        assert time.monotonic() < deadline, "the lost listener went unnoticed"
+
+    assert active(other, gateway, issued.access_token)  # listens again, keeps the row
+
+    assert len(listener_pids()) == 1
+    revoke_access(tenant, issued.access_token)
+    db.session.commit()
+    assert becomes_inactive(other, gateway, issued.access_token)
+
+
+def test_rows_are_not_kept_longer_than_the_age_limit(database_url, tmp_path, tenant, issue):
+    instance = create_app(
+        app_config(database_url, tmp_path / "short", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0.2)
+    )
+    try:
+        cache = instance.extensions["authserver.fastpath"]["reader"].cache
+        row, generation = cache.lookup(tenant.id, ("k",))
+        cache.store(tenant.id, ("k",), ("row",), generation)
+        assert cache.lookup(tenant.id, ("k",))[0] == ("row",)
+
+        time.sleep(0.3)
+
+        assert cache.lookup(tenant.id, ("k",))[0] is None
+    finally:
+        rawdb.close(instance)
+
+
+def test_a_read_that_raced_a_notification_is_not_kept(other, tenant):
+    cache: TokenStateCache = other.extensions["authserver.fastpath"]["reader"].cache
+    row, generation = cache.lookup(tenant.id, ("k",))  # starts listening
+    assert row is None
+
+    # Between this read and its store, another instance suspends the tenant and notifies.
+    tenants.suspend(tenant)
+    db.session.commit()
+    wait_for_notification(cache, tenant.id)
+    cache.store(tenant.id, ("k",), ("stale",), generation)
+
+    assert cache.lookup(tenant.id, ("k",))[0] is None
+
+
+def wait_for_notification(cache: TokenStateCache, tenant_id: int) -> None:
+    before = cache.generation
+    deadline = time.monotonic() + 5
+    while cache.generation == before and time.monotonic() < deadline:
+        cache.lookup(tenant_id, ("poll",))
+        time.sleep(0.005)
+    assert cache.generation != before, "no notification within 5 s"
+
+
+def test_no_cache_when_turned_off(database_url, tmp_path):
+    instance = create_app(
+        app_config(database_url, tmp_path / "off", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0)
+    )
+    try:
+        assert instance.extensions["authserver.fastpath"]["reader"].cache is None
+    finally:
+        rawdb.close(instance)
