@@ -54,10 +54,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     _init_extensions(app)
     _register_blueprints(app)
-    from authserver.tokens.fastpath import IntrospectionFastPath
+    from authserver.hotpaths import HotPaths
 
-    # The FHIR gateway's everyday introspection is answered before Flask (see the module).
-    app.wsgi_app = IntrospectionFastPath(app)  # type: ignore[method-assign]
+    # The gateway's introspection and Backend Services tokens are answered before Flask.
+    app.wsgi_app = HotPaths(app)  # type: ignore[method-assign]
     return app
 
 

@@ -38,7 +38,6 @@ from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import Flask
-from flask import Request
 from flask import current_app
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -76,8 +75,6 @@ log = logging.getLogger(__name__)
 EXTENSION = "authserver.token_fastpath"
 GRANT_TYPE = "client_credentials"
 PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion", "client_id"}
-MAX_BODY = 16384
-FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_ENTRIES = 4096
 # The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
 JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
@@ -261,17 +258,11 @@ def init_app(app: Flask, connections: RawConnections, engine: Engine) -> None:
     app.extensions[EXTENSION] = IssuanceStore(connections, engine)
 
 
-def form(request: Request) -> dict[str, str] | None:
-    """The body's parameters when the request is the fast path's kind, else ``None``.
-
-    The body stays cached, so the full path can still read ``request.form``.
-    """
-    environ = request.environ
-    if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM_TYPE:
-        return None
-    if "HTTP_AUTHORIZATION" in environ or (request.content_length or 0) > MAX_BODY:
-        return None
-    pairs = parse_qsl(request.get_data(cache=True, as_text=True), keep_blank_values=True)
+def form(environ: dict[str, Any], body: bytes) -> dict[str, str] | None:
+    """The body's parameters when the request is the fast path's kind, else ``None``."""
+    if "HTTP_AUTHORIZATION" in environ or not body.isascii():
+        return None  # a form of this kind is ASCII: anything else is the full path's to judge
+    pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True)
     params = dict(pairs)
     if len(params) != len(pairs) or not params.keys() <= PARAMETERS:
         return None  # a repeated or unexpected parameter: the full path says what is wrong
@@ -280,6 +271,16 @@ def form(request: Request) -> dict[str, str] | None:
     if params.get("client_assertion_type") != JWTBearerClientAssertion.CLIENT_ASSERTION_TYPE:
         return None
     return params if params.get("client_assertion") else None
+
+
+def answer(slug: str, environ: dict[str, Any], body: bytes) -> bytes | None:
+    """The JSON body for ``POST /t/{slug}/token``, or ``None`` to take the full path.
+
+    Called by :class:`authserver.hotpaths.HotPaths` in front of Flask, in an app context.
+    """
+    params = form(environ, body)
+    response = issue(slug, params) if params else None
+    return None if response is None else json.dumps(response).encode()
 
 
 def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 from authlib.oauth2.rfc6749.grants import BaseGrant as TokenGrant
 from flask import Blueprint
 from flask import Response
-from flask import current_app
-from flask import g
 from flask import request
 
 from authserver.extensions import csrf
 from authserver.extensions import db
-from authserver.oauth import fastpath as token_fastpath
 from authserver.oauth.endpoints import IntrospectionEndpoint
 from authserver.oauth.endpoints import RevocationEndpoint
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
-from authserver.tenancy.resolution import load_tenant_by_slug
-from authserver.tenancy.resolution import resolves_own_tenant
 from authserver.tenancy.resolution import serves_suspended
 from authserver.tokens import fastpath
 
@@ -27,7 +20,8 @@ bp = Blueprint("oauth", __name__)
 # OAuth endpoints authenticate clients, not browser sessions: CSRF tokens do not apply.
 csrf.exempt(bp)
 
-# What Authlib's token response carries (Content-Type among them), for the fast path's answer.
+# What Authlib's token response carries (Content-Type among them), for the fast path's answer
+# (authserver/hotpaths.py).
 TOKEN_RESPONSE_HEADERS = dict(TokenGrant.TOKEN_RESPONSE_HEADER)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 CORS_HEADERS = {
@@ -42,13 +36,9 @@ FAST_TOKEN_HEADERS = list({**TOKEN_RESPONSE_HEADERS, **NO_STORE, **CORS_HEADERS}
 
 
 @bp.route("/token", methods=["POST", "OPTIONS"])
-@resolves_own_tenant  # the Backend Services fast path reads the tenant in its own query
 def token() -> Response:
-    params = token_fastpath.form(request) if request.method == "POST" else None
-    answer = token_fastpath.issue(g.tenant_slug, params) if params else None
-    if answer is not None:
-        return current_app.response_class(json.dumps(answer), headers=FAST_TOKEN_HEADERS)
-    load_tenant_by_slug(g.tenant_slug)
+    # Backend Services requests its fast path (oauth/fastpath.py, in front of Flask) declined
+    # come here, with every other token request.
     if request.method == "OPTIONS":
         return Response(status=204, headers=CORS_HEADERS)
     response = authorization_server().create_token_response()

@@ -65,21 +65,8 @@ def tenant_blueprint(*children: Blueprint) -> Blueprint:
     return parent
 
 
-def resolves_own_tenant(view: View) -> View:
-    """Mark a hot-path ``view`` that reads its tenant in its own query from ``g.tenant_slug``.
-
-    It must call :func:`load_tenant_by_slug` before anything that needs :func:`current_tenant`.
-    """
-    view.resolves_own_tenant = True  # type: ignore[attr-defined]
-    return view
-
-
 def load_tenant(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    slug = (values or {}).pop("tenant_slug", None)
-    if current_view_has("resolves_own_tenant"):
-        g.tenant_slug = slug
-        return
-    load_tenant_by_slug(slug)
+    load_tenant_by_slug((values or {}).pop("tenant_slug", None))
 
 
 def load_tenant_by_slug(slug: str | None) -> None:

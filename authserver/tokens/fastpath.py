@@ -9,18 +9,15 @@ end a token is read on each request; on PostgreSQL the row of a live token is ke
 trigger's NOTIFY says one of its rows changed (:mod:`authserver.tokens.statecache`), so a change
 on any instance counts on the next request everywhere.
 
-It runs as WSGI middleware in front of Flask (:class:`IntrospectionFastPath`). Anything else is
-passed on to Flask, whose view answers through the Authlib endpoint, which handles every case and
-renders every error: a first request for a tenant, another caller
-authentication, a caller that does not check out (its 401 comes from there), a refresh token,
-or a database error.
+It runs in front of Flask (:mod:`authserver.hotpaths`). Anything else is passed on to Flask,
+whose view answers through the Authlib endpoint, which handles every case and renders every
+error: a first request for a tenant, another caller authentication, a caller that does not
+check out (its 401 comes from there), a refresh token, or a database error.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -175,52 +172,14 @@ def _live(row: tuple[Any, ...], claims: dict[str, Any]) -> bool:
     )
 
 
-class IntrospectionFastPath:
-    """WSGI middleware in front of Flask: answers what :func:`introspect` can, passes the rest.
+def answer(slug: str, environ: dict[str, Any], body: bytes) -> bytes | None:
+    """The JSON body for ``POST /t/{slug}/introspect``, or ``None`` to take the full path.
 
-    Only ``POST /t/{slug}/introspect`` with a Basic credential and a small urlencoded body is
-    looked at; Flask's routing, request context and response objects are skipped for it. The
-    body, once read, is handed on intact to Flask when the fast path declines.
+    Called by :class:`authserver.hotpaths.HotPaths` in front of Flask, in an app context.
     """
-
-    PATH = re.compile(r"/t/([a-z0-9-]{3,63})/introspect")
-    MAX_BODY = MAX_TOKEN_LENGTH + 1024
-    HEADERS = [
-        ("Content-Type", "application/json"),
-        ("Cache-Control", "no-store"),
-        ("Pragma", "no-cache"),
-    ]
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.wsgi_app = app.wsgi_app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        match = self._candidate(environ)
-        if match is not None:
-            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
-            environ["wsgi.input"] = io.BytesIO(body)
-            answer = self._answer(match.group(1), environ, body)
-            if answer is not None:
-                start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(answer)))])
-                return [answer]
-        return self.wsgi_app(environ, start_response)
-
-    def _candidate(self, environ: dict[str, Any]) -> re.Match[str] | None:
-        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_AUTHORIZATION" not in environ:
-            return None
-        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        length = environ.get("CONTENT_LENGTH", "")
-        if content_type != "application/x-www-form-urlencoded" or not length.isdigit():
-            return None
-        if int(length) > self.MAX_BODY:
-            return None
-        return self.PATH.fullmatch(environ.get("PATH_INFO", ""))
-
-    def _answer(self, slug: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        tokens = [value for name, value in parse_qsl(body.decode("latin-1")) if name == "token"]
-        if len(tokens) != 1:
-            return None
-        with self.app.app_context():
-            answer = introspect(slug, environ["HTTP_AUTHORIZATION"], tokens[0])
-        return None if answer is None else json.dumps(answer).encode()
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    tokens = [value for name, value in parse_qsl(body.decode("latin-1")) if name == "token"]
+    if authorization is None or len(tokens) != 1:
+        return None
+    result = introspect(slug, authorization, tokens[0])
+    return None if result is None else json.dumps(result).encode()

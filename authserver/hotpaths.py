@@ -1,0 +1,70 @@
+"""WSGI middleware in front of Flask for the two requests that come by the thousand a second.
+
+``POST /t/{slug}/introspect`` (the FHIR gateway, on every FHIR call) and ``POST /t/{slug}/token``
+(Backend Services clients) are first offered to their fast paths,
+:func:`authserver.tokens.fastpath.answer` and :func:`authserver.oauth.fastpath.answer`, which
+either answer a success outright or decline. Flask's routing, request context, session and
+response objects are skipped for the answered ones. Everything declined, and every other
+request, goes to Flask unchanged: the body, once read here, is handed on intact.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from authserver.oauth import fastpath as token_fastpath
+from authserver.oauth.views import FAST_TOKEN_HEADERS
+from authserver.tokens import fastpath as introspection_fastpath
+from authserver.tokens.introspection import MAX_TOKEN_LENGTH
+
+Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
+
+ROUTE = re.compile(r"/t/([a-z0-9-]{3,63})/(introspect|token)")
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_BODY = MAX_TOKEN_LENGTH + 1024  # larger bodies go to Flask, which refuses them properly
+INTROSPECTION_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+]
+
+
+class HotPaths:
+    """Wraps ``app.wsgi_app``: ``app.wsgi_app = HotPaths(app)``."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+        # Looked up on each call, so tests can watch the fast paths' functions.
+        self.paths: dict[str, tuple[Callable[[], Answer], list[tuple[str, str]]]] = {
+            "introspect": (lambda: introspection_fastpath.answer, INTROSPECTION_HEADERS),
+            "token": (lambda: token_fastpath.answer, FAST_TOKEN_HEADERS),
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        match = self._candidate(environ)
+        if match is not None:
+            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+            environ["wsgi.input"] = io.BytesIO(body)
+            answer, headers = self.paths[match.group(2)]
+            with self.app.app_context():
+                content = answer()(match.group(1), environ, body)
+            if content is not None:
+                start_response("200 OK", [*headers, ("Content-Length", str(len(content)))])
+                return [content]
+        return self.wsgi_app(environ, start_response)
+
+    @staticmethod
+    def _candidate(environ: dict[str, Any]) -> re.Match[str] | None:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return None
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        length = environ.get("CONTENT_LENGTH", "")
+        if content_type != FORM_TYPE or not length.isdigit() or int(length) > MAX_BODY:
+            return None
+        return ROUTE.fullmatch(environ.get("PATH_INFO", ""))
