@@ -20,6 +20,7 @@ from authserver.audit.models import AuditRecord
 from authserver.clients import service as clients
 from authserver.clients.models import Client
 from authserver.errors import NotFound
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.keys.models import SigningKey
@@ -28,6 +29,7 @@ from authserver.models import TenantOwned
 from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.accounts import login
+from tests.fixtures.assertions import token_form
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
 
@@ -45,6 +47,7 @@ ISOLATION_TESTS = {
     "clients": [
         "tests.test_isolation:test_clients_stay_in_their_tenant",
         "tests.test_isolation:test_the_authorization_server_finds_only_the_url_tenants_clients",
+        "tests.test_isolation:test_a_client_cannot_act_for_another_tenants_user",
     ],
     "signing_keys": ["tests.test_isolation:test_signing_keys_stay_in_their_tenant"],
     "login_sessions": [
@@ -139,6 +142,34 @@ def test_the_authorization_server_finds_only_the_url_tenants_clients(
 
     assert query_client_at("clinic-a", own) == own
     assert query_client_at("clinic-b", own) is None
+
+
+def test_a_client_cannot_act_for_another_tenants_user(
+    cli, client, tenant, other_tenant, make_user, make_backend_client
+):
+    bob = make_user(other_tenant, "svc-bob")
+    own = make_backend_client(tenant)
+    theirs = make_backend_client(other_tenant)
+    before = snapshot(own.registration.client)
+
+    with pytest.raises(ValidationError, match="no user 'svc-bob' at tenant 'clinic-a'"):
+        clients.set_service_account(tenant, own.client_id, "svc-bob")
+    db.session.rollback()
+    assert "no user 'svc-bob' at tenant 'clinic-a'" in refused(
+        cli, "client", "link-service-account", "clinic-a", own.client_id, "svc-bob"
+    )
+    assert f"no client '{theirs.client_id}' at tenant 'clinic-a'" in refused(
+        cli, "client", "link-service-account", "clinic-a", theirs.client_id, "svc-bob"
+    )
+    assert snapshot(own.registration.client) == before
+
+    # Were a cross-tenant link ever written, the grant would not act for that user.
+    clients.get_client(tenant, own.client_id).service_account_id = bob.id
+    db.session.commit()
+    token_url = "https://auth.example.test/t/clinic-a/token"
+    response = client.post("/t/clinic-a/token", data=token_form(own.assertion(token_url)))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_grant"
 
 
 def test_signing_keys_stay_in_their_tenant(cli, client, tenant, other_tenant):

@@ -6,10 +6,14 @@ from flask import current_app
 from flask_migrate import downgrade
 from flask_migrate import upgrade
 from sqlalchemy import inspect
+from sqlalchemy import text
 
 from authserver import create_app
+from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.models import Base
+from authserver.tenancy import service as tenants
+from authserver.tokens import service as tokens
 from tests.fixtures.database import app_config
 
 
@@ -55,3 +59,42 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(make_data
             assert _differences() == []
         finally:
             db.engine.dispose()
+
+
+def test_the_service_account_revision_keeps_every_client_and_token(make_database_url, tmp_path):
+    """It adds ``clients.service_account_id`` in place: rebuilding ``clients`` (Alembic's batch
+    mode on SQLite) would drop it, and with foreign keys on the drop cascades to its tokens."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            tenant = tenants.create_tenant("clinic-m", "Clinic M")
+            registration = clients.register(
+                tenant,
+                name="Lab",
+                auth_method="private_key_jwt",
+                jwks_uri="https://lab.example.test/jwks.json",
+                scopes=["system/Patient.rs"],
+            )
+            authorization = tokens.Authorization(tenant, registration.client, "system/Patient.rs")
+            tokens.issue_access_token(authorization)
+            db.session.commit()
+            db.session.remove()
+
+            downgrade(directory=directory, revision="68265a9805a3")
+            assert _counts() == {"clients": 1, "issued_tokens": 1}
+            upgrade(directory=directory)
+
+            assert _counts() == {"clients": 1, "issued_tokens": 1}
+            assert _differences() == []
+        finally:
+            db.engine.dispose()
+
+
+def _counts():
+    with db.engine.connect() as connection:
+        return {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()  # noqa: S608
+            for table in ("clients", "issued_tokens")
+        }

@@ -33,3 +33,6 @@ class AuditEvent(StrEnum):
     AUTHORIZATION_DENIED = "authorization:denied"
     REFRESH_TOKEN_REUSED = "refresh-token:reused"
     LAUNCH_CREATED = "launch:created"
+    CLIENT_SERVICE_ACCOUNT_LINKED = "client:service-account-linked"
+    CLIENT_SERVICE_ACCOUNT_UNLINKED = "client:service-account-unlinked"
+    SERVICE_ACCOUNT_TOKEN_ISSUED = "service-account:token-issued"

@@ -44,6 +44,11 @@ def client() -> None:
 @click.option(
     "--resource-server", is_flag=True, help="A resource server (FHIR gateway) credential."
 )
+@click.option(
+    "--service-account",
+    metavar="USERNAME",
+    help="Backend client: act for this user of TENANT, within its role ceiling.",
+)
 @with_appcontext
 @service_command
 def create(
@@ -58,6 +63,7 @@ def create(
     scopes: tuple[str, ...],
     grant_types: tuple[str, ...],
     resource_server: bool,
+    service_account: str | None,
 ) -> None:
     """Register a client at TENANT; prints its client_id, and its secret this once."""
     chosen = [
@@ -86,6 +92,7 @@ def create(
         grant_types=list(grant_types),
         jwks=_read_jwks(jwks_file),
         jwks_uri=jwks_uri,
+        service_account=service_account,
         actor=ACTOR,
     )
     emit(service.describe(registration.client, registration.client_secret))
@@ -174,3 +181,26 @@ def set_policy(
             "legacy_smart_v1": changed.legacy_smart_v1,
         }
     )
+
+
+@client.command("link-service-account")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.argument("username")
+@with_appcontext
+@service_command
+def link_service_account(tenant: str, client_id: str, username: str) -> None:
+    """Let backend client CLIENT_ID act for USERNAME of TENANT, within USERNAME's role ceiling."""
+    linked = service.set_service_account(tenant_named(tenant), client_id, username, actor=ACTOR)
+    emit(service.describe(linked))
+
+
+@client.command("unlink-service-account")
+@click.argument("tenant")
+@click.argument("client_id")
+@with_appcontext
+@service_command
+def unlink_service_account(tenant: str, client_id: str) -> None:
+    """Stop CLIENT_ID of TENANT acting for a service account; its registration alone bounds it."""
+    unlinked = service.set_service_account(tenant_named(tenant), client_id, None, actor=ACTOR)
+    emit(service.describe(unlinked))

@@ -7,6 +7,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import JSON
+from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
@@ -14,8 +15,10 @@ from sqlalchemy import UniqueConstraint
 from sqlalchemy import false
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
 
 from authserver import security
+from authserver.accounts.models import User
 from authserver.models import Base
 from authserver.models import TenantOwned
 from authserver.models import utcnow
@@ -46,7 +49,13 @@ class Client(TenantOwned, ClientMixin, Base):
     trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
     # A confidential SMART v1 app that cannot send PKCE; public clients never may omit it.
     legacy_smart_v1: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A backend client may act for a service-account user of its tenant: that user's role
+    # ceiling also bounds its tokens, and its tokens are recorded (and revoked) as that user's.
+    # No ON DELETE action: deleting a linked user is refused, since SET NULL would silently lift
+    # the ceiling; unlink first (clients.service.set_service_account).
+    service_account_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    service_account: Mapped[User | None] = relationship()
 
     @property
     def is_public(self) -> bool:

@@ -14,6 +14,8 @@ from sqlalchemy import text
 
 from authserver import security
 from authserver import validation
+from authserver.accounts import service as accounts
+from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.clients import metadata
@@ -73,11 +75,15 @@ def register(
     grant_types: list[str] | None = None,
     jwks: Any = None,
     jwks_uri: str | None = None,
+    service_account: str | None = None,
     actor: str | None = None,
 ) -> Registration:
     """Register an app or a resource server at ``tenant``; everything is checked first.
 
-    :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`.
+    :param service_account: username of the tenant's user a backend client acts for
+        (:func:`set_service_account`).
+    :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`, or a
+        service account that :func:`set_service_account` would refuse.
     """
     name = validation.text(name, "name", max_length=200)
     metadata.auth_method(auth_method)
@@ -91,6 +97,10 @@ def register(
             method=auth_method,
             has_redirect_uris=bool(uris),
         )
+    account = None
+    if service_account is not None:
+        _check_backend(kind, auth_method, grants, "the new client")
+        account = _service_account(tenant, service_account)
     secret = new_secret() if auth_method in metadata.SECRET_METHODS else None
     client = Client(
         tenant_id=tenant.id,
@@ -102,6 +112,7 @@ def register(
         redirect_uris=uris,
         allowed_scope=metadata.scopes(scopes or []),
         grant_types=grants,
+        service_account=account,
         **keys,
     )
     db.session.add(client)
@@ -109,6 +120,8 @@ def register(
     audit.record(
         tenant, AuditEvent.CLIENT_CREATED, actor=actor, subject=client.client_id, kind=kind
     )
+    if account is not None:
+        _audit_link(tenant, client, actor)
     return Registration(client, secret)
 
 
@@ -194,6 +207,8 @@ def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
     }
     if client.jwks_uri:
         shown["jwks_uri"] = client.jwks_uri
+    if client.service_account is not None:
+        shown["service_account"] = client.service_account.username
     if secret:
         shown["client_secret"] = secret
     return shown
@@ -233,6 +248,77 @@ def set_policy(
         legacy_smart_v1=client.legacy_smart_v1,
     )
     return client
+
+
+def set_service_account(
+    tenant: Tenant, client_id: str, username: str | None, *, actor: str | None = None
+) -> Client:
+    """Link backend client ``client_id`` to the user ``username`` of ``tenant``, or unlink it.
+
+    A linked client acts for that user: the user's role ceiling (its ``user/`` scopes read at
+    ``system/`` level) also bounds the client's tokens, a disabled user gets it no token, and
+    its tokens are recorded as the user's, so disabling the user or revoking the user's tokens
+    ends them. Tokens already issued keep their scope, as when a role ceiling changes.
+
+    :param username: None to unlink (nothing changes for a client that is not linked).
+    :raises NotFound: for a client ``tenant`` does not have.
+    :raises ValidationError: for a client that is not a backend (client_credentials,
+        private_key_jwt) client, or a username ``tenant`` has no user for.
+    """
+    client = get_client(tenant, client_id)
+    if username is None:
+        return _unlink(tenant, client, actor)
+    _check_backend(
+        client.kind, client.token_endpoint_auth_method, client.grant_types, f"client {client_id!r}"
+    )
+    client.service_account = _service_account(tenant, username)
+    db.session.flush()
+    _audit_link(tenant, client, actor)
+    return client
+
+
+def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Client:
+    if client.service_account is None:
+        return client
+    previous = client.service_account.username
+    client.service_account = None
+    db.session.flush()
+    audit.record(
+        tenant,
+        AuditEvent.CLIENT_SERVICE_ACCOUNT_UNLINKED,
+        actor=actor,
+        subject=client.client_id,
+        service_account=previous,
+    )
+    return client
+
+
+def _check_backend(kind: str, auth_method: str, grants: list[str], named: str) -> None:
+    backend = kind == APP and auth_method == "private_key_jwt" and "client_credentials" in grants
+    if not backend:
+        raise ValidationError(
+            f"{named} is not a backend client: only a private_key_jwt client with the "
+            "client_credentials grant can act for a service account"
+        )
+
+
+def _service_account(tenant: Tenant, username: str) -> User:
+    # Looked up in this tenant only: another tenant's user of the same name is nobody here.
+    account = accounts.find_user(tenant, username)
+    if account is None:
+        name = accounts.normalize_username(username)
+        raise ValidationError(f"no user {name!r} at tenant {tenant.slug!r} to be a service account")
+    return account
+
+
+def _audit_link(tenant: Tenant, client: Client, actor: str | None) -> None:
+    audit.record(
+        tenant,
+        AuditEvent.CLIENT_SERVICE_ACCOUNT_LINKED,
+        actor=actor,
+        subject=client.client_id,
+        service_account=client.service_account.username if client.service_account else None,
+    )
 
 
 def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime) -> bool:

@@ -13,9 +13,14 @@ answers without the ORM and Authlib's request machinery:
   :func:`authserver.keys.service.sign_with`;
 - then ONE write records the assertion's ``jti`` and the issued token, and only if every value
   the request relied on is still what the database holds: the tenant and client active, their
-  settings, the client's keys and the signing key unchanged. A change made on any instance
-  (client deleted, tenant suspended, key rotated) takes effect at once, and a replayed ``jti``
-  is refused across instances by the same unique constraint as on the full path.
+  settings, the client's keys and the signing key unchanged, the client linked to no service
+  account. A change made on any instance (client deleted, tenant suspended, key rotated,
+  service account linked) takes effect at once, and a replayed ``jti`` is refused across
+  instances by the same unique constraint as on the full path.
+
+A client linked to a service account (whose role ceiling, status and audit trail the grant
+must consult) is never served here: both statements require ``service_account_id IS NULL``, so
+a link made on another instance sends the very next request to the full path.
 
 Anything else, any refusal and any doubt returns ``None``, and the view answers through
 Authlib, which handles every case and renders every error: the fast path only ever answers a
@@ -91,6 +96,7 @@ JOIN clients c ON c.tenant_id = tn.id AND c.client_id = :client_id
 JOIN signing_keys k ON k.tenant_id = tn.id AND k.alg = tn.access_token_alg
 WHERE tn.slug = :slug AND tn.status = '{TENANT_ACTIVE}' AND c.status = '{CLIENT_ACTIVE}'
   AND c.token_endpoint_auth_method = '{PRIVATE_KEY_JWT}' AND k.status = '{KEY_ACTIVE}'
+  AND c.service_account_id IS NULL
 """  # noqa: S608 - built from constants, never from input
 # Every value an issued token relied on, as the database holds it now: no row, no token.
 STILL_VALID = f"""
@@ -103,7 +109,7 @@ WHERE tn.id = :tenant_id AND tn.status = '{TENANT_ACTIVE}' AND tn.access_token_a
   AND c.id = :client_pk AND c.client_id = :client_id AND c.status = '{CLIENT_ACTIVE}'
   AND c.token_endpoint_auth_method = '{PRIVATE_KEY_JWT}' AND c.allowed_scope = :allowed_scope
   AND COALESCE(CAST(c.jwks AS TEXT), '') = :jwks AND COALESCE(c.jwks_uri, '') = :jwks_uri
-  AND CAST(c.grant_types AS TEXT) = :grant_types
+  AND CAST(c.grant_types AS TEXT) = :grant_types AND c.service_account_id IS NULL
   AND k.kid = :kid AND k.alg = tn.access_token_alg AND k.status = '{KEY_ACTIVE}'
 """  # noqa: S608 - built from constants, never from input
 # The jti record of clients.service.use_assertion: a row comes back only when one was written.

@@ -27,6 +27,8 @@ class TokenRequest:
     grant_id: str = field(default_factory=tokens.new_grant_id)
     login_session_id: int | None = None
     refresh_token_lifetime: int | None = None
+    # The user a backend client acts for (client_credentials): on the record, not in the token.
+    service_account: User | None = None
 
 
 def token_request() -> TokenRequest:
@@ -54,6 +56,7 @@ def generate_token(
         context=extras.context,
         grant_id=extras.grant_id,
         login_session_id=extras.login_session_id,
+        service_account=extras.service_account,
     )
     response = tokens.issue_access_token(authorization, expires_in)
     if include_refresh_token:

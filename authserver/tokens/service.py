@@ -33,7 +33,12 @@ def new_grant_id() -> str:
 
 @dataclass(frozen=True)
 class Authorization:
-    """What a token is issued for: one client, at one tenant, for a scope and maybe a user."""
+    """What a token is issued for: one client, at one tenant, for a scope and maybe a user.
+
+    ``service_account`` is the user a backend client acts for: recorded on the token's row (so
+    disabling that user or revoking its tokens ends the token) but never a claim of the token,
+    whose subject stays the client.
+    """
 
     tenant: Tenant
     client: Client
@@ -42,6 +47,7 @@ class Authorization:
     context: dict[str, Any] = field(default_factory=dict)
     grant_id: str = field(default_factory=new_grant_id)
     login_session_id: int | None = None
+    service_account: User | None = None
 
     @property
     def subject(self) -> str:
@@ -102,7 +108,7 @@ def _record(authorization: Authorization, kind: str, jti: str, expires_at: int) 
         grant_id=authorization.grant_id,
         client_pk=authorization.client.id,
         client_id=authorization.client.client_id,
-        user_id=authorization.user.id if authorization.user else None,
+        user_id=_recorded_user_id(authorization),
         login_session_id=authorization.login_session_id,
         scope=authorization.scope,
         context=authorization.context,
@@ -111,6 +117,11 @@ def _record(authorization: Authorization, kind: str, jti: str, expires_at: int) 
     db.session.add(record)
     db.session.flush()
     return record
+
+
+def _recorded_user_id(authorization: Authorization) -> int | None:
+    user = authorization.user or authorization.service_account
+    return user.id if user is not None else None
 
 
 def find_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:

@@ -4,16 +4,26 @@ The client authenticates with ``private_key_jwt`` only (a secret-holding client 
 BS-06); it gets the ``system/`` scopes it asked for within its registration, an access token of
 at most five minutes (BS-02) and no refresh token. The token names the tenant and the client;
 there is no user and no patient.
+
+A client linked to a service account (``Client.service_account``) acts for that user: the
+user's role ceiling narrows the grant too, the token's record names the user (so disabling the
+user or revoking the user's tokens ends it) and the issuance is audited under the user's name.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidGrantError
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from authlib.oauth2.rfc6749 import grants
 
+from authserver.accounts import service as accounts
+from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
 from authserver.clients.assertions import PRIVATE_KEY_JWT
+from authserver.oauth.tokens import token_request
 from authserver.smart.backend import backend_grant
 from authserver.smart.scopes import InvalidScope
 from authserver.tenancy.resolution import current_tenant
@@ -30,17 +40,51 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     CAPABILITIES = ("permission-v1", "permission-v2")
 
     def validate_requested_scope(self) -> None:
-        """Grant = requested ∩ the client's system scopes (BS-05); nothing grantable is an error."""
+        """Grant = requested ∩ the client's system scopes (BS-05) ∩ its service account's role
+        ceiling, when it has one; nothing grantable is an error."""
+        account = self.service_account()
+        ceilings = (accounts.role_ceiling(account),) if account is not None else ()
+        client = self.request.client
         try:
-            granted = backend_grant(self.request.payload.scope, self.request.client.allowed_scope)
+            granted = backend_grant(self.request.payload.scope, client.allowed_scope, *ceilings)
         except InvalidScope as error:
             raise InvalidScopeError(description=f"Malformed scope {error.scope[:80]!r}.") from None
         if not granted:
             raise InvalidScopeError(description="None of the requested scopes can be granted.")
         self.granted_scope = str(granted)
+        token_request().service_account = account
+
+    def service_account(self) -> User | None:
+        """The active user the authenticated client acts for, or None for an unlinked client.
+
+        A linked account that is not active (disabled, or never of this tenant) refuses the
+        request with ``invalid_grant``, not ``invalid_client``: the client did authenticate,
+        what is withdrawn is the authority it was arranged to use (RFC 6749 §5.2 "the provided
+        authorization grant ... is revoked"), as the code and refresh grants answer for a
+        disabled user.
+        """
+        client = self.request.client
+        if client.service_account_id is None:
+            return None
+        account = client.service_account
+        if account is None or account.tenant_id != client.tenant_id or not account.is_active:
+            raise InvalidGrantError(description="The client's service account is not active.")
+        return account
 
     def generate_token(self, **_: Any) -> dict[str, Any]:
-        lifetime = min(current_tenant().access_token_lifetime, MAX_TOKEN_LIFETIME)
-        return super().generate_token(
+        tenant = current_tenant()
+        lifetime = min(tenant.access_token_lifetime, MAX_TOKEN_LIFETIME)
+        token = super().generate_token(
             scope=self.granted_scope, expires_in=lifetime, include_refresh_token=False
         )
+        account = token_request().service_account
+        if account is not None:
+            audit.record(
+                tenant,
+                AuditEvent.SERVICE_ACCOUNT_TOKEN_ISSUED,
+                subject=account.username,
+                client_id=self.request.client.client_id,
+                grant_id=token_request().grant_id,
+                scope=self.granted_scope,
+            )
+        return token
