@@ -98,3 +98,33 @@ def _counts():
             table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()  # noqa: S608
             for table in ("clients", "issued_tokens")
         }
+
+
+def test_a_table_rebuild_keeps_the_rows_that_refer_to_it(make_database_url, tmp_path):
+    """Revision eecb5fdc6bc5's downgrade drops a column of ``tenants``, which SQLite does by
+    copying the table and dropping the old one: every tenant-owned row must survive that."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            tenant = tenants.create_tenant("clinic-r", "Clinic R")
+            clients.register(
+                tenant,
+                name="App",
+                auth_method="none",
+                redirect_uris=["https://app.example.test/cb"],
+            )
+            db.session.commit()
+            db.session.remove()
+
+            downgrade(directory=directory, revision="289963bcb34b")
+            assert _counts() == {"clients": 1, "issued_tokens": 0}
+            upgrade(directory=directory)
+
+            assert _counts() == {"clients": 1, "issued_tokens": 0}
+            with db.engine.connect() as connection:
+                roles = connection.execute(text("SELECT count(*) FROM roles")).scalar()
+            assert roles > 0
+        finally:
+            db.engine.dispose()
