@@ -7,15 +7,12 @@ import json
 import jwt
 import pytest
 
-from authserver import create_app
-from authserver import rawdb
 from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
-from tests.fixtures.database import app_config
 from tests.fixtures.tokens import basic
 
 
@@ -244,13 +241,9 @@ def test_cli_refuses_a_user_of_another_tenant(cli, tenant, other_tenant, make_us
 
 
 @pytest.fixture
-def second_instance(database_url, tmp_path):
+def second_instance(make_app):
     """Another app made by create_app on the same database: another server process's view."""
-    other = create_app(app_config(database_url, tmp_path / "second"))
-    yield other
-    rawdb.close(other)
-    with other.app_context():
-        db.engine.dispose()
+    return make_app()
 
 
 def test_a_token_revoked_on_one_instance_is_inactive_on_the_other(

@@ -17,7 +17,6 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from authserver import create_app
 from authserver import rawdb
 from authserver.accounts import service as accounts
 from authserver.clients import service as clients
@@ -26,7 +25,6 @@ from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tokens import revocation
 from authserver.tokens.statecache import TokenStateCache
-from tests.fixtures.database import app_config
 from tests.fixtures.database import backend
 
 pytestmark = pytest.mark.skipif(
@@ -64,16 +62,9 @@ class Reads:
 
 
 @pytest.fixture
-def other(database_url, tmp_path):
+def other(make_app):
     """Another server process's view of the same database."""
-    config = app_config(
-        database_url, tmp_path / "other", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=NEVER
-    )
-    instance = create_app(config)
-    yield instance
-    rawdb.close(instance)
-    with instance.app_context():
-        db.engine.dispose()
+    return make_app(AUTHSERVER_INTROSPECTION_CACHE_SECONDS=NEVER)
 
 
 @pytest.fixture
@@ -300,21 +291,16 @@ def test_it_listens_again_after_losing_the_listener(other, gateway, tenant, issu
     assert becomes_inactive(other, gateway, issued.access_token)
 
 
-def test_rows_are_not_kept_longer_than_the_age_limit(database_url, tmp_path, tenant, issue):
-    instance = create_app(
-        app_config(database_url, tmp_path / "short", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0.2)
-    )
-    try:
-        cache = instance.extensions["authserver.fastpath"]["reader"].cache
-        row, generation = cache.lookup(tenant.id, ("k",))
-        cache.store(tenant.id, ("k",), ("row",), generation)
-        assert cache.lookup(tenant.id, ("k",))[0] == ("row",)
+def test_rows_are_not_kept_longer_than_the_age_limit(make_app, tenant):
+    instance = make_app(AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0.2)
+    cache = instance.extensions["authserver.fastpath"]["reader"].cache
+    row, generation = cache.lookup(tenant.id, ("k",))
+    cache.store(tenant.id, ("k",), ("row",), generation)
+    assert cache.lookup(tenant.id, ("k",))[0] == ("row",)
 
-        time.sleep(0.3)
+    time.sleep(0.3)
 
-        assert cache.lookup(tenant.id, ("k",))[0] is None
-    finally:
-        rawdb.close(instance)
+    assert cache.lookup(tenant.id, ("k",))[0] is None
 
 
 def test_a_read_that_raced_a_notification_is_not_kept(other, tenant):
@@ -340,11 +326,7 @@ def wait_for_notification(cache: TokenStateCache, tenant_id: int) -> None:
     assert cache.generation != before, "no notification within 5 s"
 
 
-def test_no_cache_when_turned_off(database_url, tmp_path):
-    instance = create_app(
-        app_config(database_url, tmp_path / "off", AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0)
-    )
-    try:
-        assert instance.extensions["authserver.fastpath"]["reader"].cache is None
-    finally:
-        rawdb.close(instance)
+def test_no_cache_when_turned_off(make_app):
+    instance = make_app(AUTHSERVER_INTROSPECTION_CACHE_SECONDS=0)
+
+    assert instance.extensions["authserver.fastpath"]["reader"].cache is None
