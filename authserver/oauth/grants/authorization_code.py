@@ -20,7 +20,7 @@ from authserver.extensions import db
 from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
-from authserver.oauth.grants.refresh_token import continue_family
+from authserver.oauth.grants.refresh_token import ContinuesFamily
 from authserver.oauth.models import AuthorizationCode
 from authserver.smart.context import token_response_members
 from authserver.smart.scopes import parse_scopes
@@ -29,7 +29,7 @@ from authserver.tenancy.resolution import current_tenant
 log = logging.getLogger(__name__)
 
 
-class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
+class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.AuthorizationCodeGrant):
     # SMART: public apps (PKCE, no secret) and confidential-symmetric ones (Basic or POST).
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     # SMART 2.2 capabilities this grant honours (discovery reads them when it is registered).
@@ -114,19 +114,8 @@ class AuthorizationCodeGrant(TokenRequestChecks, grants.AuthorizationCodeGrant):
         user = db.session.get(User, authorization_code.user_id)
         return user if user is not None and user.is_active else None
 
-    def generate_token(
-        self,
-        user: Any = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        """Hand the code's family, context and login session to the token generator; a refresh
-        token only for ``offline_access`` / ``online_access`` (TOK-12)."""
-        due = continue_family(self.request.authorization_code, scope)
-        include_refresh_token = due and include_refresh_token
-        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+    def redeemed(self) -> AuthorizationCode:
+        return self.request.authorization_code
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list]:
         status, token, headers = super().create_token_response()

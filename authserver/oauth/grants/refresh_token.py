@@ -40,21 +40,37 @@ def refresh_lifetime(tenant: Tenant, scope: ScopeSet, login_session_id: int | No
     return None
 
 
-def continue_family(source: Any, scope: str | None) -> bool:
-    """Make the tokens about to be issued members of ``source``'s family, with its context.
+class ContinuesFamily:
+    """Mixed into a grant that redeems a member of a token family (a code, a refresh token):
+    the tokens it issues join that family, with its launch context and login session, and a
+    refresh token comes with them only when one is due (TOK-12)."""
 
-    ``source`` is what is being redeemed: an authorization code or a refresh token's record.
+    request: Any
 
-    :returns: whether a refresh token is due with them (TOK-12).
-    """
-    extras = token_request()
-    extras.context = dict(source.context)
-    extras.grant_id = source.grant_id
-    extras.login_session_id = source.login_session_id
-    extras.refresh_token_lifetime = refresh_lifetime(
-        current_tenant(), parse_scopes(scope or ""), source.login_session_id
-    )
-    return extras.refresh_token_lifetime is not None
+    def redeemed(self) -> Any:
+        """What this request redeems: an authorization code or a refresh token's record."""
+        raise NotImplementedError
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        source = self.redeemed()
+        extras = token_request()
+        extras.context = dict(source.context)
+        extras.grant_id = source.grant_id
+        extras.login_session_id = source.login_session_id
+        extras.refresh_token_lifetime = refresh_lifetime(
+            current_tenant(), parse_scopes(scope or ""), source.login_session_id
+        )
+        due = extras.refresh_token_lifetime is not None
+        return super().generate_token(  # type: ignore[misc]
+            user, scope, grant_type, expires_in, due and include_refresh_token
+        )
 
 
 def _session_remaining(tenant: Tenant, login_session_id: int | None) -> int:
@@ -78,7 +94,7 @@ class RefreshCredential:
         return self.record.scope
 
 
-class RefreshTokenGrant(TokenRequestChecks, grants.RefreshTokenGrant):
+class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshTokenGrant):
     CAPABILITIES = ("permission-offline", "permission-online")
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     # Rotation: every refresh returns a new refresh token and spends the old one.
@@ -120,18 +136,8 @@ class RefreshTokenGrant(TokenRequestChecks, grants.RefreshTokenGrant):
             user=user, scope=scope, include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
         )
 
-    def generate_token(
-        self,
-        user: Any = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        """The new tokens stay in the family, with the original launch context and session."""
-        due = continue_family(self.request.refresh_token.record, scope)
-        include_refresh_token = due and include_refresh_token
-        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+    def redeemed(self) -> IssuedToken:
+        return self.request.refresh_token.record
 
     def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
         """Nothing to do: :func:`service.redeem_refresh_token` spent it when it claimed it."""
