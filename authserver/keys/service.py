@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import jwt
 from flask import current_app
+from jwt.algorithms import Algorithm
+from jwt.algorithms import get_default_algorithms
 from sqlalchemy import select
 
 from authserver.audit import service as audit
@@ -104,12 +108,54 @@ def sign(tenant: Tenant, claims: dict[str, Any], *, alg: str = "RS256", typ: str
 def sign_with(
     tenant_id: int, kid: str, ciphertext: bytes, claims: dict[str, Any], *, alg: str, typ: str
 ) -> str:
-    """Sign ``claims`` with the key stored as ``ciphertext`` (a row already read), named ``kid``.
+    """Sign ``claims`` with the key stored as ``ciphertext`` (a row already read), named ``kid``."""
+    return signer(tenant_id, kid, ciphertext, alg=alg, typ=typ).sign(claims)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One signing key, decrypted, with its JWS header already encoded: signs claims into a
+    compact JWS (RFC 7515 §7.1), the signature made by PyJWT's implementation of ``alg``.
+
+    Kept per process (:func:`signer`), so a token costs the signature and its payload's JSON.
+    """
+
+    kid: str
+    alg: str
+    key: crypto.PrivateKey
+    algorithm: Algorithm
+    header: bytes  # BASE64URL(UTF8(JWS Protected Header))
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = self.header + b"." + payload
+        signature = self.algorithm.sign(signing_input, self.key)
+        return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+
+def signer(tenant_id: int, kid: str, ciphertext: bytes, *, alg: str, typ: str) -> Signer:
+    """The :class:`Signer` of the key stored as ``ciphertext`` (a row already read).
 
     For callers that read the key's row in a query of their own (the token fast path).
     """
-    private = _private_key(tenant_id, kid, ciphertext)
-    return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": typ})
+    return _signer(tenant_id, kid, ciphertext, alg, typ, tuple(_keks()))
+
+
+@lru_cache(maxsize=4096)
+def _signer(
+    tenant_id: int, kid: str, ciphertext: bytes, alg: str, typ: str, keks: tuple[bytes, ...]
+) -> Signer:
+    # Keys never change once written, so a decrypted key can be kept for the process's life.
+    if alg not in crypto.SUPPORTED_ALGORITHMS:
+        raise ValueError(f"unsupported algorithm {alg!r}")
+    key = crypto.decrypt_private_key(ciphertext, list(keks), crypto.associated_data(tenant_id, kid))
+    header = {"alg": alg, "kid": kid, "typ": typ}
+    encoded = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+    return Signer(kid, alg, key, get_default_algorithms()[alg], encoded)
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def _active(tenant: Tenant, alg: str) -> SigningKey | None:
@@ -119,20 +165,6 @@ def _active(tenant: Tenant, alg: str) -> SigningKey | None:
 
 def _keks() -> list[bytes]:
     return current_app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"]
-
-
-def _private_key(tenant_id: int, kid: str, ciphertext: bytes) -> crypto.PrivateKey:
-    # Keys never change once written, so a decrypted key can be kept for the process's life.
-    return _decrypt_cached(tenant_id, kid, ciphertext, tuple(_keks()))
-
-
-@lru_cache(maxsize=4096)
-def _decrypt_cached(
-    tenant_id: int, kid: str, ciphertext: bytes, keks: tuple[bytes, ...]
-) -> crypto.PrivateKey:
-    return crypto.decrypt_private_key(
-        ciphertext, list(keks), crypto.associated_data(tenant_id, kid)
-    )
 
 
 def active_algorithms(tenant: Tenant) -> list[str]:
