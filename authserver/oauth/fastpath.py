@@ -6,17 +6,20 @@ assertion, maybe ``scope`` and ``client_id``, each once; no Authorization header
 answers without the ORM and Authlib's request machinery:
 
 - what the request needs of its tenant, client and the tenant's active signing key is read once
-  per process (:class:`Entry`), with the client's parsed public keys;
+  per process (:class:`Entry`), with the client's parsed public keys, the tenant's URLs and
+  the decrypted signer (:class:`authserver.keys.service.Signer`, as the full path signs);
 - the assertion is verified and its claims checked by the same code as the full path
   (:class:`authserver.clients.assertions.AssertionClaims`), the scope granted by
-  :func:`authserver.smart.backend.backend_grant`, the token signed by
-  :func:`authserver.keys.service.sign_with`;
+  :func:`authserver.smart.backend.backend_grant`;
 - then ONE write records the assertion's ``jti`` and the issued token, and only if every value
   the request relied on is still what the database holds: the tenant and client active, their
   settings, the client's keys and the signing key unchanged, the client linked to no service
-  account. A change made on any instance (client deleted, tenant suspended, key rotated,
-  service account linked) takes effect at once, and a replayed ``jti`` is refused across
-  instances by the same unique constraint as on the full path.
+  account. On PostgreSQL the write checks that the three rows are still the versions read
+  (their ``xmin``) and runs as a statement prepared through libpq
+  (:meth:`authserver.rawdb.RawConnections.execute`); on SQLite it compares the values. A
+  change made on any instance (client deleted, tenant suspended, key rotated, service account
+  linked) takes effect at once, and a replayed ``jti`` is refused across instances by the same
+  unique constraint as on the full path.
 
 A client linked to a service account (whose role ceiling, status and audit trail the grant
 must consult) is never served here: both statements require ``service_account_id IS NULL``, so
@@ -85,12 +88,13 @@ MAX_ENTRIES = 4096
 JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
 
 # The tenant, the client and the tenant's active signer for access tokens, in one read. The
-# JSON columns are read as text: the write below compares them as text, the same expression.
+# JSON columns are read as text: SQLite's write below compares them as text, the same
+# expression. On PostgreSQL the three rows' versions (xmin) come too: see STILL_CURRENT.
 LOAD_QUERY = f"""
 SELECT tn.id, tn.access_token_alg, tn.access_token_lifetime,
        COALESCE(tn.fhir_base_url_override, ''),
        c.id, c.allowed_scope, COALESCE(CAST(c.jwks AS TEXT), ''), COALESCE(c.jwks_uri, ''),
-       CAST(c.grant_types AS TEXT), k.kid, k.private_key_ciphertext
+       CAST(c.grant_types AS TEXT), k.kid, k.private_key_ciphertext{{versions}}
 FROM tenants tn
 JOIN clients c ON c.tenant_id = tn.id AND c.client_id = :client_id
 JOIN signing_keys k ON k.tenant_id = tn.id AND k.alg = tn.access_token_alg
@@ -98,7 +102,8 @@ WHERE tn.slug = :slug AND tn.status = '{TENANT_ACTIVE}' AND c.status = '{CLIENT_
   AND c.token_endpoint_auth_method = '{PRIVATE_KEY_JWT}' AND k.status = '{KEY_ACTIVE}'
   AND c.service_account_id IS NULL
 """  # noqa: S608 - built from constants, never from input
-# Every value an issued token relied on, as the database holds it now: no row, no token.
+ROW_VERSIONS = ", CAST(tn.xmin AS TEXT), CAST(c.xmin AS TEXT), CAST(k.xmin AS TEXT)"
+# SQLite: every value an issued token relied on, as the database holds it now: no row, no token.
 STILL_VALID = f"""
 SELECT tn.id FROM tenants tn
 JOIN clients c ON c.tenant_id = tn.id
@@ -112,19 +117,31 @@ WHERE tn.id = :tenant_id AND tn.status = '{TENANT_ACTIVE}' AND tn.access_token_a
   AND CAST(c.grant_types AS TEXT) = :grant_types AND c.service_account_id IS NULL
   AND k.kid = :kid AND k.alg = tn.access_token_alg AND k.status = '{KEY_ACTIVE}'
 """  # noqa: S608 - built from constants, never from input
+# PostgreSQL: the same, cheaper: the three rows the entry was read from are the very versions
+# read (any UPDATE writes a new row version with a new xmin; a DELETE leaves no row; freezing
+# keeps the xmin PostgreSQL reports). An UPDATE that writes the same values makes a new version
+# too: the write finds nothing, the full path answers and the entry is read again.
+STILL_CURRENT = """
+SELECT tn.id FROM tenants tn
+JOIN clients c ON c.tenant_id = tn.id
+JOIN signing_keys k ON k.tenant_id = tn.id
+WHERE tn.id = :tenant_id AND tn.xmin = CAST(:tenant_version AS xid)
+  AND c.id = :client_pk AND c.xmin = CAST(:client_version AS xid)
+  AND k.kid = :kid AND k.xmin = CAST(:key_version AS xid)
+"""
 # The jti record of clients.service.use_assertion: a row comes back only when one was written.
-USE_ASSERTION = f"""
+USE_ASSERTION = """
 INSERT INTO used_client_assertions (tenant_id, client_id, jti, expires_at)
-SELECT id, :client_id, :assertion_jti, :assertion_expires_at FROM ({STILL_VALID}) AS ok WHERE 1 = 1
+SELECT id, :client_id, :assertion_jti, :assertion_expires_at FROM ({guard}) AS ok WHERE 1 = 1
 ON CONFLICT (tenant_id, client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
 WHERE used_client_assertions.expires_at <= :now
 RETURNING tenant_id
-"""  # noqa: S608 - built from constants, never from input
+"""
 TOKEN_COLUMNS = "tenant_id, jti, kind, grant_id, client_pk, client_id, scope, context"
 TOKEN_COLUMNS += ", issued_at, expires_at"
 # PostgreSQL: both inserts in one statement, one round trip, atomic in autocommit.
 RECORD_POSTGRESQL = f"""
-WITH used AS ({USE_ASSERTION})
+WITH used AS ({USE_ASSERTION.format(guard=STILL_CURRENT)})
 INSERT INTO issued_tokens ({TOKEN_COLUMNS})
 SELECT tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope,
        CAST(:context AS JSON), :now, :expires_at
@@ -138,6 +155,8 @@ VALUES (:tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope,
         :now, :expires_at)
 """  # noqa: S608 - built from constants, never from input
 PURGE = "DELETE FROM used_client_assertions WHERE expires_at <= :now"
+RECORD = "token_fastpath_record"  # RECORD_POSTGRESQL, prepared on the raw connections
+TIMESTAMPS = ("now", "expires_at", "assertion_expires_at")
 
 
 @dataclass
@@ -157,15 +176,25 @@ class Entry:
     grant_types_text: str
     kid: str
     ciphertext: bytes
+    urls: TenantURLs
+    signer: keys.Signer
+    claims: AssertionClaims  # the full path's claim checks, for this tenant's token URL
+    versions: tuple[str, ...]  # PostgreSQL: the xmin of the tenant, client and key rows
     keys: dict[tuple[str, str], Key] = field(default_factory=dict)
 
-    @property
-    def urls(self) -> TenantURLs:
-        public_url = current_app.config["AUTHSERVER_PUBLIC_URL"].rstrip("/")  # as TenantURLs.of
-        return TenantURLs(public_url, self.slug, self.fhir_override or None)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The values :data:`STILL_VALID` compares with the database."""
+    def guard(self) -> dict[str, Any]:
+        """The parameters of :data:`STILL_CURRENT` (PostgreSQL) or :data:`STILL_VALID`."""
+        if self.versions:
+            tenant, client, key = self.versions
+            return {
+                "tenant_id": self.tenant_id,
+                "tenant_version": tenant,
+                "client_pk": self.client_pk,
+                "client_version": client,
+                "kid": self.kid,
+                "key_version": key,
+                "client_id": self.client_id,
+            }
         return {
             "tenant_id": self.tenant_id,
             "alg": self.alg,
@@ -184,27 +213,33 @@ class Entry:
 class IssuanceStore:
     """The per-process entries, and the statements run on the app's raw connections."""
 
-    def __init__(self, connections: RawConnections, engine: Engine) -> None:
+    def __init__(self, app: Flask, connections: RawConnections, engine: Engine) -> None:
         self.connections = connections
+        self.public_url = app.config["AUTHSERVER_PUBLIC_URL"].rstrip("/")  # as TenantURLs.of
         self.entries: dict[tuple[str, str], Entry] = {}
         self.sqlite = connections.sqlite
         self.timestamp = UTCDateTime().bind_processor(engine.dialect)
         self.sql = {
             name: connections.sql(sql)
             for name, sql in {
-                "load": LOAD_QUERY,
-                "record": RECORD_POSTGRESQL,
-                "use_assertion": USE_ASSERTION,
+                "load": LOAD_QUERY.format(versions="" if self.sqlite else ROW_VERSIONS),
+                "use_assertion": USE_ASSERTION.format(guard=STILL_VALID),
                 "record_token": RECORD_TOKEN_SQLITE,
                 "purge": PURGE,
             }.items()
         }
+        if not self.sqlite:
+            connections.prepare(RECORD, RECORD_POSTGRESQL)
 
     def load(self, slug: str, client_id: str) -> Entry | None:
         rows = self._run(lambda cursor: self._fetch(cursor, "load", slug=slug, client_id=client_id))
         if len(rows) != 1:  # none, or (never expected) two active signers: the full path decides
             return None
         row = rows[0]
+        if GRANT_TYPE not in json.loads(row[8] or "[]"):
+            return None
+        urls = TenantURLs(self.public_url, slug, row[3] or None)
+        ciphertext = bytes(row[10])
         entry = Entry(
             tenant_id=row[0],
             slug=slug,
@@ -218,23 +253,30 @@ class IssuanceStore:
             jwks_uri=row[7],
             grant_types_text=row[8],
             kid=row[9],
-            ciphertext=bytes(row[10]),
+            ciphertext=ciphertext,
+            urls=urls,
+            signer=keys.signer(row[0], row[9], ciphertext, alg=row[1], typ=ACCESS_TOKEN_TYPE),
+            claims=AssertionClaims([urls.url(TOKEN_PATH)]),
+            versions=tuple(row[11:]),
         )
-        if GRANT_TYPE not in json.loads(entry.grant_types_text or "[]"):
-            return None
         if len(self.entries) >= MAX_ENTRIES:
             self.entries.clear()
         self.entries[(slug, client_id)] = entry
         return entry
 
     def record(self, values: dict[str, Any]) -> bool:
-        """Record the assertion's jti and the token if the entry still holds; False otherwise."""
-        for name in ("now", "expires_at", "assertion_expires_at"):
-            values[name] = self.timestamp(values[name])
+        """Record the assertion's jti and the token if the entry still holds; False otherwise.
+
+        ``now``, ``expires_at`` and ``assertion_expires_at`` are POSIX seconds.
+        """
         if self.sqlite:
+            for name in TIMESTAMPS:
+                values[name] = self.timestamp(datetime.fromtimestamp(values[name], UTC))
             recorded = self._run(lambda cursor: self._record_sqlite(cursor, values))
         else:
-            recorded = bool(self._run(lambda cursor: self._fetch(cursor, "record", **values)))
+            for name in TIMESTAMPS:  # text PostgreSQL reads as timestamptz, in UTC
+                values[name] = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(values[name]))
+            recorded = bool(self.connections.execute(RECORD, values))
         if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
             self._run(lambda cursor: cursor.execute(self.sql["purge"], {"now": values["now"]}))
         return recorded
@@ -261,7 +303,7 @@ class IssuanceStore:
 
 
 def init_app(app: Flask, connections: RawConnections, engine: Engine) -> None:
-    app.extensions[EXTENSION] = IssuanceStore(connections, engine)
+    app.extensions[EXTENSION] = IssuanceStore(app, connections, engine)
 
 
 def form(environ: dict[str, Any], body: bytes) -> dict[str, str] | None:
@@ -314,16 +356,15 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         if not jws.validate_compact(compact, key, registry=JWS):
             return None
         claims = unverified  # the payload whose signature was just checked
-        urls = entry.urls
-        AssertionClaims([urls.url(TOKEN_PATH)]).verify_claims(claims)
+        entry.claims.verify_claims(claims)
         granted = _granted(params.get("scope"), entry.allowed_scope)
         if not granted:
             return None
         lifetime = min(entry.tenant_lifetime, MAX_TOKEN_LIFETIME)
         now = int(time.time())
         subject = AccessTokenSubject(
-            issuer=urls.issuer,
-            audience=urls.fhir_base_url,
+            issuer=entry.urls.issuer,
+            audience=entry.urls.fhir_base_url,
             tenant=slug,
             client_id=client_id,
             scope=granted,
@@ -333,24 +374,17 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
             subject=client_id,
         )
         token_claims = access_token_claims(subject)
-        token = keys.sign_with(
-            entry.tenant_id,
-            entry.kid,
-            entry.ciphertext,
-            token_claims,
-            alg=entry.alg,
-            typ=ACCESS_TOKEN_TYPE,
-        )
-        values = entry.fingerprint()
+        token = entry.signer.sign(token_claims)
+        values = entry.guard()
         values.update(
             assertion_jti=claims["jti"],
-            assertion_expires_at=assertion_expiry(claims),
-            now=datetime.fromtimestamp(now, UTC),
+            assertion_expires_at=assertion_expiry(claims).timestamp(),
+            now=now,
             jti=subject.jti,
             grant_id=new_grant_id(),
             scope=granted,
             context="{}",
-            expires_at=datetime.fromtimestamp(token_claims["exp"], UTC),
+            expires_at=token_claims["exp"],
         )
         if not store.record(values):
             # Stale entry or a replayed jti: forget the entry; the full path decides and says why.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from sqlalchemy import text
 
 from authserver.clients import service as clients
 from authserver.clients.models import UsedAssertion
@@ -21,6 +22,7 @@ from authserver.tokens import service as tokens
 from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
+from tests.fixtures.database import backend as backend_name
 
 TOKEN_PATH = "/t/clinic-a/token"
 TOKEN_URL = "https://auth.example.test/t/clinic-a/token"
@@ -187,3 +189,42 @@ def test_a_bad_signature_is_refused_by_the_full_path(client, backend, answers):
     assert response.status_code == 400
     assert response.json["error"] == "invalid_client"
     assert answers == [None]
+
+
+def test_a_row_rewritten_with_the_same_values_keeps_tokens_coming(client, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    rewrite = "UPDATE clients SET allowed_scope = allowed_scope WHERE client_id = :client_id"
+    db.session.execute(text(rewrite), {"client_id": backend.client_id})
+    db.session.commit()
+
+    # PostgreSQL sees a new row version (the entry is read again), SQLite the same values.
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    answers.clear()
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    assert answers[-1] is not None
+
+
+def test_a_change_written_in_plain_sql_elsewhere_applies_at_once(client, backend, answers):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    narrow = "UPDATE clients SET allowed_scope = :scope WHERE client_id = :client_id"
+    db.session.execute(
+        text(narrow), {"scope": "system/Observation.rs", "client_id": backend.client_id}
+    )
+    db.session.commit()
+
+    response = post(client, backend.assertion(TOKEN_URL), scope="system/Patient.rs")
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+@pytest.mark.skipif(backend_name() != "postgresql", reason="row versions are PostgreSQL's")
+def test_vacuum_freeze_keeps_the_fast_path_answering(client, backend, answers):
+    """Freezing keeps a row's xmin (PostgreSQL reports the raw one), so no entry goes stale."""
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM (FREEZE) tenants, clients, signing_keys"))
+    answers.clear()
+
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    assert answers == [answers[0]] and answers[0] is not None
