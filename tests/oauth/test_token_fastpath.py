@@ -8,6 +8,10 @@ everyday request.
 
 from __future__ import annotations
 
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+
 import jwt
 import pytest
 from sqlalchemy import text
@@ -228,3 +232,25 @@ def test_vacuum_freeze_keeps_the_fast_path_answering(client, backend, answers):
 
     assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
     assert answers == [answers[0]] and answers[0] is not None
+
+
+def test_the_purge_it_runs_now_and_then_forgets_only_expired_records(
+    client, tenant, backend, answers, monkeypatch
+):
+    expired = UsedAssertion(
+        tenant_id=tenant.id,
+        client_id=backend.client_id,
+        jti="expired-long-ago",
+        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    db.session.add(expired)
+    db.session.commit()
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    monkeypatch.setattr(fastpath.secrets, "randbelow", lambda _: 0)  # this request purges
+
+    response = post(client, backend.assertion(TOKEN_URL))
+
+    assert response.status_code == 200 and answers[-1] is not None
+    db.session.expire_all()
+    left = db.session.scalars(db.select(UsedAssertion.jti)).all()
+    assert "expired-long-ago" not in left and len(left) == 2
