@@ -103,7 +103,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument(
-        "--max-rps", type=int, default=4000, help="assertions are signed for up to this rate"
+        "--max-rps",
+        type=int,
+        default=6000,
+        # Each wrk thread sends its own share of the assertions, and connections do not spread
+        # evenly over the server's workers: one thread can send well over half of the requests.
+        help="assertions are signed for up to this rate (split between the wrk threads)",
+    )
+    parser.add_argument(
+        "--show-refusals",
+        action="store_true",
+        help="print the first refused answers of each wrk thread (slows the authserver runs)",
     )
     parser.add_argument(
         "--reference",
@@ -187,6 +197,8 @@ def run_wrk(url: str, script: Path, env: dict[str, str], seconds: int, args) -> 
         text=True,
         check=True,
     ).stdout
+    for refusal in re.findall(r"^REFUSED .*$", output, re.MULTILINE):
+        print(refusal)
     match = RESULT.search(output)
     if not match:
         sys.exit(f"wrk printed no RESULT line:\n{output}")
@@ -339,6 +351,8 @@ def measure_authserver(work: Path, url: str, client_id: str, pem: bytes, args):
     for seconds in (args.warmup, args.duration):
         bodies = signed_bodies(pem, client_id, url, args.max_rps * seconds, work / "bodies.txt")
         env = {"WRK_BODIES": str(bodies), "WRK_THREADS": str(args.threads)}
+        if args.show_refusals:
+            env["WRK_SHOW_REFUSALS"] = "1"
         results.append(run_wrk(url, script, env, seconds, args))
     return results[-1]
 
@@ -354,7 +368,10 @@ def report(results: dict[str, dict[str, float]]) -> None:
             f" {errors:7.0f} {ratio:6.2f}"
         )
     if any(result.get("err_status") for result in results.values()):
-        print("\nsome requests were refused: raise --max-rps (assertions ran out) or check logs")
+        print(
+            "\nsome requests were refused: raise --max-rps (assertions ran out), or rerun with"
+            " --show-refusals to see why"
+        )
 
 
 if __name__ == "__main__":

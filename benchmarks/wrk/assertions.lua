@@ -5,6 +5,8 @@
 -- up in err_status, and the benchmark script treats any as a failed run.
 --   WRK_BODIES   file of form-encoded bodies, one per line
 --   WRK_THREADS  the -t given to wrk (default 2)
+--   WRK_SHOW_REFUSALS  when set, print the first few refused answers (status and body) of each
+--                thread; this makes wrk read every answer, so it slows the run: diagnosis only
 -- Requests are formatted once, in init, so the load generator spends per request no more than
 -- it does for the reference's fixed request (it shares the machine with the servers measured).
 -- Prints the same RESULT line as ../shared/bench/wrk/post.lua.
@@ -32,6 +34,16 @@ end
 function request()
   sent = sent + 1
   return requests[((sent - 1) % #requests) + 1]
+end
+
+if os.getenv("WRK_SHOW_REFUSALS") then
+  local shown = 0
+  function response(status, headers, body)
+    if status >= 400 and shown < 5 then
+      shown = shown + 1
+      io.write(string.format("REFUSED %d %s\n", status, body))
+    end
+  end
 end
 
 function done(summary, latency, requests)
