@@ -23,6 +23,8 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 Result = TypeVar("Result")
+# A ``:name`` parameter of our statements (not the second colon of a ``::`` cast).
+PARAMETER = re.compile(r"(?<!:):(\w+)")
 EXTENSION = "authserver.raw_connections"
 
 
@@ -38,7 +40,7 @@ class RawConnections:
 
     def sql(self, statement: str) -> str:
         """``statement`` with ``:name`` parameters in this driver's style (psycopg: %(name)s)."""
-        return statement if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", statement)
+        return statement if self.sqlite else PARAMETER.sub(r"%(\1)s", statement)
 
     def prepare(self, name: str, statement: str) -> None:
         """PostgreSQL: make ``statement`` (``:name`` parameters) runnable by :meth:`execute`.
@@ -125,7 +127,7 @@ class Prepared:
                 keys.append(match.group(1))
             return f"${keys.index(match.group(1)) + 1}"
 
-        sql = re.sub(r"(?<!:):(\w+)", number, statement)
+        sql = PARAMETER.sub(number, statement)
         return cls(f"authserver_{name}".encode(), sql.encode(), keys)
 
     def execute(self, pgconn: Any, values: list[bytes | None]) -> list[tuple[str | None, ...]]:
