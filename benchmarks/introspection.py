@@ -16,63 +16,41 @@ Needs ``wrk`` (Debian package) and, for the peer, ``node`` and ``npm``.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import NODE_CLIENT
+from common import ROOT
+from common import Result
+from common import ThrowawayPostgres
+from common import add_load_options
+from common import authserver_environment
+from common import basic
+from common import environment
+from common import free_port
+from common import machine_size
+from common import oidc_provider
+from common import oidc_provider_installed
+from common import post
+from common import require_tools
+from common import serving
+from common import url
+from common import wrk_post
+from common import wsgi_command
 
-from tests.pg import ThrowawayPostgres  # noqa: E402
-from tests.pg import free_port  # noqa: E402
-
-BIN = Path(sys.executable).parent
-DEFAULT_BENCH_DIR = ROOT.parent / "shared" / "bench"
 TENANTS = ("bench-clinic-a", "bench-clinic-b", "bench-clinic-c")
 BACKGROUND_TOKENS = 300  # per tenant, so the jti index is not a one-row table
-NODE_CLIENT = ("bench-client", "bench-secret-0123456789abcdef0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-    def line(self) -> str:
-        return (
-            f"{self.name:<44} {self.rps:>9.0f} rps   p50 {self.p50_ms:6.2f} ms   "
-            f"p99 {self.p99_ms:6.2f} ms   errors {self.errors}"
-        )
-
-
-@dataclass(frozen=True)
-class Target:
-    """One fixed POST for wrk."""
-
-    port: int
-    path: str
-    body: str
-    authorization: str
 
 
 def main() -> None:
     options = parse_args()
-    require_tools(options)
+    require_tools("wrk", *(["node", "npm"] if options.node else []))
+    if not (options.bench_dir / "flask_floor.py").exists():
+        sys.exit(f"no flask_floor.py in {options.bench_dir}: pass --bench-dir")
     print(machine_size())
     print(f"wrk -t{options.threads} -c{options.connections} -d{options.duration}s, ")
     threads = f" x {options.blocking_threads} thread" if options.server == "granian" else ""
@@ -89,157 +67,18 @@ def main() -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_load_options(parser)
     parser.add_argument("--backends", default="sqlite,postgresql", type=lambda v: v.split(","))
     parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    # One request at a time per worker: measured faster, with a p99 about half that of
-    # granian's default thread pool on two cores (threads only contend for the GIL here).
-    parser.add_argument("--blocking-threads", type=int, default=1)
-    parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH_DIR)
     parser.add_argument("--no-node", dest="node", action="store_false")
     return parser.parse_args()
 
 
-def require_tools(options: argparse.Namespace) -> None:
-    needed = ["wrk"] + (["node", "npm"] if options.node else [])
-    missing = [tool for tool in needed if shutil.which(tool) is None]
-    if missing:
-        sys.exit(f"missing {', '.join(missing)}: apt-get install -y wrk nodejs npm")
-    if not (options.bench_dir / "flask_floor.py").exists():
-        sys.exit(f"no flask_floor.py in {options.bench_dir}: pass --bench-dir")
-
-
-def machine_size() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        cpu = match.group(1).strip() if match else cpu
-    python = sys.version.split()[0]
-    return f"machine: {os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, Python {python}"
-
-
-# -- the WSGI server ------------------------------------------------------------------------
-
-
-def wsgi_command(options: argparse.Namespace, app: str, port: int) -> list[str]:
-    if options.server == "granian":
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--workers",
-            str(options.workers),
-            "--blocking-threads",
-            str(options.blocking_threads),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-ws",
-            app,
-        ]
-    return [
-        str(BIN / "gunicorn"),
-        "-w",
-        str(options.workers),
-        "-b",
-        f"127.0.0.1:{port}",
-        app,
-    ]
-
-
-@contextmanager
-def serving(command: list[str], *, cwd: Path, env: dict[str, str], ready: str) -> Iterator[None]:
-    """Run ``command`` until the block ends; wait until GET ``ready`` answers."""
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            wait_until_up(ready, process, log)
-            yield
-        finally:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log: object) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)  # type: ignore[attr-defined]
-            sys.exit(f"server exited:\n{log.read().decode(errors='replace')}")  # type: ignore[attr-defined]
-        try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - our own loopback server
-            return
-        except urllib.error.HTTPError:
-            return  # it answers, which is all we wait for
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"server did not come up at {url}")
-
-
-def load(options: argparse.Namespace, name: str, target: Target) -> Result:
-    """Warm up for a second, then run wrk and parse post.lua's RESULT line."""
-    script = options.bench_dir / "wrk" / "post.lua"
-    env = {
-        **os.environ,
-        "WRK_PATH": target.path,
-        "WRK_BODY": target.body,
-        "WRK_AUTH": target.authorization,
-    }
-    url = f"http://127.0.0.1:{target.port}{target.path}"
-    warm = ["wrk", "-t1", "-c2", "-d1s", "-s", str(script), url]
-    subprocess.run(warm, env=env, check=True, capture_output=True)
-    command = [
-        "wrk",
-        f"-t{options.threads}",
-        f"-c{options.connections}",
-        f"-d{options.duration}s",
-        "-s",
-        str(script),
-        url,
-    ]
-    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-    match = re.search(r"^RESULT (.*)$", output, re.MULTILINE)
-    if match is None:
-        sys.exit(f"wrk printed no RESULT line:\n{output}")
-    fields = dict(item.split("=") for item in match.group(1).split())
-    errors = sum(int(value) for key, value in fields.items() if key.startswith("err_"))
-    result = Result(
-        name, float(fields["rps"]), float(fields["p50_ms"]), float(fields["p99_ms"]), errors
-    )
-    print(result.line(), flush=True)
-    return result
-
-
-def basic(client_id: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-
-
-def check_answer(target: Target, expected: bytes) -> None:
+def check_answer(address: str, body: str, authorization: str, expected: bytes) -> None:
     """Refuse to benchmark an error page: the answer must be the one we mean to measure."""
-    request = urllib.request.Request(  # noqa: S310 - our own loopback server
-        f"http://127.0.0.1:{target.port}{target.path}",
-        data=target.body.encode(),
-        headers={
-            "Authorization": target.authorization,
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-        body = response.read()
-    if expected not in body:
-        sys.exit(f"unexpected answer from {target.path}: {body[:300]!r}")
+    status, answer = post(address, body, authorization)
+    if status != 200 or expected not in answer:
+        sys.exit(f"unexpected answer from {address}: {status} {answer[:300]!r}")
 
 
 # -- the floor ------------------------------------------------------------------------------
@@ -247,14 +86,12 @@ def check_answer(target: Target, expected: bytes) -> None:
 
 def measure_floor(options: argparse.Namespace) -> Result:
     port = free_port()
-    target = Target(port, "/echo", "token=x", "")
     command = wsgi_command(options, "flask_floor:app", port)
-    with serving(command, cwd=options.bench_dir, env=dict(os.environ), ready=_url(port, "/")):
-        return load(options, f"bare Flask floor ({options.server})", target)
-
-
-def _url(port: int, path: str) -> str:
-    return f"http://127.0.0.1:{port}{path}"
+    env = dict(os.environ)
+    with serving(command, cwd=options.bench_dir, env=env, ready=url(port, "/")):
+        return wrk_post(
+            options, f"bare Flask floor ({options.server})", url(port, "/echo"), "token=x"
+        )
 
 
 # -- authserver -----------------------------------------------------------------------------
@@ -264,48 +101,31 @@ def measure_authserver(options: argparse.Namespace, backend: str) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="authserver-bench-"))
     postgres = ThrowawayPostgres().start() if backend == "postgresql" else None
     try:
-        url = (
+        database = (
             postgres.create_database("bench")
             if postgres
             else f"sqlite:///{workdir / 'bench.sqlite'}"
         )
         port = free_port()
-        env = server_environment(url, workdir, port)
-        target = prepare(env, port)
+        env = authserver_environment(database, workdir, port)
+        with environment(env):
+            path, body, authorization = prepare()
         command = wsgi_command(options, "wsgi:app", port)
-        with serving(command, cwd=ROOT, env=env, ready=_url(port, "/healthz")):
-            check_answer(target, b'"active": true')
-            return load(options, f"authserver introspection ({backend})", target)
+        with serving(command, cwd=ROOT, env={**os.environ, **env}, ready=url(port, "/healthz")):
+            check_answer(url(port, path), body, authorization, b'"active": true')
+            name = f"authserver introspection ({backend})"
+            return wrk_post(options, name, url(port, path), body, authorization)
     finally:
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def server_environment(database_url: str, workdir: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AUTHSERVER_ENV": "production",
-        "AUTHSERVER_DATABASE_URL": database_url,
-        "AUTHSERVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "AUTHSERVER_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(32),
-        "AUTHSERVER_INSTANCE_PATH": str(workdir / "instance"),
-    }
+def prepare() -> tuple[str, str, str]:
+    """Migrate, then make the tenants, a gateway, users and tokens through the services.
 
-
-def prepare(env: dict[str, str], port: int) -> Target:
-    """Migrate, then make the tenants, a gateway, users and tokens through the services."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return _prepare(port)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _prepare(port: int) -> Target:
+    The request to measure: the last tenant's gateway introspects the last token it issued.
+    """
     from flask_migrate import upgrade
 
     from authserver import create_app
@@ -345,9 +165,7 @@ def _prepare(port: int) -> Target:
             gateway_id, gateway_secret = gateway.client.client_id, gateway.client_secret or ""
             db.session.commit()
         db.engine.dispose()
-    # The last tenant's gateway introspects the last token it issued.
-    return Target(
-        port,
+    return (
         f"/t/{TENANTS[-1]}/introspect",
         f"token={access_token}",
         basic(gateway_id, gateway_secret),
@@ -358,37 +176,18 @@ def _prepare(port: int) -> Target:
 
 
 def measure_node(options: argparse.Namespace) -> list[Result]:
-    workdir = Path(tempfile.mkdtemp(prefix="authserver-bench-node-"))
-    try:
-        for name in ("oidc_server.mjs", "package.json"):
-            shutil.copy(options.bench_dir / name, workdir / name)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent"],
-            cwd=workdir,
-            check=True,
-            capture_output=True,
-        )
-        seed = secrets.token_urlsafe(32)[:43]
-        results = []
+    seed = secrets.token_urlsafe(32)[:43]
+    results = []
+    with oidc_provider_installed(options.bench_dir) as workdir:
         for workers in sorted({1, os.cpu_count() or 1}):
             port = free_port()
-            env = {
-                **os.environ,
-                "PORT": str(port),
-                "WORKERS": str(workers),
-                "SEED_TOKEN": seed,
-                "NODE_ENV": "production",
-            }
-            target = Target(port, "/token/introspection", f"token={seed}", basic(*NODE_CLIENT))
-            command = ["node", "oidc_server.mjs"]
-            ready = _url(port, "/.well-known/openid-configuration")
-            with serving(command, cwd=workdir, env=env, ready=ready):
-                check_answer(target, b'"active":true')
+            with oidc_provider(workdir, port, workers, seed):
+                address, body = url(port, "/token/introspection"), f"token={seed}"
+                check_answer(address, body, basic(*NODE_CLIENT), b'"active":true')
                 label = "cluster" if workers > 1 else "process"
-                results.append(load(options, f"oidc-provider ({workers} {label})", target))
-        return results
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+                name = f"oidc-provider ({workers} {label})"
+                results.append(wrk_post(options, name, address, body, basic(*NODE_CLIENT)))
+    return results
 
 
 # -- the report -----------------------------------------------------------------------------

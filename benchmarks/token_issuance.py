@@ -6,6 +6,9 @@ anything on a shared machine:
 
 - oidc-provider 9 (``../shared/bench``), one process (WORKERS=1), client_secret_basic, opaque
   tokens in memory: the reference figure;
+- on PostgreSQL, the floor (``issuance_floor.py``): a bare WSGI app on the same server stack
+  that does only what every Backend Services server must (verify the assertion, sign a token,
+  record both durably), once with two minimal tables and once with authserver's own write;
 - authserver as production serves it: granian with several WSGI workers, AUTHSERVER_ENV=production
   with explicit secrets, a PostgreSQL (or SQLite) database migrated and filled by this script;
   each request carries a fresh RS384 client assertion (jwks inline), so the server verifies a
@@ -17,22 +20,18 @@ sends each once. Run from the repository root::
 
     python benchmarks/token_issuance.py            # PostgreSQL, 2 workers, 10 s per server
     python benchmarks/token_issuance.py --db sqlite --workers 3 --duration 20
+    python benchmarks/token_issuance.py --no-floor --show-refusals
 
-Needs ``wrk`` (Debian's package; installed with apt-get when missing and running as root),
-node and npm, granian (``pip install -e '.[bench]'``) and, for PostgreSQL, the server binaries.
+Needs ``wrk`` (Debian's package), node and npm, granian (``pip install -e '.[bench]'``) and, for
+PostgreSQL, the server binaries.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import os
-import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,70 +41,84 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jwt
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import issuance_floor
+from common import NODE_CLIENT
+from common import ROOT
+from common import Result
+from common import ThrowawayPostgres
+from common import add_load_options
+from common import authserver_environment
+from common import basic
+from common import environment
+from common import free_port
+from common import machine_size
+from common import oidc_provider
+from common import oidc_provider_installed
+from common import post
+from common import require_tools
+from common import serving
+from common import url
+from common import wrk
+from common import wsgi_command
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "system/Patient.rs"
 CLIENT_KID = "bench-rs384"
-OIDC_CLIENT = ("bench-client", "bench-secret-0123456789abcdef0123456789abcdef")
-RESULT = re.compile(r"RESULT (.*)")
+ASSERTIONS = ROOT / "benchmarks" / "wrk" / "assertions.lua"
 
 
 def main() -> None:
-    args = parse_args()
-    ensure_wrk()
-    granian = ensure_granian()
-    print(machine())
+    options = parse_args()
+    require_tools("wrk", "node", "npm")
+    print(machine_size())
+    print(
+        f"wrk -t{options.threads} -c{options.connections}, {options.warmup} s warm-up + "
+        f"{options.duration} s; WSGI: granian, {options.workers} workers x "
+        f"{options.blocking_threads} thread\n"
+    )
+    results = [measure_oidc_provider(options)]
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="authserver-bench-") as tmp:
         work = Path(tmp)
-        results = {"oidc-provider (1 process)": measure_oidc_provider(stack, work, args)}
-        database_url = database(stack, work, args.db)
+        if options.db == "postgresql":
+            cluster = ThrowawayPostgres().start()
+            stack.callback(cluster.stop)
+            database = cluster.create_database("bench")
+        else:
+            database = f"sqlite:///{work / 'bench.sqlite'}"
         port = free_port()
-        config = authserver_config(database_url, work, port)
-        clients, private_pem = prepare_authserver(config)
-        server = start(
-            stack,
-            [str(granian), "--interface", "wsgi", "--factory", "--workers", str(args.workers)]
-            + ["--blocking-threads", str(args.blocking_threads)]
-            + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-            + ["authserver:create_app"],
-            env={**os.environ, **{name: str(value) for name, value in config.items()}},
-            cwd=REPO,
-        )
-        wait_for_port(port, server)
-        for alg, client_id in clients.items():
-            name = f"authserver {alg} access tokens ({args.workers} workers, {args.db})"
-            url = f"http://127.0.0.1:{port}/t/bench-{alg.lower()}/token"
-            results[name] = measure_authserver(work, url, client_id, private_pem, args)
-        report(results)
+        env = authserver_environment(database, work, port)
+        with environment(env):
+            clients, pem, jwk = prepare_authserver()
+        if options.floor and options.db == "postgresql":
+            issuance_floor.create_minimal_tables(database)
+            for write in ("minimal", "authserver"):
+                results.append(measure_floor(options, work, env, write, clients["ES256"], pem, jwk))
+        command = wsgi_command(options, "authserver:create_app", port)
+        command[-1:-1] = ["--factory"]
+        with serving(command, cwd=ROOT, env={**os.environ, **env}, ready=url(port, "/healthz")):
+            for alg, client_id in clients.items():
+                name = f"authserver, {alg} access tokens ({options.db})"
+                address = url(port, f"/t/bench-{alg.lower()}/token")
+                results.append(measure_assertions(options, work, name, address, client_id, pem))
+    report(results)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds measured per server")
+    add_load_options(parser)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
-    parser.add_argument("--workers", type=int, default=2, help="granian worker processes")
-    parser.add_argument(
-        "--blocking-threads",
-        type=int,
-        default=1,
-        # One database round trip per request leaves little to overlap: threads only add GIL
-        # contention (see README, "Benchmark: token issuance").
-        help="granian threads per worker",
-    )
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--connections", type=int, default=8, help="wrk -c")
-    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the floor (issuance_floor.py)"
+    )
     parser.add_argument(
         "--max-rps",
         type=int,
-        default=6000,
+        default=8000,
         # Each wrk thread sends its own share of the assertions, and connections do not spread
         # evenly over the server's workers: one thread can send well over half of the requests.
         help="assertions are signed for up to this rate (split between the wrk threads)",
@@ -115,156 +128,39 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="print the first refused answers of each wrk thread (slows the authserver runs)",
     )
-    parser.add_argument(
-        "--reference",
-        type=Path,
-        default=REPO.parent / "shared" / "bench",
-        help="folder with oidc_server.mjs, package.json and wrk/post.lua",
-    )
     return parser.parse_args()
-
-
-# -- tools -----------------------------------------------------------------------------------
-
-
-def ensure_wrk() -> None:
-    if shutil.which("wrk"):
-        return
-    if os.geteuid() != 0:
-        sys.exit("wrk is missing: sudo apt-get install -y wrk")
-    print("installing wrk (Debian package) ...")
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
-
-
-def ensure_granian() -> Path:
-    granian = Path(sys.executable).parent / "granian"
-    if not granian.exists():
-        sys.exit(f"granian is missing: {sys.executable} -m pip install -e '{REPO}[bench]'")
-    return granian
-
-
-def machine() -> str:
-    memory = next(
-        line.split()[1]
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    return f"machine: nproc={os.cpu_count()}, memory={int(memory) / 1024 / 1024:.1f} GiB"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start(stack: ExitStack, command: list[str], **kwargs) -> subprocess.Popen:
-    process = subprocess.Popen(command, start_new_session=True, **kwargs)
-    stack.callback(stop, process)
-    return process
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)  # the process group we started, nothing else
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"server exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    sys.exit(f"nothing listens on port {port} after {timeout} s")
-
-
-def run_wrk(url: str, script: Path, env: dict[str, str], seconds: int, args) -> dict[str, float]:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "-s"]
-    output = subprocess.run(
-        [*command, str(script), url],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for refusal in re.findall(r"^REFUSED .*$", output, re.MULTILINE):
-        print(refusal)
-    match = RESULT.search(output)
-    if not match:
-        sys.exit(f"wrk printed no RESULT line:\n{output}")
-    return {key: float(value) for key, value in (pair.split("=") for pair in match[1].split())}
 
 
 # -- oidc-provider ---------------------------------------------------------------------------
 
 
-def measure_oidc_provider(stack: ExitStack, work: Path, args) -> dict[str, float]:
-    folder = work / "oidc"
-    folder.mkdir()
-    for name in ("oidc_server.mjs", "package.json"):
-        shutil.copy(args.reference / name, folder / name)
-    print("npm install oidc-provider ...")
-    subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True
-    )
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "WORKERS": "1", "NODE_ENV": "production"}
-    node = start(stack, ["node", "oidc_server.mjs"], cwd=folder, env=env)
-    wait_for_port(port, node)
-    basic = "Basic " + base64.b64encode(":".join(OIDC_CLIENT).encode()).decode()
+def measure_oidc_provider(options: argparse.Namespace) -> Result:
     body = urlencode({"grant_type": "client_credentials", "scope": "system/Patient.read"})
-    url = f"http://127.0.0.1:{port}/token"
-    check = requests.post(
-        url,
-        data=body,
-        headers={"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"},
-        timeout=10,
-    )
-    check.raise_for_status()
-    wrk_env = {"WRK_PATH": "/token", "WRK_BODY": body, "WRK_AUTH": basic}
-    script = args.reference / "wrk" / "post.lua"
-    run_wrk(url, script, wrk_env, args.warmup, args)
-    result = run_wrk(url, script, wrk_env, args.duration, args)
-    stop(node)
+    authorization = basic(*NODE_CLIENT)
+    with oidc_provider_installed(options.bench_dir) as workdir:
+        port = free_port()
+        with oidc_provider(workdir, port):
+            address = url(port, "/token")
+            status, answer = post(address, body, authorization)
+            if status != 200:
+                sys.exit(f"oidc-provider refused the check request: {status} {answer!r}")
+            env = {"WRK_PATH": "/token", "WRK_BODY": body, "WRK_AUTH": authorization}
+            script = options.bench_dir / "wrk" / "post.lua"
+            name = "oidc-provider 9, 1 process"
+            wrk(options, name, address, script, env, options.warmup)
+            result = wrk(options, name, address, script, env)
+    print(result.line(), flush=True)
     return result
 
 
 # -- authserver ------------------------------------------------------------------------------
 
 
-def database(stack: ExitStack, work: Path, kind: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{work / 'bench.sqlite'}"
-    from tests.pg import ThrowawayPostgres
+def prepare_authserver() -> tuple[dict[str, str], bytes, dict[str, str]]:
+    """Migrate the database; one tenant per access-token alg, each with one backend client.
 
-    cluster = ThrowawayPostgres().start()
-    stack.callback(cluster.stop)
-    return cluster.create_database("bench")
-
-
-def authserver_config(database_url: str, work: Path, port: int) -> dict[str, str]:
-    return {
-        "AUTHSERVER_ENV": "production",
-        "AUTHSERVER_DATABASE_URL": database_url,
-        "AUTHSERVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "AUTHSERVER_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(32),
-        "AUTHSERVER_INSTANCE_PATH": str(work / "instance"),
-    }
-
-
-def prepare_authserver(config: dict[str, str]) -> tuple[dict[str, str], bytes]:
-    """Migrate the database; one tenant per access-token alg, each with one backend client."""
+    Returns the client ids by alg, the clients' private key (PEM) and its public JWK.
+    """
     from flask_migrate import upgrade
 
     from authserver import create_app
@@ -274,7 +170,7 @@ def prepare_authserver(config: dict[str, str]) -> tuple[dict[str, str], bytes]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": CLIENT_KID}
-    app = create_app(config)
+    app = create_app()
     made = {}
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
@@ -296,7 +192,7 @@ def prepare_authserver(config: dict[str, str]) -> tuple[dict[str, str], bytes]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return made, pem
+    return made, pem, jwk
 
 
 def sign_bodies(job: tuple[bytes, str, str, int]) -> list[str]:
@@ -338,36 +234,59 @@ def signed_bodies(pem: bytes, client_id: str, audience: str, count: int, path: P
     return path
 
 
-def measure_authserver(work: Path, url: str, client_id: str, pem: bytes, args):
-    script = REPO / "benchmarks" / "wrk" / "assertions.lua"
-    print(f"signing {args.max_rps * (args.warmup + args.duration)} assertions for {url} ...")
-    check = sign_bodies((pem, client_id, url, 1))[0]
-    response = requests.post(
-        url, data=check, timeout=10, headers={"Content-Type": "application/x-www-form-urlencoded"}
-    )
-    if response.status_code != 200:
-        sys.exit(f"authserver refused the check request: {response.status_code} {response.text}")
-    results = []
-    for seconds in (args.warmup, args.duration):
-        bodies = signed_bodies(pem, client_id, url, args.max_rps * seconds, work / "bodies.txt")
-        env = {"WRK_BODIES": str(bodies), "WRK_THREADS": str(args.threads)}
-        if args.show_refusals:
-            env["WRK_SHOW_REFUSALS"] = "1"
-        results.append(run_wrk(url, script, env, seconds, args))
-    return results[-1]
+def measure_assertions(
+    options: argparse.Namespace, work: Path, name: str, address: str, client_id: str, pem: bytes
+) -> Result:
+    """Warm up, then measure ``address`` with never-used assertions (``wrk/assertions.lua``)."""
+    print(f"signing {options.max_rps * (options.warmup + options.duration)} assertions ...")
+    status, answer = post(address, sign_bodies((pem, client_id, address, 1))[0])
+    if status != 200:
+        sys.exit(f"{name} refused the check request: {status} {answer!r}")
+    env = {"WRK_THREADS": str(options.threads)}
+    if options.show_refusals:
+        env["WRK_SHOW_REFUSALS"] = "1"
+    for seconds in (options.warmup, options.duration):
+        count = options.max_rps * seconds
+        env["WRK_BODIES"] = str(signed_bodies(pem, client_id, address, count, work / "bodies"))
+        result = wrk(options, name, address, ASSERTIONS, env, seconds)
+    print(result.line(), flush=True)
+    return result
 
 
-def report(results: dict[str, dict[str, float]]) -> None:
-    reference = next(iter(results.values()))
-    print(f"\n{'server':58} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}")
-    for name, result in results.items():
-        errors = sum(result[k] for k in result if k.startswith("err_"))
-        ratio = result["rps"] / reference["rps"]
+def measure_floor(
+    options: argparse.Namespace,
+    work: Path,
+    env: dict[str, str],
+    write: str,
+    client_id: str,
+    pem: bytes,
+    jwk: dict[str, str],
+) -> Result:
+    port = free_port()
+    floor_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "FLOOR_WRITE": write,
+        "FLOOR_CLIENT_JWK": json.dumps(jwk),
+        "FLOOR_TENANT": "bench-es256",
+        "FLOOR_CLIENT_ID": client_id,
+    }
+    command = wsgi_command(options, "issuance_floor:app", port)
+    with serving(command, cwd=ROOT / "benchmarks", env=floor_env, ready=url(port, "/")):
+        name = f"floor: verify, sign, {write} write"
+        return measure_assertions(options, work, name, url(port, "/token"), client_id, pem)
+
+
+def report(results: list[Result]) -> None:
+    reference = results[0]
+    print(f"\n{'what':52} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}")
+    for result in results:
         print(
-            f"{name:58} {result['rps']:8.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f}"
-            f" {errors:7.0f} {ratio:6.2f}"
+            f"{result.name:52} {result.rps:8.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f}"
+            f" {result.errors:7d} {result.rps / reference.rps:6.2f}"
         )
-    if any(result.get("err_status") for result in results.values()):
+    if any(result.errors for result in results):
         print(
             "\nsome requests were refused: raise --max-rps (assertions ran out), or rerun with"
             " --show-refusals to see why"
