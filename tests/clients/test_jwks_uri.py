@@ -77,24 +77,21 @@ def test_client_key_rotation_is_picked_up_without_restart(
     assert jwks_host.hits["/jwks.json"] == 2
 
 
-def test_no_store_answer_is_fetched_again(make_instance, tenant, make_backend_client, jwks_host):
+@pytest.mark.parametrize(
+    ("cache_control", "fetches"),
+    [("no-store", 2), ("public, max-age=3600", 1)],
+    ids=["no-store is fetched again", "max-age is kept"],
+)
+def test_cache_headers_decide_whether_the_keys_are_fetched_again(
+    make_instance, tenant, make_backend_client, jwks_host, cache_control, fetches
+):
     http = make_instance(AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL=0).test_client()
     key = make_client_key()
-    url = jwks_host.publish(key, headers={"Cache-Control": "no-store"})
+    url = jwks_host.publish(key, headers={"Cache-Control": cache_control})
     backend = make_backend_client(tenant, key=key, jwks_uri=url)
     for _ in range(2):
         assert post_token(http, backend.assertion(TOKEN_URL)).status_code == 200
-    assert jwks_host.hits["/jwks.json"] == 2
-
-
-def test_max_age_answer_is_kept(make_instance, tenant, make_backend_client, jwks_host):
-    http = make_instance(AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL=0).test_client()
-    key = make_client_key()
-    url = jwks_host.publish(key, headers={"Cache-Control": "public, max-age=3600"})
-    backend = make_backend_client(tenant, key=key, jwks_uri=url)
-    for _ in range(2):
-        assert post_token(http, backend.assertion(TOKEN_URL)).status_code == 200
-    assert jwks_host.hits["/jwks.json"] == 1
+    assert jwks_host.hits["/jwks.json"] == fetches
 
 
 def test_flood_of_unknown_kids_fetches_the_url_at_most_once_per_interval(
