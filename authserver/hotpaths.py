@@ -19,12 +19,14 @@ from flask import Flask
 
 from authserver.oauth import fastpath as token_fastpath
 from authserver.oauth.views import FAST_TOKEN_HEADERS
+from authserver.tenancy.service import SLUG
 from authserver.tokens import fastpath as introspection_fastpath
 from authserver.tokens.introspection import MAX_TOKEN_LENGTH
 
 Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
 
-ROUTE = re.compile(r"/t/([a-z0-9-]{3,63})/(introspect|token)")
+# A tenant slug as tenants are named (tenancy.service.SLUG); anything else is not ours.
+ROUTE = re.compile(rf"/t/({SLUG.pattern})/(introspect|token)")
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY = MAX_TOKEN_LENGTH + 1024  # larger bodies go to Flask, which refuses them properly
 INTROSPECTION_HEADERS = [

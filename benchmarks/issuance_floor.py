@@ -112,15 +112,12 @@ class AuthserverWrite:
         self.entry = entry
 
     def __call__(self, assertion_jti: str, token_jti: str, scope: str, now: int) -> bool:
-        values = self.entry.guard()
-        values.update(
+        values = self.entry.record_values(
             assertion_jti=assertion_jti,
             assertion_expires_at=now + LIFETIME,
             now=now,
             jti=token_jti,
-            grant_id=secrets.token_urlsafe(16),
             scope=scope,
-            context="{}",
             expires_at=now + LIFETIME,
         )
         return self.store.record(values)

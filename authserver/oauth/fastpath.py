@@ -175,12 +175,36 @@ class Entry:
     jwks_uri: str
     grant_types_text: str
     kid: str
-    ciphertext: bytes
     urls: TenantURLs
     signer: keys.Signer
     claims: AssertionClaims  # the full path's claim checks, for this tenant's token URL
     versions: tuple[str, ...]  # PostgreSQL: the xmin of the tenant, client and key rows
     keys: dict[tuple[str, str], Key] = field(default_factory=dict)
+
+    def record_values(
+        self,
+        *,
+        assertion_jti: str,
+        assertion_expires_at: float,
+        now: int,
+        jti: str,
+        scope: str,
+        expires_at: int,
+    ) -> dict[str, Any]:
+        """What :meth:`IssuanceStore.record` writes for one token: the assertion's jti, the
+        token's record, and the :meth:`guard` parameters. Times are POSIX seconds."""
+        values = self.guard()
+        values.update(
+            assertion_jti=assertion_jti,
+            assertion_expires_at=assertion_expires_at,
+            now=now,
+            jti=jti,
+            grant_id=new_grant_id(),
+            scope=scope,
+            context="{}",
+            expires_at=expires_at,
+        )
+        return values
 
     def guard(self) -> dict[str, Any]:
         """The parameters of :data:`STILL_CURRENT` (PostgreSQL) or :data:`STILL_VALID`."""
@@ -239,7 +263,6 @@ class IssuanceStore:
         if GRANT_TYPE not in json.loads(row[8] or "[]"):
             return None
         urls = TenantURLs(self.public_url, slug, row[3] or None)
-        ciphertext = bytes(row[10])
         entry = Entry(
             tenant_id=row[0],
             slug=slug,
@@ -253,9 +276,8 @@ class IssuanceStore:
             jwks_uri=row[7],
             grant_types_text=row[8],
             kid=row[9],
-            ciphertext=ciphertext,
             urls=urls,
-            signer=keys.signer(row[0], row[9], ciphertext, alg=row[1], typ=ACCESS_TOKEN_TYPE),
+            signer=keys.signer(row[0], row[9], bytes(row[10]), alg=row[1], typ=ACCESS_TOKEN_TYPE),
             claims=AssertionClaims([urls.url(TOKEN_PATH)]),
             versions=tuple(row[11:]),
         )
@@ -375,15 +397,12 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         )
         token_claims = access_token_claims(subject)
         token = entry.signer.sign(token_claims)
-        values = entry.guard()
-        values.update(
+        values = entry.record_values(
             assertion_jti=claims["jti"],
             assertion_expires_at=assertion_expiry(claims).timestamp(),
             now=now,
             jti=subject.jti,
-            grant_id=new_grant_id(),
             scope=granted,
-            context="{}",
             expires_at=token_claims["exp"],
         )
         if not store.record(values):

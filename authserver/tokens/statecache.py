@@ -84,7 +84,6 @@ class TokenStateCache:
                 return
             if self.size >= self.MAX_ROWS:
                 self._drop_all()
-                generation = self.generation
             tenant_rows = self.rows.setdefault(tenant_id, {})
             if key not in tenant_rows:
                 self.size += 1
