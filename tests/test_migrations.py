@@ -43,6 +43,32 @@ def test_models_and_migrations_agree(make_database_url, tmp_path):
             db.engine.dispose()
 
 
+def test_tenant_owned_tables_are_indexed_by_tenant_once(make_database_url, tmp_path):
+    """A tenant's rows are found, and deleted with the tenant, through an index led by
+    ``tenant_id``; an index on ``tenant_id`` alone next to a longer one is only a cost."""
+    app = _migrated_app(make_database_url, tmp_path)
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        try:
+            inspector = inspect(db.engine)
+            led = {}
+            for table in _tables():
+                if "tenant_id" not in {column["name"] for column in inspector.get_columns(table)}:
+                    continue
+                indexes = inspector.get_indexes(table) + inspector.get_unique_constraints(table)
+                led[table] = [
+                    index["column_names"]
+                    for index in indexes
+                    if index["column_names"][:1] == ["tenant_id"]
+                ]
+        finally:
+            db.engine.dispose()
+    assert "issued_tokens" in led and "launches" in led
+    assert [table for table, columns in led.items() if not columns] == []
+    alone = [name for name, columns in led.items() if ["tenant_id"] in columns and len(columns) > 1]
+    assert alone == []
+
+
 def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(make_database_url, tmp_path):
     app = _migrated_app(make_database_url, tmp_path)
     directory = app.extensions["migrate"].directory

@@ -33,6 +33,7 @@ class Role(TenantOwned, Base):
     """A clinical role of one tenant; its scope ceiling bounds what its holders may grant."""
 
     __tablename__ = "roles"
+    keyed_by_tenant = True
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -46,6 +47,7 @@ class User(TenantOwned, Base):
     """A login at one clinic; the same username at another clinic is another person."""
 
     __tablename__ = "users"
+    keyed_by_tenant = True
     __table_args__ = (UniqueConstraint("tenant_id", "username"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -69,6 +71,7 @@ class LoginSession(TenantOwned, Base):
     """A browser login at one tenant. The cookie holds a random token; we keep its digest."""
 
     __tablename__ = "login_sessions"
+    keyed_by_tenant = True
     __table_args__ = (UniqueConstraint("tenant_id", "token_digest"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -31,6 +31,7 @@ DELETED = "deleted"
 
 class Client(TenantOwned, ClientMixin, Base):
     __tablename__ = "clients"
+    keyed_by_tenant = True
     __table_args__ = (UniqueConstraint("tenant_id", "client_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -104,6 +105,7 @@ class UsedAssertion(TenantOwned, Base):
     """
 
     __tablename__ = "used_client_assertions"
+    keyed_by_tenant = True
     __table_args__ = (
         UniqueConstraint("tenant_id", "client_id", "jti"),
         Index("ix_used_client_assertions_expires_at", "expires_at"),

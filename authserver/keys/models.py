@@ -25,6 +25,7 @@ IN_JWKS = (ACTIVE, PUBLISHED)
 
 class SigningKey(TenantOwned, Base):
     __tablename__ = "signing_keys"
+    keyed_by_tenant = True
     __table_args__ = (UniqueConstraint("tenant_id", "kid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)

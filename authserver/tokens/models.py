@@ -31,6 +31,7 @@ class IssuedToken(TenantOwned, Base):
     """
 
     __tablename__ = "issued_tokens"
+    keyed_by_tenant = True
     __table_args__ = (
         UniqueConstraint("tenant_id", "jti"),
         UniqueConstraint("tenant_id", "token_digest"),
