@@ -8,6 +8,8 @@ import jwt
 
 from authserver import validation
 from authserver.errors import ValidationError
+from authserver.smart.scopes import InvalidScope
+from authserver.smart.scopes import parse_scope
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -35,12 +37,20 @@ def auth_method(method: str) -> str:
 
 
 def scopes(scope_list: list[str]) -> str:
-    """A space-joined scope string; each scope a printable token without spaces."""
+    """A space-joined scope string of well-formed SMART and OpenID scopes.
+
+    The registration is the client's ceiling, so a scope that does not parse is refused here:
+    kept, it would restrict nothing.
+    """
     if len(scope_list) > MAX_SCOPES:
         raise ValidationError(f"at most {MAX_SCOPES} scopes")
     for scope in scope_list:
         if not scope or len(scope) > MAX_SCOPE_LENGTH or not scope.isprintable() or " " in scope:
             raise ValidationError(f"invalid scope {scope!r}")
+        try:
+            parse_scope(scope)
+        except InvalidScope as error:
+            raise ValidationError(str(error)) from None
     return " ".join(dict.fromkeys(scope_list))
 
 

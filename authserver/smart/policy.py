@@ -17,10 +17,12 @@ def grantable(requested: ScopeSet, client_allowed: ScopeSet, role_ceiling: Scope
     """The most the user could approve: ``requested ∩ client_allowed ∩ role_ceiling``.
 
     :param client_allowed: the client's registered scopes; an empty registration leaves the
-        client unrestricted, so the role ceilings and the user's consent decide.
+        client unrestricted, so the role ceilings and the user's consent decide. A registration
+        none of whose scopes parse (stored before registration checked them) restricts the
+        client to nothing, never to everything.
     :param role_ceiling: the union of the user's role ceilings (resource scopes).
     """
-    if len(client_allowed):
+    if len(client_allowed) or client_allowed.dropped:
         requested = narrow(requested, client_allowed)
     named = ScopeSet(scope for scope in requested if isinstance(scope, NamedScope))
     resource_ceiling = ScopeSet(

@@ -182,6 +182,28 @@ def test_scopes_and_grant_types_are_recorded(cli, tenant):
 
 
 @pytest.mark.parametrize(
+    "scope",
+    [
+        "patient/Observation.sr",  # letters out of order
+        "patient/Observation.rs,patient/Patient.rs",  # two scopes joined by a comma
+        "Patient/Observation.rs",
+        "bogus",
+    ],
+)
+def test_a_malformed_scope_is_refused_and_nothing_is_stored(cli, tenant, scope):
+    # Stored as typed, a scope that does not parse would restrict the app to nothing at all.
+    before = stored_clients()
+
+    line = refused(
+        cli, "client", "create", "clinic-a", "--name", "Test app", "--public",
+        "--redirect-uri", REDIRECT, "--scope", scope,
+    )  # fmt: skip
+
+    assert "malformed scope" in line and scope in line
+    assert stored_clients() == before
+
+
+@pytest.mark.parametrize(
     "uri",
     ["http://127.0.0.1:8000/cb", "http://localhost/cb", "http://[::1]:9000/cb"],
 )

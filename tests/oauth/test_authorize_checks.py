@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from authserver.errors import ValidationError
+from authserver.extensions import db
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
@@ -239,6 +240,15 @@ def test_malformed_scopes_are_dropped(signed_in, clinic, client):
     page = signed_in.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
     assert "patient/Observation.dus" not in page
     assert 'value="openid"' in page
+
+
+def test_an_app_registered_with_only_unparseable_scopes_is_restricted_to_nothing(signed_in, clinic):
+    # A registration stored before scopes were checked at registration: none of it parses.
+    clinic.public_app.allowed_scope = "patient/Observation.sr patient/observation.rs"
+    db.session.commit()
+    params = authorization_params(clinic, scope="launch/patient openid patient/*.rs")
+
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_scope")
 
 
 def test_nothing_grantable_to_the_user_is_invalid_scope(signed_in, clinic):
