@@ -328,21 +328,30 @@ def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime
     win: the unique constraint decides. A record whose assertion has expired may be reused,
     since the ``jti`` only has to be unique while its assertion is alive.
 
+    The record is committed at once, on a connection of its own: it stands whatever becomes
+    of the request it authenticated (refused for its scope, an introspection that writes
+    nothing, a revocation of an unknown token), so the assertion can never be shown again.
+
     Not audited: it is part of authenticating a token request, not a change anyone makes.
 
     :returns: False when the ``jti`` was already used by a live assertion of this client.
     """
     values = {"tenant_id": tenant.id, "client_id": client_id, "jti": jti}
     values.update(expires_at=expires_at, now=utcnow())
-    # A row comes back only when one was written.
-    recorded = db.session.execute(_USE_ASSERTION, values).first() is not None
-    if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
-        purge_used_assertions()
+    with db.engine.begin() as connection:
+        # A row comes back only when one was written.
+        recorded = connection.execute(_USE_ASSERTION, values).first() is not None
+        if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
+            connection.execute(_purge_statement(utcnow()))
     return recorded
 
 
 def purge_used_assertions(now: datetime | None = None) -> int:
     """Forget the ``jti`` of every expired assertion, of every tenant; returns how many."""
-    statement = sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= (now or utcnow()))
+    statement = _purge_statement(now or utcnow())
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount
+
+
+def _purge_statement(now: datetime) -> Any:
+    return sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= now)

@@ -60,6 +60,15 @@ class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
+    def authenticate_endpoint_client(self, request: Any) -> Client:
+        try:
+            return super().authenticate_endpoint_client(request)
+        except InvalidClientError as error:
+            # RFC 7662 §2.3: credentials that do not check out are a 401, whatever their kind
+            # (a form secret or an assertion as well as a Basic header).
+            error.status_code = 401
+            raise
+
     def check_caller(self, client: Client) -> None:
         if client.kind != RESOURCE_SERVER:
             # 401 like a bad credential: an app's credentials do not open introspection.

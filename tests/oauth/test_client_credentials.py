@@ -202,6 +202,20 @@ def test_replayed_assertion_is_refused(client, backend):
     assert_invalid_client(post_token(client, assertion), "used before")
 
 
+@pytest.mark.parametrize("refusal", ["invalid_scope", "unauthorized_client"])
+def test_an_assertion_spent_on_a_refused_request_is_refused_again(client, tenant, backend, refusal):
+    # The client authenticated with this jti, so it is spent (RFC 7523 §3 item 7), whatever
+    # the request then came to; a second try with a good request must not get a token.
+    assertion = backend.assertion(TOKEN_URL)
+    if refusal == "invalid_scope":
+        first = post_token(client, assertion, scope="system/Encounter.rs")
+    else:
+        first = post_token(client, assertion, grant_type="refresh_token", refresh_token="x")
+    assert first.status_code in (400, 401) and first.json["error"] != "invalid_client", first.json
+
+    assert_invalid_client(post_token(client, assertion), "used before")
+
+
 def test_new_assertion_reusing_a_jti_is_refused(client, backend):
     assert post_token(client, backend.assertion(TOKEN_URL, jti="a" * 64)).status_code == 200
     assert_invalid_client(

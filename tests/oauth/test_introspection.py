@@ -17,11 +17,16 @@ from cryptography.hazmat.primitives.serialization import PublicFormat
 
 from authserver.accounts import service as accounts
 from authserver.clients import service as clients
+from authserver.clients.models import RESOURCE_SERVER
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
+from tests.fixtures.assertions import ASSERTION_TYPE
+from tests.fixtures.assertions import assertion_claims
+from tests.fixtures.assertions import jwks_of
+from tests.fixtures.assertions import make_client_key
 from tests.fixtures.tokens import CONTEXT
 from tests.fixtures.tokens import SCOPE
 from tests.fixtures.tokens import basic
@@ -156,6 +161,32 @@ def test_resource_server_may_use_client_secret_post(client, home, make_gateway, 
     )
 
     assert response.json["active"] is True
+
+
+def test_resource_server_may_use_private_key_jwt_once_per_assertion(
+    client, home, make_client, issue
+):
+    # The same private_key_jwt as the token endpoint (RFC 7523 §2.2); its jti is spent even
+    # though introspection itself writes nothing (RFC 7523 §3 item 7).
+    key = make_client_key()
+    registration = make_client(
+        home, name="JWT gateway", kind=RESOURCE_SERVER, auth_method="private_key_jwt",
+        jwks=jwks_of(key),
+    )  # fmt: skip
+    audience = f"https://auth.example.test/t/{home.slug}/introspect"
+    form = {
+        "token": issue(home).access_token,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": key.sign(assertion_claims(registration.client.client_id, audience)),
+    }
+
+    first = client.post(f"/t/{home.slug}/introspect", data=form)
+    replayed = client.post(f"/t/{home.slug}/introspect", data=form)
+
+    assert first.status_code == 200 and first.json["active"] is True, first.json
+    assert replayed.status_code == 401, replayed.json
+    assert replayed.json["error"] == "invalid_client"
+    assert "used before" in replayed.json["error_description"]
 
 
 # -- every inactive case, each its own test --------------------------------------------------

@@ -13,6 +13,7 @@ from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
+from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.fixtures.tokens import basic
 
 
@@ -104,6 +105,23 @@ def test_an_unknown_token_answers_200(client, tenant, public_app, token):
     response = revoke(client, token, public_app.client_id)
 
     assert response.status_code == 200
+
+
+def test_a_revocation_assertion_is_good_once(client, tenant, make_backend_client):
+    # private_key_jwt at revocation spends the jti even when nothing was revoked (RFC 7523 §3).
+    backend = make_backend_client(tenant)
+    form = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": backend.assertion("https://auth.example.test/t/clinic-a/revoke"),
+    }
+
+    first = client.post("/t/clinic-a/revoke", data={"token": "not-a-token-of-ours", **form})
+    replayed = client.post("/t/clinic-a/revoke", data={"token": "not-a-token-of-ours", **form})
+
+    assert first.status_code == 200, first.json
+    assert replayed.status_code in (400, 401), replayed.json
+    assert replayed.json["error"] == "invalid_client"
+    assert "used before" in replayed.json["error_description"]
 
 
 def test_a_missing_token_is_invalid_request(client, tenant, public_app):
