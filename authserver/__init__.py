@@ -63,6 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def _init_extensions(app: Flask) -> None:
     from authserver import db_events
+    from authserver import inputs
     from authserver import rawdb
     from authserver import schema  # noqa: F401 - every model registered before anything runs
     from authserver import web
@@ -85,6 +86,7 @@ def _init_extensions(app: Flask) -> None:
     app.extensions["authserver.passwords"] = Passwords.from_config(app.config)
     server.init_app(app)
     web.init_app(app)
+    inputs.init_app(app)
 
 
 def _register_blueprints(app: Flask) -> None:

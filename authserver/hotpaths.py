@@ -11,6 +11,7 @@ request, goes to Flask unchanged: the body, once read here, is handed on intact.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,13 +20,14 @@ from flask import Flask
 
 from authserver.oauth import fastpath as token_fastpath
 from authserver.oauth.views import FAST_TOKEN_HEADERS
-from authserver.tenancy.service import SLUG
+from authserver.tenancy.urls import SLUG
 from authserver.tokens import fastpath as introspection_fastpath
 from authserver.tokens.introspection import MAX_TOKEN_LENGTH
 
+log = logging.getLogger(__name__)
 Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
 
-# A tenant slug as tenants are named (tenancy.service.SLUG); anything else is not ours.
+# A tenant slug as tenants are named (tenancy.urls.SLUG); anything else is not ours.
 ROUTE = re.compile(rf"/t/({SLUG.pattern})/(introspect|token)")
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY = MAX_TOKEN_LENGTH + 1024  # larger bodies go to Flask, which refuses them properly
@@ -54,7 +56,12 @@ class HotPaths:
             environ["wsgi.input"] = io.BytesIO(body)
             answer, headers = self.paths[match.group(2)]
             with self.app.app_context():
-                content = answer(match.group(1), environ, body)
+                try:
+                    content = answer(match.group(1), environ, body)
+                except Exception as error:  # noqa: BLE001 - a fast path only answers successes
+                    # The type only: a message could quote the request's credentials.
+                    log.warning("%s fast path failed (%s)", match.group(2), type(error).__name__)
+                    content = None
             if content is not None:
                 start_response("200 OK", [*headers, ("Content-Length", str(len(content)))])
                 return [content]

@@ -128,7 +128,7 @@ class AssertionClaims(PrivateKeyJWTAuthentication):
 
 
 def check_jti(jti: Any) -> None:
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or "\x00" in jti:
         raise InvalidClientError(description="Invalid JWT ID.")
 
 

@@ -23,6 +23,7 @@ from authserver.errors import NotFound
 from authserver.errors import ServiceError
 from authserver.extensions import db
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import SLUG
 
 View = TypeVar("View", bound=Callable[..., Any])
 # Built once: every tenant request runs it, and building a statement costs more than running it.
@@ -75,7 +76,9 @@ def load_tenant_by_slug(slug: str | None) -> None:
     :raises TenantNotFound: when there is none; never another tenant instead.
     :raises TenantSuspended: when it is suspended and the view does not serve suspended tenants.
     """
-    tenant = db.session.scalar(_TENANT_BY_SLUG, {"slug": slug}) if slug else None
+    # Anything not shaped like a slug names no tenant, and is never sent to the database.
+    well_formed = slug is not None and SLUG.fullmatch(slug) is not None
+    tenant = db.session.scalar(_TENANT_BY_SLUG, {"slug": slug}) if well_formed else None
     if tenant is None:
         raise TenantNotFound(f"no tenant {slug!r} here")
     g.tenant = tenant

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import current_app
@@ -24,10 +23,10 @@ from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import JWKS_PATH
 from authserver.tenancy.urls import LOGIN_PATH
 from authserver.tenancy.urls import OPENID_CONFIGURATION_PATH
+from authserver.tenancy.urls import SLUG
 from authserver.tenancy.urls import SMART_CONFIGURATION_PATH
 from authserver.tenancy.urls import TenantURLs
 
-SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]")
 # Path segments the deployment may want for itself one day, or that read as something else.
 RESERVED_SLUGS = frozenset(
     {

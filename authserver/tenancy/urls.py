@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from authserver.tenancy.models import Tenant
 
+# What a tenant may be called: the only path segment that can name one.
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]")
 OPENID_CONFIGURATION_PATH = "/.well-known/openid-configuration"
 SMART_CONFIGURATION_PATH = "/.well-known/smart-configuration"
 JWKS_PATH = "/.well-known/jwks.json"

@@ -120,18 +120,21 @@ def introspect(slug: str, authorization: str | None, token: str | None) -> dict[
     """
     state = current_app.extensions["authserver.fastpath"]
     tenant_id = state["tenant_ids"].get(slug)
-    credential = extract_basic_authorization({"Authorization": authorization or ""})
-    if tenant_id is None or not all(credential) or not token:
+    if tenant_id is None or not token or authorization is None:
         return None
     if len(token) > MAX_TOKEN_LENGTH or token.startswith(REFRESH_TOKEN_PREFIX + "_"):
         return None
-    caller_id, secret = credential
-    signed = signed_claims(tenant_id, token)
-    jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
-    params = {"slug": slug, "caller": caller_id, "jti": jti, "kid": kid}
     try:
+        credential = extract_basic_authorization({"Authorization": authorization})
+        if not all(credential):
+            return None
+        caller_id, secret = credential
+        signed = signed_claims(tenant_id, token)
+        jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
+        params = {"slug": slug, "caller": caller_id, "jti": jti, "kid": kid}
         row, keep = state["reader"].read(tenant_id, params)
-    except Exception:  # noqa: BLE001 - the full path reports database trouble properly
+    # Unreadable credentials or database trouble: the full path answers them properly.
+    except Exception:  # noqa: BLE001
         return None
     if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
         return None

@@ -1,0 +1,69 @@
+"""Request input no endpoint can use, refused before any view reads it.
+
+No protocol value this server accepts (a client id, a username, a nonce, a scope...) can hold a
+NUL character, and PostgreSQL cannot even compare text that does: without this check such a
+value would reach a query and fail there as a server error. HTTP Basic credentials must be
+base64 of UTF-8 text (RFC 7617 §2.1 with ``charset="UTF-8"``, RFC 6749 §2.3.1); anything else
+is a failed client authentication, answered as one.
+
+The tenant slug in the path is checked by :func:`authserver.tenancy.resolution.load_tenant_by_slug`
+before this runs; the two fast paths in front of Flask decline such requests, which then come
+here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from flask import Flask
+from flask import Response
+from flask import request
+
+from authserver.errors import ValidationError
+
+NUL = "\x00"
+# A token presented for introspection or revocation is never read as text by the database (it
+# is verified, or looked up by digest), and anything not a token of ours has an answer of its
+# own there: ``{"active": false}``, or a 200 that changes nothing.
+ANSWERED_AS_UNKNOWN = frozenset({"token"})
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(refuse_unusable_input)
+
+
+def refuse_unusable_input() -> Response | None:
+    """``before_request``: a 401 for unreadable Basic credentials; raises for a NUL anywhere."""
+    if NUL in request.path or _has_nul(request.args) or _has_nul(request.form):
+        raise ValidationError("The request holds a NUL character, which no parameter may contain.")
+    if not _basic_credentials_readable(request.headers.get("Authorization", "")):
+        error = InvalidClientError(
+            status_code=401, description="The client credentials are not readable."
+        )
+        status, body, headers = error()
+        return Response(json.dumps(dict(body)), status=status, headers=headers)
+    return None
+
+
+def _has_nul(values: Any) -> bool:
+    return any(
+        NUL in name or (NUL in value and name not in ANSWERED_AS_UNKNOWN)
+        for name, value in values.items(multi=True)
+    )
+
+
+def _basic_credentials_readable(authorization: str) -> bool:
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return True  # not Basic: the endpoint that reads it judges it
+    try:
+        text = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    # RFC 6749 §2.3.1: the client id and secret are form-encoded before base64.
+    return ":" in text and all(NUL not in unquote(part) for part in text.split(":", 1))

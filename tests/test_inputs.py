@@ -1,0 +1,173 @@
+"""Input no endpoint can use gets a client error in the endpoint's own format, never a 500.
+
+PostgreSQL cannot hold or compare text with a NUL character, so on PostgreSQL each of these once
+reached a query and failed there; HTTP Basic credentials that are not base64 of UTF-8 failed
+inside the credential parser. Both backends run every case.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.fixtures.accounts import csrf_token
+from tests.fixtures.assertions import ASSERTION_TYPE
+from tests.fixtures.tokens import basic
+
+REDIRECT = "https://app.example.test/callback"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_jwt(header: dict, payload: dict) -> str:
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}.AAAA"
+
+
+def assert_oauth_error(response, status, error):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.json["error"] == error
+
+
+# -- NUL characters --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/t/clinic-a%00/.well-known/smart-configuration",
+        "/t/%00/.well-known/jwks.json",
+        "/t/clinic-a%00/login",
+        "/t/clinic-a%00/token",
+    ],
+)
+def test_a_nul_in_the_tenant_slug_names_no_tenant(client, tenant, path):
+    response = client.get(path) if "token" not in path else client.post(path, data={})
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "authorization_code", "client_id": "app_\x00", "code": "x"},
+        {"grant_type": "client_credentials\x00"},
+        {"grant_type": "refresh_token", "refresh_token": "x", "scope\x00": "openid"},
+    ],
+)
+def test_a_nul_in_a_token_request_is_invalid_request(client, tenant, form):
+    response = client.post("/t/clinic-a/token", data={**form, "redirect_uri": REDIRECT})
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert "NUL" in response.json["error_description"]
+
+
+@pytest.mark.parametrize("name", ["client_id", "nonce", "state"])
+def test_a_nul_in_an_authorization_request_is_an_error_page(client, tenant, name):
+    params = {"response_type": "code", "client_id": "app_x", "redirect_uri": REDIRECT}
+    params[name] = "x\x00y"
+
+    response = client.get("/t/clinic-a/authorize", query_string=params)
+
+    assert response.status_code == 400
+    assert response.content_type.startswith("text/html")
+    assert "Location" not in response.headers  # nothing checked out, so nothing is redirected
+
+
+def test_a_nul_in_a_login_username_is_refused_and_signs_no_one_in(client, tenant, make_user):
+    make_user(tenant, "nurse")
+    page = client.get("/t/clinic-a/login")
+    form = {
+        "csrf_token": csrf_token(page.get_data(as_text=True)),
+        "username": "nurse\x00",
+        "password": "x",
+    }
+
+    response = client.post("/t/clinic-a/login", data=form)
+
+    assert response.status_code == 400
+    assert "Set-Cookie" not in response.headers or "asls" not in response.headers["Set-Cookie"]
+
+
+def test_a_nul_in_an_assertions_subject_is_invalid_client(client, tenant):
+    assertion = unsigned_jwt(
+        {"alg": "RS384", "kid": "k", "typ": "JWT"},
+        {"iss": "app\x00", "sub": "app\x00", "aud": "x", "exp": 1, "jti": "j"},
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
+
+    response = client.post("/t/clinic-a/token", data=form)
+
+    # RFC 6749 §5.2: 401 is for a failed Authorization header; an assertion may get a 400.
+    assert response.status_code in (400, 401), response.json
+    assert response.json["error"] == "invalid_client"
+
+
+def test_a_token_whose_kid_holds_a_nul_is_inactive(client, tenant, make_gateway, issue):
+    gateway = make_gateway(tenant)
+    assert gateway.introspect(client, issue(tenant).access_token).json["active"] is True
+    token = unsigned_jwt({"alg": "RS256", "typ": "at+jwt", "kid": "k\x00"}, {})
+
+    response = gateway.introspect(client, token)
+
+    assert response.status_code == 200
+    assert response.json == {"active": False}
+
+
+# -- Basic credentials that cannot be read -----------------------------------------------------
+
+UNREADABLE = [b"\xff\xfe:secret", b"rs_\x00:secret", b"rs_%00:secret", b"no-colon"]
+
+
+@pytest.mark.parametrize("credentials", UNREADABLE)
+@pytest.mark.parametrize(
+    "path, form",
+    [
+        ("/t/clinic-a/token", {"grant_type": "refresh_token", "refresh_token": "asrt_x"}),
+        ("/t/clinic-a/introspect", {"token": "x"}),
+        ("/t/clinic-a/revoke", {"token": "x"}),
+    ],
+)
+def test_unreadable_basic_credentials_are_invalid_client(
+    client, tenant, make_gateway, issue, path, form, credentials
+):
+    gateway = make_gateway(tenant)  # and the introspection fast path knows the tenant
+    assert gateway.introspect(client, issue(tenant).access_token).json["active"] is True
+    authorization = "Basic " + base64.b64encode(credentials).decode()
+
+    response = client.post(path, data=form, headers={"Authorization": authorization})
+
+    assert_oauth_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_readable_basic_credentials_still_work_beside_them(client, tenant, make_gateway, issue):
+    gateway = make_gateway(tenant)
+    token = issue(tenant).access_token
+    response = client.post(
+        "/t/clinic-a/introspect",
+        data={"token": token},
+        headers=basic(gateway.client_id, gateway.secret),
+    )
+
+    assert response.json["active"] is True
+
+
+def test_a_nul_in_the_presented_token_is_just_not_a_token_of_ours(client, tenant, make_gateway):
+    gateway = make_gateway(tenant)
+    headers = basic(gateway.client_id, gateway.secret)
+    form = {"token": "x\x00y"}
+
+    introspected = client.post("/t/clinic-a/introspect", data=form, headers=headers)
+    revoked = client.post("/t/clinic-a/revoke", data=form, headers=headers)
+
+    assert introspected.status_code == 200 and introspected.json == {"active": False}
+    assert revoked.status_code == 200, revoked.get_data(as_text=True)
