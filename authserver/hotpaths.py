@@ -69,8 +69,8 @@ class HotPaths:
 
     @staticmethod
     def _candidate(environ: dict[str, Any]) -> re.Match[str] | None:
-        if environ.get("REQUEST_METHOD") != "POST":
-            return None
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
+            return None  # parameters in the URL too: the full path decides what they mean
         content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         length = environ.get("CONTENT_LENGTH", "")
         if content_type != FORM_TYPE or not length.isdigit() or int(length) > MAX_BODY:

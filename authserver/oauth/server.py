@@ -16,6 +16,7 @@ from authlib.oauth2.rfc6749 import UnsupportedResponseTypeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask
 from flask import current_app
+from flask import request as flask_request
 from werkzeug.http import parse_options_header
 
 from authserver.clients import service as clients
@@ -63,13 +64,20 @@ class TenantAuthorizationServer(AuthorizationServer):
     def create_token_response(self, request: Any = None) -> Any:
         """Authlib's, after RFC 6749 §4.1.3's shape: a form-encoded body with a ``grant_type``.
 
-        Anything else (a JSON body, TOK-22; no ``grant_type``) is ``invalid_request``, where
-        Authlib would answer ``unsupported_grant_type``.
+        Anything else (a JSON body, TOK-22; parameters in the URL, which Authlib would read
+        before the body's; no ``grant_type``) is ``invalid_request``, where Authlib would answer
+        ``unsupported_grant_type`` or take the URL's values.
         """
         oauth_request = self.create_oauth2_request(request)
         content_type = parse_options_header(oauth_request.headers.get("Content-Type"))[0]
-        if content_type != FORM_CONTENT_TYPE:
+        if content_type.lower() != FORM_CONTENT_TYPE:  # media types ignore case (RFC 9110 §8.3.1)
             error = InvalidRequestError(f"The token request body must be {FORM_CONTENT_TYPE}.")
+            return self.handle_error_response(oauth_request, error)
+        if flask_request.query_string:
+            # §4.1.3, §4.4.2: parameters go in the body; in the URL, a secret ends up in logs.
+            error = InvalidRequestError(
+                "Send the token request's parameters in the body, not the URL."
+            )
             return self.handle_error_response(oauth_request, error)
         if not oauth_request.form.get("grant_type"):
             error = InvalidRequestError("Missing 'grant_type'.")

@@ -11,10 +11,12 @@ from __future__ import annotations
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import jwt
 import pytest
 from sqlalchemy import text
+from werkzeug.datastructures import MultiDict
 
 from authserver.clients import service as clients
 from authserver.clients.models import UsedAssertion
@@ -27,6 +29,7 @@ from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 from tests.fixtures.database import backend as backend_name
+from tests.fixtures.tokens import basic
 
 TOKEN_PATH = "/t/clinic-a/token"
 TOKEN_URL = "https://auth.example.test/t/clinic-a/token"
@@ -183,6 +186,53 @@ def test_a_body_client_id_of_another_client_is_refused_by_the_full_path(client, 
     response = post(client, backend.assertion(TOKEN_URL), client_id="someone-else")
     assert response.status_code == 400
     assert response.json["error"] == "invalid_client"
+    assert not any(answers)
+
+
+@pytest.mark.parametrize("query", ["client_id=someone-else", "scope=system/Observation.rs"])
+def test_parameters_in_the_url_are_refused_by_the_full_path(client, backend, answers, query):
+    # Authlib would read the URL's parameters before the body's: refused, never half-read.
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    response = client.post(
+        f"{TOKEN_PATH}?{query}", data=token_form(backend.assertion(TOKEN_URL), "system/Patient.rs")
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert "body" in response.json["error_description"]
+    assert not any(answers)
+
+
+def test_a_repeated_scope_is_refused_by_the_full_path(client, backend, answers):
+    form = [*token_form(backend.assertion(TOKEN_URL)).items(), ("scope", "system/Observation.rs")]
+    response = client.post(TOKEN_PATH, data=MultiDict(form))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert "scope" in response.json["error_description"]
+    assert not any(answers)
+
+
+def test_a_basic_header_beside_the_assertion_is_refused_by_the_full_path(client, backend, answers):
+    response = client.post(
+        TOKEN_PATH,
+        data=token_form(backend.assertion(TOKEN_URL)),
+        headers=basic(backend.client_id, "anything"),
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert not any(answers)
+
+
+def test_the_form_media_type_is_read_case_insensitively_on_both_paths(client, backend, answers):
+    body = urlencode(token_form(backend.assertion(TOKEN_URL)))
+    content_type = "Application/X-WWW-Form-Urlencoded"
+    fast = client.post(TOKEN_PATH, data=body, content_type=content_type)
+    assert fast.status_code == 200 and answers[-1] is not None
+    answers.clear()
+    # A parameter the fast path does not know (and Authlib ignores) sends it to the full path.
+    body = urlencode({**token_form(backend.assertion(TOKEN_URL)), "note": "nightly export"})
+    full = client.post(TOKEN_PATH, data=body, content_type=content_type)
+    assert full.status_code == 200, full.json
     assert not any(answers)
 
 

@@ -27,9 +27,12 @@ class TokenRequestChecks:
         for name, values in request.payload.datalist.items():
             if len(values) > 1:
                 raise InvalidRequestError(f"Multiple '{name}' in request.")
+        methods = [name for name in ("client_secret", "client_assertion") if request.form.get(name)]
         if request.headers.get("Authorization", "").lower().startswith("basic "):
-            if request.form.get("client_secret") or request.form.get("client_assertion"):
-                raise InvalidRequestError("Use one client authentication method, not several.")
+            methods.append("Authorization")
+        if len(methods) > 1:
+            raise InvalidRequestError("Use one client authentication method, not several.")
+        if "Authorization" in methods:
             basic_client_id, _ = extract_basic_authorization(request.headers)
             body_client_id = request.form.get("client_id")
             if body_client_id and body_client_id != basic_client_id:

@@ -23,6 +23,7 @@ from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.clients.assertions import PRIVATE_KEY_JWT
+from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.tokens import token_request
 from authserver.smart.backend import backend_grant
 from authserver.smart.scopes import InvalidScope
@@ -32,7 +33,7 @@ from authserver.tenancy.resolution import current_tenant
 MAX_TOKEN_LIFETIME = 300
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = [PRIVATE_KEY_JWT]
     #: Discovery's scopes_supported: system scopes in v1 and v2 form.
     SCOPES_SUPPORTED = ("system/*.cruds", "system/*.rs", "system/*.*", "system/*.read")
