@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from authserver import security
 from authserver.accounts.models import ACTIVE as USER_ACTIVE
+from authserver.accounts.models import LoginSession
 from authserver.accounts.models import Role
 from authserver.accounts.models import User
 from authserver.accounts.models import user_roles
@@ -56,6 +57,7 @@ _tokens = IssuedToken.__table__.c
 _clients = Client.__table__.c
 _users = User.__table__.c
 _keys = SigningKey.__table__.c
+_logins = LoginSession.__table__.c
 _FROM = IssuedToken.__table__.join(Client.__table__, _clients.id == _tokens.client_pk).outerjoin(
     User.__table__, _users.id == _tokens.user_id
 )
@@ -87,8 +89,16 @@ _ACCESS_STATE = (
     )
 )
 _REFRESH_STATE = (
-    select(*_STATE_COLUMNS, _tokens.user_id, _tokens.scope, _tokens.context, _tokens.issued_at)
-    .select_from(_FROM)
+    select(
+        *_STATE_COLUMNS,
+        _tokens.user_id,
+        _tokens.scope,
+        _tokens.context,
+        _tokens.issued_at,
+        _logins.expires_at.label("login_expires_at"),
+        _logins.ended_at.label("login_ended_at"),
+    )
+    .select_from(_FROM.outerjoin(LoginSession.__table__, _logins.id == _tokens.login_session_id))
     .where(
         _tokens.tenant_id == bindparam("tenant_id"),
         _tokens.token_digest == bindparam("digest"),
@@ -246,7 +256,7 @@ def _refresh_token(tenant: Tenant, token: str) -> TokenState | None:
     if row is None:
         return None
     # A used refresh token was rotated away: only its successor is live (RFC 9700 §4.14.2).
-    revoked = _ended(tenant, row) or row.used_at is not None
+    revoked = _ended(tenant, row) or row.used_at is not None or _session_gone(row)
     issuer = tenants.urls(tenant).issuer
     answer: dict[str, Any] = {
         "scope": row.scope,
@@ -262,6 +272,19 @@ def _refresh_token(tenant: Tenant, token: str) -> TokenState | None:
     roles = _role_names(row.user_id) if row.user_id is not None and not revoked else None
     _add_identity(answer, row.username, roles, row.context or {})
     return _state(row, answer["exp"], revoked, answer)
+
+
+def _session_gone(row: Any) -> bool:
+    """An ``online_access`` refresh token dies with its login session (SMART: "online" access
+    lasts while the user is signed in), as the refresh grant refuses it then too."""
+    words = row.scope.split()
+    if "online_access" not in words or "offline_access" in words:
+        return False
+    return (
+        row.login_expires_at is None
+        or row.login_ended_at is not None
+        or _epoch(row.login_expires_at) <= time.time()
+    )
 
 
 def _ended(tenant: Tenant, row: Any) -> bool:

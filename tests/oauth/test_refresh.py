@@ -191,6 +191,31 @@ def test_confidential_client_refreshing_without_credentials_is_invalid_client(si
     assert ok.status_code == 200
 
 
+def test_a_secret_and_an_assertion_in_one_body_are_invalid_request(signed_in, clinic, make_client):
+    # RFC 6749 §2.3: one authentication method per request, the body's as well as a header's.
+    registration = make_client(
+        clinic.tenant,
+        name="Form-post app",
+        auth_method="client_secret_post",
+        redirect_uris=["https://app.example.test/callback"],
+    )
+    app = registration.client
+    first = tokens_for(signed_in, clinic, app=app, client_secret=registration.client_secret)
+    both = {
+        "client_secret": registration.client_secret,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": "e30.e30.AAAA",
+    }
+
+    assert_error(
+        refresh(signed_in, clinic, first["refresh_token"], app, **both), 400, "invalid_request"
+    )
+    alone = refresh(
+        signed_in, clinic, first["refresh_token"], app, client_secret=both["client_secret"]
+    )
+    assert alone.status_code == 200, alone.json  # the refused request did not spend the token
+
+
 def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic):
     first = tokens_for(signed_in, clinic)
     second = refresh(signed_in, clinic, first["refresh_token"]).json
@@ -244,6 +269,27 @@ def test_online_access_refresh_token_lives_with_the_login_session(signed_in, cli
     accounts.end_session(clinic.tenant, login_row)
     db.session.commit()
     assert_error(refresh(signed_in, clinic, second.json["refresh_token"]), 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("session_end", ["signed out", "expired"])
+def test_introspection_agrees_an_online_refresh_token_ends_with_its_session(
+    signed_in, clinic, make_gateway, session_end
+):
+    gateway = make_gateway(clinic.tenant)
+    online = tokens_for(signed_in, clinic, scope="launch/patient online_access patient/*.rs")
+    offline = tokens_for(signed_in, clinic)
+    assert gateway.introspect(signed_in, online["refresh_token"]).json["active"] is True
+    record = tokens.find_refresh_token(clinic.tenant, online["refresh_token"])
+    login_row = db.session.get(accounts.LoginSession, record.login_session_id)
+
+    if session_end == "signed out":
+        accounts.end_session(clinic.tenant, login_row)
+    else:
+        login_row.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+
+    assert gateway.introspect(signed_in, online["refresh_token"]).json == {"active": False}
+    assert gateway.introspect(signed_in, offline["refresh_token"]).json["active"] is True
 
 
 def test_offline_access_outlives_the_login_session(signed_in, clinic):
