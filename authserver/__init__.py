@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from authserver.sessions import LeanSessionInterface
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+# Authlib logs every issued token response, access and refresh tokens included, at DEBUG
+# ("Issue token %r to %r"): its loggers never go below INFO, however verbose the rest is.
+QUIET_LOGGERS = ("authlib",)
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
@@ -52,6 +56,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(settings["AUTHSERVER_TEMPLATE_DIR"]), app.jinja_loader]  # type: ignore[list-item]
     )
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.level, logging.INFO))
     _init_extensions(app)
     _register_blueprints(app)
     from authserver.hotpaths import HotPaths
