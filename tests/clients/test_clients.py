@@ -248,6 +248,15 @@ def test_a_redirect_uri_with_a_fragment_is_refused(cli, tenant):
     assert "redirect URI must not have a fragment" in message
 
 
+@pytest.mark.parametrize(
+    "uri", ["https://app.example.test:99999/cb", "https://app.example.test:x/cb"]
+)
+def test_a_redirect_uri_with_an_impossible_port_is_refused(cli, tenant, uri):
+    message = assert_refused(cli, "--public", "--redirect-uri", uri)
+
+    assert "redirect URI is not a valid URL" in message
+
+
 @pytest.mark.parametrize("uri", ["/callback", "callback", "app.example.test/cb", "https:///cb"])
 def test_a_relative_redirect_uri_is_refused(cli, tenant, uri):
     message = assert_refused(cli, "--public", "--redirect-uri", uri)
