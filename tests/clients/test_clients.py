@@ -142,6 +142,12 @@ def test_an_app_with_a_jwks_uri(cli, tenant):
     assert created["scope"] == "system/Observation.rs"
 
 
+def test_an_app_with_keys_and_no_redirect_uri_is_a_backend_services_client(cli, tenant, tmp_path):
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, rsa_jwk()))
+
+    assert created["grant_types"] == ["client_credentials"]
+
+
 def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
     created = run(
         cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server"
@@ -155,10 +161,11 @@ def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
     assert stored(created["client_id"]).check_client_secret(created["client_secret"])
 
 
-def test_scopes_and_grant_types_are_recorded(cli, tenant):
+def test_scopes_and_grant_types_are_recorded(cli, tenant, tmp_path):
     created = create(
         cli,
-        "--secret",
+        "--jwks-file",
+        jwks_file(tmp_path, rsa_jwk()),
         "--redirect-uri",
         REDIRECT,
         "--scope",
@@ -341,12 +348,31 @@ def test_an_unknown_grant_type_is_refused(cli, tenant):
     assert "unknown grant type password" in message
 
 
-def test_client_credentials_for_a_public_client_is_refused(cli, tenant):
-    message = assert_refused(
-        cli, "--public", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"
-    )
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--public", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"],
+        ["--secret", "--grant-type", "client_credentials"],
+        ["--secret", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"],
+    ],
+    ids=["public", "secret", "secret-with-redirect-uri"],
+)
+def test_client_credentials_for_a_client_without_keys_is_refused(cli, tenant, options):
+    # The token endpoint serves client_credentials to private_key_jwt clients only (SMART
+    # Backend Services): registered, this client would get invalid_client on every request.
+    message = assert_refused(cli, *options)
 
-    assert "client_credentials needs a confidential client" in message
+    assert "client_credentials needs a private_key_jwt client" in message
+    assert "jwks or jwks_uri" in message
+
+
+@pytest.mark.parametrize("options", [["--public"], ["--secret"]], ids=["public", "secret"])
+def test_an_app_with_no_grant_it_could_use_is_refused(cli, tenant, options):
+    # Without a redirect URI there is no code grant, and without keys no client_credentials.
+    message = assert_refused(cli, *options)
+
+    assert "an app needs a redirect URI (for authorization_code)" in message
+    assert "private_key_jwt keys (jwks or jwks_uri) for client_credentials" in message
 
 
 def test_the_code_grant_without_a_redirect_uri_is_refused(cli, tenant):

@@ -156,13 +156,10 @@ def test_missing_response_type_is_invalid_request(signed_in, clinic):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
-def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_client):
-    backend = make_client(
-        clinic.tenant,
-        auth_method="client_secret_basic",
-        redirect_uris=[REDIRECT_URI],
-        grant_types=["client_credentials"],
-    ).client
+def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_backend_client):
+    backend = make_backend_client(
+        clinic.tenant, redirect_uris=[REDIRECT_URI], grant_types=["client_credentials"]
+    ).registration.client
     params = authorization_params(clinic, backend)
     error_redirect(
         signed_in.get("/t/clinic-a/authorize", query_string=params), "unauthorized_client"
