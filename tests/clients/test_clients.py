@@ -334,6 +334,23 @@ def test_a_jwks_file_that_is_not_json_is_refused(cli, tenant, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x30\x82\x01\x22\xff\xfe binary key material", "--jwks-file is not UTF-8 text"),
+        (b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "its JSON nests too deeply"),
+    ],
+    ids=["der-key", "deeply-nested"],
+)
+def test_a_jwks_file_that_cannot_be_read_as_json_is_refused(
+    cli, tenant, tmp_path, content, expected
+):
+    path = tmp_path / "jwks.json"
+    path.write_bytes(content)
+
+    assert expected in assert_refused(cli, "--jwks-file", str(path), "--redirect-uri", REDIRECT)
+
+
 def test_an_http_jwks_uri_is_refused(cli, tenant):
     assert "jwks_uri must use https" in assert_refused(
         cli, "--jwks-uri", "http://app.example.test/jwks", "--redirect-uri", REDIRECT
