@@ -11,6 +11,7 @@ from flask import Flask
 from flask import Response
 from flask import g
 from flask import jsonify
+from flask import make_response
 from flask import render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -75,9 +76,16 @@ def init_app(app: Flask) -> None:
         return error_response(400, "invalid_request", message)
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Any, int]:
+    def http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 500, code, error.description or error.name)
+        response = make_response(
+            error_response(error.code or 500, code, error.description or error.name)
+        )
+        # Keep what the error says beyond its body, such as a 405's Allow (RFC 9110 §15.5.6).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers.add(name, value)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> tuple[Any, int]:

@@ -414,6 +414,7 @@ def test_get_is_not_allowed(client, home, gateway):
     response = client.get(f"/t/{home.slug}/introspect", headers=gateway.headers)
 
     assert response.status_code == 405
+    assert "POST" in response.allow
 
 
 # -- discovery -------------------------------------------------------------------------------
