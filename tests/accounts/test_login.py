@@ -16,7 +16,9 @@ from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.tenancy import service as tenants
 from tests.fixtures.accounts import DUMMY_PASSWORD
+from tests.fixtures.accounts import HTTPS
 from tests.fixtures.accounts import csrf_token
+from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 
 LOGIN_FAILED = "Incorrect username or password."
@@ -181,6 +183,38 @@ def test_a_login_without_a_valid_csrf_token_is_refused(client, tenant, alice, to
     assert session_count() == 0
 
 
+def test_a_login_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    client, tenant, alice
+):
+    # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
+    page_url = f"{HTTPS}/t/clinic-a/login"
+    page = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        page_url,
+        data={"username": "alice", "password": DUMMY_PASSWORD, "csrf_token": csrf_token(page)},
+        headers=form_referer(page, page_url),
+    )
+
+    assert response.status_code == 303
+    assert login_cookie(response) is not None
+
+
+def test_a_login_over_https_posted_from_another_site_is_refused(client, tenant, alice):
+    page_url = f"{HTTPS}/t/clinic-a/login"
+    page = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        page_url,
+        data={"username": "alice", "password": DUMMY_PASSWORD, "csrf_token": csrf_token(page)},
+        headers={"Referer": "https://evil.example/t/clinic-a/login"},
+    )
+
+    assert response.status_code == 400
+    assert login_cookie(response) is None
+    assert session_count() == 0
+
+
 def test_a_csrf_token_from_another_browser_is_refused(app, client, tenant, alice):
     other_browser = app.test_client()
     token = csrf_token(other_browser.get("/t/clinic-a/login").get_data(as_text=True))
@@ -288,6 +322,23 @@ def test_logout_ends_the_session_and_the_old_cookie_no_longer_logs_in(client, te
     assert service.find_session(tenant, token) is None
     db.session.expire_all()
     assert db.session.scalar(select(LoginSession)).ended_at is not None
+
+
+def test_logout_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    client, tenant, alice
+):
+    login(client, "clinic-a", "alice")
+    page_url = f"{HTTPS}/t/clinic-a/"
+    home = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        f"{HTTPS}/t/clinic-a/logout",
+        data={"csrf_token": csrf_token(home)},
+        headers=form_referer(home, page_url),
+    )
+
+    assert response.status_code == 303
+    assert client.get(page_url).status_code == 302
 
 
 def test_logout_without_a_csrf_token_keeps_the_session(client, tenant, alice):

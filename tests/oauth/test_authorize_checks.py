@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from urllib.parse import parse_qs
+from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import pytest
 
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from tests.fixtures.accounts import HTTPS
+from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
+from tests.oauth.conftest import consent_form
 from tests.oauth.conftest import fhir_base
 from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import set_policy
@@ -333,6 +337,32 @@ def test_consent_post_without_csrf_token_is_refused(signed_in, clinic):
         query_string=params,
         data={"csrf_token": "forged", "decision": "allow", "grant": "openid"},
     )
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+
+
+def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    signed_in, clinic
+):
+    # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
+    page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
+    page = signed_in.get(page_url).get_data(as_text=True)
+
+    response = signed_in.post(
+        page_url, data=consent_form(page), headers=form_referer(page, page_url)
+    )
+
+    assert "code" in redirect_params(response)
+
+
+def test_consent_over_https_posted_from_another_site_is_refused(signed_in, clinic):
+    page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
+    page = signed_in.get(page_url).get_data(as_text=True)
+
+    response = signed_in.post(
+        page_url, data=consent_form(page), headers={"Referer": "https://evil.example/consent"}
+    )
+
     assert response.status_code == 400
     assert "Location" not in response.headers
 
