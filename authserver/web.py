@@ -22,6 +22,9 @@ from authserver.tenancy.resolution import current_view_has
 log = logging.getLogger(__name__)
 
 PUBLIC_DOCUMENT_MAX_AGE = 300
+# A page that signs in or consents must not be framed by another site (clickjacking): CSP for
+# today's browsers, X-Frame-Options for those that predate frame-ancestors.
+PAGE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
 def public_json(document: dict[str, Any]) -> Response:
@@ -54,6 +57,12 @@ def error_response(status: int, code: str, description: str) -> tuple[Any, int]:
 
 
 def init_app(app: Flask) -> None:
+    @app.after_request
+    def page_headers(response: Response) -> Response:
+        if current_view_has("is_page"):
+            response.headers.update(PAGE_HEADERS)
+        return response
+
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> tuple[Any, int]:
         return error_response(error.status, error.code, str(error))

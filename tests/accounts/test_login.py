@@ -17,6 +17,7 @@ from authserver.extensions import db
 from authserver.tenancy import service as tenants
 from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import HTTPS
+from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
@@ -143,6 +144,23 @@ def test_a_failed_login_is_a_generic_401_without_a_cookie(
     assert login_cookie(response) is None
     assert session_count() == 0
     assert client.get("/t/clinic-a/").status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/logout", "/t/clinic-a/"])
+def test_the_account_pages_cannot_be_framed(client, tenant, alice, path):
+    login(client, "clinic-a", "alice")
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert_not_framable(response)
+
+
+def test_a_failed_login_page_cannot_be_framed(client, tenant, alice):
+    response = login(client, "clinic-a", "alice", "wrong password")
+
+    assert response.status_code == 401
+    assert_not_framable(response)
 
 
 def test_a_disabled_user_loses_their_live_session(client, tenant, alice):

@@ -11,6 +11,7 @@ import pytest
 from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.accounts import HTTPS
+from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
@@ -339,6 +340,22 @@ def test_consent_post_without_csrf_token_is_refused(signed_in, clinic):
     )
     assert response.status_code == 400
     assert "Location" not in response.headers
+
+
+def test_the_consent_page_cannot_be_framed(signed_in, clinic):
+    response = signed_in.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
+
+    assert 'name="decision"' in response.get_data(as_text=True)
+    assert_not_framable(response)
+
+
+def test_an_authorization_error_page_cannot_be_framed(signed_in, clinic):
+    params = authorization_params(clinic, redirect_uri="https://evil.example/cb")
+
+    response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+
+    error_page(response, "invalid_request")
+    assert_not_framable(response)
 
 
 def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_policy(
