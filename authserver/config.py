@@ -13,6 +13,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ SECRET_HELP = (
     "set AUTHSERVER_SECRET_KEY to a long random string, "
     "for example the output of: openssl rand -base64 32"
 )
+PUBLIC_URL_HELP = (
+    "set AUTHSERVER_PUBLIC_URL to the URL clients reach this server at, "
+    "for example https://auth.example.org or https://example.org/auth"
+)
+# Plain http is only safe where nobody else can listen: the machine itself.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ConfigError(RuntimeError):
@@ -101,10 +108,13 @@ def _coerce(value: str, default: Any) -> Any:
 def finalize(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     """Fill in derived settings and refuse to run production without its secrets.
 
-    :raises ConfigError: when a production secret is missing or a key is malformed.
+    :raises ConfigError: when a production secret is missing, or a key or the public URL is
+        malformed.
     """
     development = settings["AUTHSERVER_ENV"] == "development"
-    settings["AUTHSERVER_PUBLIC_URL"] = settings["AUTHSERVER_PUBLIC_URL"].rstrip("/")
+    settings["AUTHSERVER_PUBLIC_URL"] = public_url(
+        settings["AUTHSERVER_PUBLIC_URL"], production=not development
+    )
     if not settings["AUTHSERVER_DATABASE_URL"]:
         settings["AUTHSERVER_DATABASE_URL"] = f"sqlite:///{instance_path / 'authserver.sqlite'}"
     for name, help_text in (
@@ -121,6 +131,35 @@ def finalize(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     if not settings["AUTHSERVER_TEMPLATE_DIR"]:
         settings["AUTHSERVER_TEMPLATE_DIR"] = str(instance_path / "templates")
     return settings
+
+
+def public_url(value: str, *, production: bool) -> str:
+    """Check the URL every issuer and discovery URL starts with; return it without a trailing /.
+
+    :raises ConfigError: when it is not an absolute http(s) URL that a path can be appended to,
+        or when production would advertise plain http on a host other than loopback.
+    """
+    problem = _public_url_problem(value, production)
+    if problem:
+        raise ConfigError(f"AUTHSERVER_PUBLIC_URL {value!r} {problem}: {PUBLIC_URL_HELP}")
+    return value.rstrip("/")
+
+
+def _public_url_problem(value: str, production: bool) -> str | None:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("https", "http") or not host:
+        return "is not an absolute http(s) URL"
+    if "?" in value or "#" in value:
+        return "must not have a query or fragment"
+    if production and parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        # Tokens and passwords would cross the network in clear; loopback stays on the machine.
+        return "uses plain http, which production allows only for localhost, 127.0.0.1 and ::1"
+    return None
 
 
 def parse_keks(value: str) -> list[bytes]:

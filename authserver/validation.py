@@ -41,6 +41,7 @@ def web_url(
     try:
         parts = urlsplit(value)
         host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         raise ValidationError(f"{field} is not a valid URL: {value!r}") from None
     if parts.scheme not in ("https", "http") or not host:
@@ -51,7 +52,7 @@ def web_url(
         raise ValidationError(f"{field} must use https (http only for loopback): {value!r}")
     if parts.fragment or value.endswith("#"):
         raise ValidationError(f"{field} must not have a fragment: {value!r}")
-    if parts.query and not allow_query:
+    if "?" in value and not allow_query:
         raise ValidationError(f"{field} must not have a query: {value!r}")
     if any(char.isspace() for char in value):
         raise ValidationError(f"{field} must not contain spaces: {value!r}")

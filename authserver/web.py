@@ -11,6 +11,7 @@ from flask import Flask
 from flask import Response
 from flask import g
 from flask import jsonify
+from flask import make_response
 from flask import render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -21,6 +22,9 @@ from authserver.tenancy.resolution import current_view_has
 log = logging.getLogger(__name__)
 
 PUBLIC_DOCUMENT_MAX_AGE = 300
+# A page that signs in or consents must not be framed by another site (clickjacking): CSP for
+# today's browsers, X-Frame-Options for those that predate frame-ancestors.
+PAGE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
 def public_json(document: dict[str, Any]) -> Response:
@@ -53,6 +57,12 @@ def error_response(status: int, code: str, description: str) -> tuple[Any, int]:
 
 
 def init_app(app: Flask) -> None:
+    @app.after_request
+    def page_headers(response: Response) -> Response:
+        if current_view_has("is_page"):
+            response.headers.update(PAGE_HEADERS)
+        return response
+
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> tuple[Any, int]:
         return error_response(error.status, error.code, str(error))
@@ -75,9 +85,16 @@ def init_app(app: Flask) -> None:
         return error_response(400, "invalid_request", message)
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Any, int]:
+    def http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 500, code, error.description or error.name)
+        response = make_response(
+            error_response(error.code or 500, code, error.description or error.name)
+        )
+        # Keep what the error says beyond its body, such as a 405's Allow (RFC 9110 §15.5.6).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers.add(name, value)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> tuple[Any, int]:

@@ -85,6 +85,55 @@ def test_several_key_encryption_keys_the_first_encrypts(settings):
     assert app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"] == [b"e" * 32, b"o" * 32]
 
 
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "auth.example.org",
+        "/auth",
+        "https://",
+        "ftp://auth.example.org",
+        "https://auth.example.org/?tenant=1",
+        "https://auth.example.org/auth#top",
+        "https://auth.example.org:99999",
+    ],
+)
+def test_a_public_url_that_paths_cannot_be_appended_to_is_refused(settings, public_url):
+    settings["AUTHSERVER_PUBLIC_URL"] = public_url
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    assert f"AUTHSERVER_PUBLIC_URL {public_url!r}" in str(refused.value)
+    assert "for example https://auth.example.org" in str(refused.value)
+
+
+def test_production_refuses_plain_http_on_a_public_host(settings):
+    settings["AUTHSERVER_PUBLIC_URL"] = "http://auth.example.org"
+
+    with pytest.raises(ConfigError, match="plain http"):
+        create_app(settings)
+
+
+@pytest.mark.parametrize(
+    "public_url", ["http://localhost:5000", "http://127.0.0.1:8000/auth", "http://[::1]:5000"]
+)
+def test_production_serves_plain_http_on_a_loopback_host(settings, public_url):
+    settings["AUTHSERVER_PUBLIC_URL"] = public_url
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_PUBLIC_URL"] == public_url
+
+
+def test_development_serves_plain_http_on_any_host(settings):
+    settings["AUTHSERVER_ENV"] = "development"
+    settings["AUTHSERVER_PUBLIC_URL"] = "http://devbox.internal:5000/"
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_PUBLIC_URL"] == "http://devbox.internal:5000"
+
+
 def test_an_unknown_environment_is_refused(settings):
     settings["AUTHSERVER_ENV"] = "staging"
 

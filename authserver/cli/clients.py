@@ -29,7 +29,11 @@ def client() -> None:
 @click.option("--public", "public", is_flag=True, help="Public app: no secret, PKCE only.")
 @click.option("--secret", "secret", is_flag=True, help="Confidential app with a client secret.")
 @click.option("--jwks-uri", help="Confidential app authenticating with private_key_jwt.")
-@click.option("--jwks-file", type=click.File("r"), help="Like --jwks-uri, with the JWK Set inline.")
+@click.option(
+    "--jwks-file",
+    type=click.File("r", encoding="utf-8"),  # RFC 8259 §8.1: JSON exchanged is UTF-8
+    help="Like --jwks-uri, with the JWK Set inline.",
+)
 @click.option(
     "--auth-method",
     type=click.Choice(["client_secret_basic", "client_secret_post"]),
@@ -115,6 +119,10 @@ def _read_jwks(jwks_file: click.utils.LazyFile | None) -> object:
         raise ValidationError(
             f"--jwks-file is not JSON: {error.msg} at line {error.lineno}"
         ) from None
+    except UnicodeDecodeError:
+        raise ValidationError("--jwks-file is not UTF-8 text: give the JWK Set as JSON") from None
+    except RecursionError:
+        raise ValidationError("--jwks-file is not a JWK Set: its JSON nests too deeply") from None
 
 
 @client.command("list")

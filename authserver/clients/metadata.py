@@ -55,16 +55,29 @@ def scopes(scope_list: list[str]) -> str:
 
 
 def grant_types(grants: list[str], *, method: str, has_redirect_uris: bool) -> list[str]:
-    """The grant types, checked against the auth method and the redirect URIs they need."""
+    """An app's grant types, checked against the auth method and the redirect URIs they need.
+
+    :raises ValidationError: for a grant the token endpoint would never serve this app, or
+        for none at all (the app could never get a token).
+    """
     unknown = sorted(set(grants) - set(GRANT_TYPES))
     if unknown:
         raise ValidationError(
             f"unknown grant type {', '.join(unknown)}; use one of {', '.join(GRANT_TYPES)}"
         )
+    if not grants:
+        raise ValidationError(
+            "an app needs a redirect URI (for authorization_code), "
+            "or private_key_jwt keys (jwks or jwks_uri) for client_credentials"
+        )
     if "authorization_code" in grants and not has_redirect_uris:
         raise ValidationError("the authorization_code grant needs at least one redirect URI")
-    if "client_credentials" in grants and method == "none":
-        raise ValidationError("client_credentials needs a confidential client, not a public one")
+    if "client_credentials" in grants and method != "private_key_jwt":
+        # SMART Backend Services: the token endpoint takes a signed assertion, never a secret.
+        raise ValidationError(
+            "client_credentials needs a private_key_jwt client (SMART Backend Services): "
+            "register its public keys (jwks or jwks_uri) instead"
+        )
     if "refresh_token" in grants and "authorization_code" not in grants:
         raise ValidationError("refresh_token is only issued with authorization_code")
     return list(dict.fromkeys(grants))
@@ -73,7 +86,7 @@ def grant_types(grants: list[str], *, method: str, has_redirect_uris: bool) -> l
 def default_grant_types(method: str, has_redirect_uris: bool) -> list[str]:
     if has_redirect_uris:
         return ["authorization_code", "refresh_token"]
-    return ["client_credentials"] if method != "none" else []
+    return ["client_credentials"] if method == "private_key_jwt" else []
 
 
 def jwks(document: Any) -> dict[str, Any]:

@@ -87,7 +87,10 @@ def create_tenant(
     validate_slug(slug)
     name = validation.text(display_name, "display name", max_length=200)
     if fhir_base_url is not None:
-        fhir_base_url = validation.web_url(fhir_base_url.rstrip("/"), "FHIR base URL")
+        # A base: {base}/Patient/1 and {base}/.well-known/... are built by appending a path.
+        fhir_base_url = validation.web_url(
+            fhir_base_url.rstrip("/"), "FHIR base URL", allow_query=False
+        )
     if db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise Conflict(f"tenant {slug!r} already exists")
     tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)

@@ -16,7 +16,10 @@ from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.tenancy import service as tenants
 from tests.fixtures.accounts import DUMMY_PASSWORD
+from tests.fixtures.accounts import HTTPS
+from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.accounts import csrf_token
+from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 
 LOGIN_FAILED = "Incorrect username or password."
@@ -143,6 +146,23 @@ def test_a_failed_login_is_a_generic_401_without_a_cookie(
     assert client.get("/t/clinic-a/").status_code == 302
 
 
+@pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/logout", "/t/clinic-a/"])
+def test_the_account_pages_cannot_be_framed(client, tenant, alice, path):
+    login(client, "clinic-a", "alice")
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert_not_framable(response)
+
+
+def test_a_failed_login_page_cannot_be_framed(client, tenant, alice):
+    response = login(client, "clinic-a", "alice", "wrong password")
+
+    assert response.status_code == 401
+    assert_not_framable(response)
+
+
 def test_a_disabled_user_loses_their_live_session(client, tenant, alice):
     login(client, "clinic-a", "alice")
 
@@ -177,6 +197,38 @@ def test_a_login_without_a_valid_csrf_token_is_refused(client, tenant, alice, to
 
     assert response.status_code == 400
     assert "This form has expired" in response.get_data(as_text=True)
+    assert login_cookie(response) is None
+    assert session_count() == 0
+
+
+def test_a_login_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    client, tenant, alice
+):
+    # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
+    page_url = f"{HTTPS}/t/clinic-a/login"
+    page = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        page_url,
+        data={"username": "alice", "password": DUMMY_PASSWORD, "csrf_token": csrf_token(page)},
+        headers=form_referer(page, page_url),
+    )
+
+    assert response.status_code == 303
+    assert login_cookie(response) is not None
+
+
+def test_a_login_over_https_posted_from_another_site_is_refused(client, tenant, alice):
+    page_url = f"{HTTPS}/t/clinic-a/login"
+    page = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        page_url,
+        data={"username": "alice", "password": DUMMY_PASSWORD, "csrf_token": csrf_token(page)},
+        headers={"Referer": "https://evil.example/t/clinic-a/login"},
+    )
+
+    assert response.status_code == 400
     assert login_cookie(response) is None
     assert session_count() == 0
 
@@ -288,6 +340,23 @@ def test_logout_ends_the_session_and_the_old_cookie_no_longer_logs_in(client, te
     assert service.find_session(tenant, token) is None
     db.session.expire_all()
     assert db.session.scalar(select(LoginSession)).ended_at is not None
+
+
+def test_logout_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    client, tenant, alice
+):
+    login(client, "clinic-a", "alice")
+    page_url = f"{HTTPS}/t/clinic-a/"
+    home = client.get(page_url).get_data(as_text=True)
+
+    response = client.post(
+        f"{HTTPS}/t/clinic-a/logout",
+        data={"csrf_token": csrf_token(home)},
+        headers=form_referer(home, page_url),
+    )
+
+    assert response.status_code == 303
+    assert client.get(page_url).status_code == 302
 
 
 def test_logout_without_a_csrf_token_keeps_the_session(client, tenant, alice):

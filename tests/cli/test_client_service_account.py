@@ -93,7 +93,7 @@ def test_create_with_an_unknown_user_registers_nothing(cli, tmp_path, tenant, ac
     "options",
     [
         ["--public", "--redirect-uri", "https://app.example.test/cb"],
-        ["--secret"],  # client_credentials by default, but with a secret: never a backend
+        ["--secret", "--redirect-uri", "https://app.example.test/cb"],
         ["--resource-server", "--secret"],
     ],
     ids=["public-app", "secret-client", "resource-server"],
@@ -109,6 +109,7 @@ def test_client_that_is_not_a_backend_is_refused(cli, tenant, account, options):
 
 def test_create_of_a_non_backend_with_a_service_account_is_refused(cli, tenant, account):
     line = refused(cli, "client", "create", "clinic-a", "--name", "App", "--secret",
+                   "--redirect-uri", "https://app.example.test/cb",
                    "--service-account", "svc-lab")  # fmt: skip
     assert "the new client is not a backend client" in line
     assert run(cli, "client", "list", "clinic-a") == []

@@ -142,6 +142,12 @@ def test_an_app_with_a_jwks_uri(cli, tenant):
     assert created["scope"] == "system/Observation.rs"
 
 
+def test_an_app_with_keys_and_no_redirect_uri_is_a_backend_services_client(cli, tenant, tmp_path):
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, rsa_jwk()))
+
+    assert created["grant_types"] == ["client_credentials"]
+
+
 def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
     created = run(
         cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server"
@@ -155,10 +161,11 @@ def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
     assert stored(created["client_id"]).check_client_secret(created["client_secret"])
 
 
-def test_scopes_and_grant_types_are_recorded(cli, tenant):
+def test_scopes_and_grant_types_are_recorded(cli, tenant, tmp_path):
     created = create(
         cli,
-        "--secret",
+        "--jwks-file",
+        jwks_file(tmp_path, rsa_jwk()),
         "--redirect-uri",
         REDIRECT,
         "--scope",
@@ -248,6 +255,15 @@ def test_a_redirect_uri_with_a_fragment_is_refused(cli, tenant):
     assert "redirect URI must not have a fragment" in message
 
 
+@pytest.mark.parametrize(
+    "uri", ["https://app.example.test:99999/cb", "https://app.example.test:x/cb"]
+)
+def test_a_redirect_uri_with_an_impossible_port_is_refused(cli, tenant, uri):
+    message = assert_refused(cli, "--public", "--redirect-uri", uri)
+
+    assert "redirect URI is not a valid URL" in message
+
+
 @pytest.mark.parametrize("uri", ["/callback", "callback", "app.example.test/cb", "https:///cb"])
 def test_a_relative_redirect_uri_is_refused(cli, tenant, uri):
     message = assert_refused(cli, "--public", "--redirect-uri", uri)
@@ -318,6 +334,23 @@ def test_a_jwks_file_that_is_not_json_is_refused(cli, tenant, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x30\x82\x01\x22\xff\xfe binary key material", "--jwks-file is not UTF-8 text"),
+        (b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "its JSON nests too deeply"),
+    ],
+    ids=["der-key", "deeply-nested"],
+)
+def test_a_jwks_file_that_cannot_be_read_as_json_is_refused(
+    cli, tenant, tmp_path, content, expected
+):
+    path = tmp_path / "jwks.json"
+    path.write_bytes(content)
+
+    assert expected in assert_refused(cli, "--jwks-file", str(path), "--redirect-uri", REDIRECT)
+
+
 def test_an_http_jwks_uri_is_refused(cli, tenant):
     assert "jwks_uri must use https" in assert_refused(
         cli, "--jwks-uri", "http://app.example.test/jwks", "--redirect-uri", REDIRECT
@@ -332,12 +365,31 @@ def test_an_unknown_grant_type_is_refused(cli, tenant):
     assert "unknown grant type password" in message
 
 
-def test_client_credentials_for_a_public_client_is_refused(cli, tenant):
-    message = assert_refused(
-        cli, "--public", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"
-    )
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--public", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"],
+        ["--secret", "--grant-type", "client_credentials"],
+        ["--secret", "--redirect-uri", REDIRECT, "--grant-type", "client_credentials"],
+    ],
+    ids=["public", "secret", "secret-with-redirect-uri"],
+)
+def test_client_credentials_for_a_client_without_keys_is_refused(cli, tenant, options):
+    # The token endpoint serves client_credentials to private_key_jwt clients only (SMART
+    # Backend Services): registered, this client would get invalid_client on every request.
+    message = assert_refused(cli, *options)
 
-    assert "client_credentials needs a confidential client" in message
+    assert "client_credentials needs a private_key_jwt client" in message
+    assert "jwks or jwks_uri" in message
+
+
+@pytest.mark.parametrize("options", [["--public"], ["--secret"]], ids=["public", "secret"])
+def test_an_app_with_no_grant_it_could_use_is_refused(cli, tenant, options):
+    # Without a redirect URI there is no code grant, and without keys no client_credentials.
+    message = assert_refused(cli, *options)
+
+    assert "an app needs a redirect URI (for authorization_code)" in message
+    assert "private_key_jwt keys (jwks or jwks_uri) for client_credentials" in message
 
 
 def test_the_code_grant_without_a_redirect_uri_is_refused(cli, tenant):

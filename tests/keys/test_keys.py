@@ -69,6 +69,15 @@ def test_a_new_tenant_publishes_one_rs256_signing_key(client, tenant):
     assert jwt.PyJWK(key).key_type == "RSA"
 
 
+def test_posting_to_the_jwks_is_not_allowed_and_says_what_is(client, tenant):
+    response = client.post("/t/clinic-a/.well-known/jwks.json")
+
+    assert response.status_code == 405
+    assert response.json["error"] == "method_not_allowed"
+    assert "GET" in response.allow  # RFC 9110 §15.5.6: a 405 names the allowed methods
+    assert "POST" not in response.allow
+
+
 def test_a_token_signed_by_the_tenant_verifies_against_its_jwks(client, tenant):
     token = sign(tenant)
 

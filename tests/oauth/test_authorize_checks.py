@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from urllib.parse import parse_qs
+from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import pytest
 
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from tests.fixtures.accounts import HTTPS
+from tests.fixtures.accounts import assert_not_framable
+from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
+from tests.oauth.conftest import consent_form
 from tests.oauth.conftest import fhir_base
 from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import set_policy
@@ -156,13 +161,10 @@ def test_missing_response_type_is_invalid_request(signed_in, clinic):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
-def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_client):
-    backend = make_client(
-        clinic.tenant,
-        auth_method="client_secret_basic",
-        redirect_uris=[REDIRECT_URI],
-        grant_types=["client_credentials"],
-    ).client
+def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_backend_client):
+    backend = make_backend_client(
+        clinic.tenant, redirect_uris=[REDIRECT_URI], grant_types=["client_credentials"]
+    ).registration.client
     params = authorization_params(clinic, backend)
     error_redirect(
         signed_in.get("/t/clinic-a/authorize", query_string=params), "unauthorized_client"
@@ -336,6 +338,48 @@ def test_consent_post_without_csrf_token_is_refused(signed_in, clinic):
         query_string=params,
         data={"csrf_token": "forged", "decision": "allow", "grant": "openid"},
     )
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+
+
+def test_the_consent_page_cannot_be_framed(signed_in, clinic):
+    response = signed_in.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
+
+    assert 'name="decision"' in response.get_data(as_text=True)
+    assert_not_framable(response)
+
+
+def test_an_authorization_error_page_cannot_be_framed(signed_in, clinic):
+    params = authorization_params(clinic, redirect_uri="https://evil.example/cb")
+
+    response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+
+    error_page(response, "invalid_request")
+    assert_not_framable(response)
+
+
+def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_policy(
+    signed_in, clinic
+):
+    # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
+    page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
+    page = signed_in.get(page_url).get_data(as_text=True)
+
+    response = signed_in.post(
+        page_url, data=consent_form(page), headers=form_referer(page, page_url)
+    )
+
+    assert "code" in redirect_params(response)
+
+
+def test_consent_over_https_posted_from_another_site_is_refused(signed_in, clinic):
+    page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
+    page = signed_in.get(page_url).get_data(as_text=True)
+
+    response = signed_in.post(
+        page_url, data=consent_form(page), headers={"Referer": "https://evil.example/consent"}
+    )
+
     assert response.status_code == 400
     assert "Location" not in response.headers
 

@@ -311,7 +311,13 @@ def test_own_tenant_url_with_another_tenants_assertion_is_refused(
 
 
 def test_secret_client_cannot_use_client_credentials(client, tenant, make_client):
-    registration = make_client(tenant, auth_method="client_secret_basic", scopes=["system/*.rs"])
+    # BS-06: a secret never gets a Backend Services token, not even a confidential web app's.
+    registration = make_client(
+        tenant,
+        auth_method="client_secret_basic",
+        redirect_uris=["https://app.example.test/callback"],
+        scopes=["system/*.rs"],
+    )
     credentials = f"{registration.client.client_id}:{registration.client_secret}"
     response = client.post(
         TOKEN_PATH,

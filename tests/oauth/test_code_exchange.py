@@ -303,7 +303,11 @@ def test_repeated_token_parameter_is_invalid_request(signed_in, clinic):
 
 
 def test_get_is_not_a_token_request(signed_in, clinic):
-    assert signed_in.get("/t/clinic-a/token").status_code == 405
+    response = signed_in.get("/t/clinic-a/token")
+
+    assert response.status_code == 405
+    assert response.json["error"] == "method_not_allowed"
+    assert "POST" in response.allow  # RFC 9110 §15.5.6: a 405 names the allowed methods
 
 
 def test_json_body_is_invalid_request_and_leaves_the_code_usable(signed_in, clinic):

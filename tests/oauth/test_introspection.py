@@ -107,10 +107,8 @@ def test_active_access_token_answers_every_member(client, home, gateway, issue):
     assert body["fhirContext"] == CONTEXT["fhirContext"]
 
 
-def test_backend_services_token_has_no_user_members(client, home, gateway, make_client):
-    backend = make_client(
-        home, auth_method="client_secret_basic", grant_types=["client_credentials"]
-    ).client
+def test_backend_services_token_has_no_user_members(client, home, gateway, make_backend_client):
+    backend = make_backend_client(home).registration.client
     authorization = tokens.Authorization(tenant=home, client=backend, scope="system/*.rs")
     token = tokens.issue_access_token(authorization)["access_token"]
     db.session.commit()
@@ -339,7 +337,7 @@ def test_introspection_with_a_wrong_secret_is_401(client, home, gateway, issue):
 
 def test_an_app_that_is_not_a_resource_server_gets_401(client, home, issue, make_client):
     app_registration = make_client(
-        home, auth_method="client_secret_basic", grant_types=["client_credentials"]
+        home, auth_method="client_secret_basic", redirect_uris=["https://app.example.test/cb"]
     )
     response = client.post(
         f"/t/{home.slug}/introspect",
@@ -447,6 +445,7 @@ def test_get_is_not_allowed(client, home, gateway):
     response = client.get(f"/t/{home.slug}/introspect", headers=gateway.headers)
 
     assert response.status_code == 405
+    assert "POST" in response.allow
 
 
 # -- discovery -------------------------------------------------------------------------------

@@ -148,6 +148,9 @@ def test_a_display_name_of_200_characters_is_accepted(cli):
         "/fhir",
         "https://fhir.example.test/r4#section",
         "https://",
+        "https://fhir.example.test/r4?tenant=1",
+        "https://fhir.example.test/r4?",
+        "https://fhir.example.test:99999/r4",
     ],
 )
 def test_a_bad_fhir_base_url_is_refused_and_nothing_is_stored(cli, tenant, url):

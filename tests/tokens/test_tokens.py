@@ -57,10 +57,8 @@ def test_access_token_is_an_rfc9068_jwt_of_the_tenant(client, authorization):
     assert token not in str(record.context) and record.token_digest is None
 
 
-def test_client_credentials_subject_is_the_client(client, tenant, make_client):
-    backend = make_client(
-        tenant, auth_method="client_secret_basic", grant_types=["client_credentials"]
-    ).client
+def test_client_credentials_subject_is_the_client(client, tenant, make_backend_client):
+    backend = make_backend_client(tenant).registration.client
     response = service.issue_access_token(
         service.Authorization(tenant=tenant, client=backend, scope="system/*.rs")
     )
