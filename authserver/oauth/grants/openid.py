@@ -16,6 +16,7 @@ from authlib.oidc.core.util import create_half_hash
 
 from authserver.keys import service as keys
 from authserver.oauth import service
+from authserver.smart.context import fhir_user_url
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
@@ -76,9 +77,10 @@ class SmartOpenIDCode(OpenIDCode):
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
         tenant = current_tenant()
+        urls = tenants.urls(tenant)
         code = request.authorization_code
         claims = id_token_claims(
-            issuer=tenants.urls(tenant).issuer,
+            issuer=urls.issuer,
             client_id=request.client.client_id,
             subject=str(request.user.id),
             scope=token["scope"],
@@ -86,7 +88,9 @@ class SmartOpenIDCode(OpenIDCode):
             lifetime=tenant.id_token_lifetime,
             auth_time=code.get_auth_time(),
             nonce=code.get_nonce(),
-            fhir_user=code.context.get("fhirUser"),
+            # From the user, not the code: the code's context has it only with fhirUser granted,
+            # and the SMART v1 ``profile`` claim needs it too.
+            fhir_user=fhir_user_url(urls.fhir_base_url, request.user.fhir_user),
             access_token=token.get("access_token"),
         )
         return keys.sign(tenant, claims, alg=ID_TOKEN_ALG)
