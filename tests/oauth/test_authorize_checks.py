@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
@@ -100,8 +101,23 @@ def test_missing_client_id_gets_an_error_page(signed_in, clinic):
         "https://app.example.test/Callback",
         "https://app.example.test:8443/callback",
         REDIRECT_URI + "?extra=1",
+        # Characters an error_description may not hold (RFC 6749 §4.1.2.1): a page, not a 500.
+        'https://evil.example/"cb',
+        "https://evil.example/cb\\x",
+        "https://évil.example/cb",
     ],
-    ids=["other", "trailing-slash", "scheme", "host-case", "path-case", "port", "extra-query"],
+    ids=[
+        "other",
+        "trailing-slash",
+        "scheme",
+        "host-case",
+        "path-case",
+        "port",
+        "extra-query",
+        "quote",
+        "backslash",
+        "non-ascii",
+    ],
 )
 def test_unregistered_redirect_uri_gets_an_error_page(signed_in, clinic, redirect_uri):
     params = authorization_params(clinic, redirect_uri=redirect_uri)
@@ -149,6 +165,20 @@ def test_token_response_type_is_unsupported(signed_in, clinic):
     error_redirect(
         signed_in.get("/t/clinic-a/authorize", query_string=params), "unsupported_response_type"
     )
+
+
+@pytest.mark.parametrize(
+    "response_type",
+    ['token"', "code\\", "cödé", "code\nforged"],
+    ids=["quote", "backslash", "non-ascii", "newline"],
+)
+def test_odd_response_type_is_unsupported_not_a_500(signed_in, clinic, caplog, response_type):
+    params = authorization_params(clinic, response_type=response_type)
+    with caplog.at_level(logging.INFO, logger="authserver.oauth.server"):
+        response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    error = error_redirect(response, "unsupported_response_type")
+    assert error["error_description"] == "The response type is not supported by the server."
+    assert ascii(response_type) in caplog.text  # logged, escaped
 
 
 def test_missing_response_type_is_invalid_request(signed_in, clinic):
