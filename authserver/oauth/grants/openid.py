@@ -2,7 +2,8 @@
 
 SMART 2.2 "Scopes for requesting identity data" and OIDC Core §2: RS256 always (Inferno fails any
 other alg), ``iss`` the tenant issuer, ``aud`` the client, ``fhirUser`` an absolute URL under the
-tenant's FHIR base, ``nonce`` echoed, ``auth_time`` of the login.
+tenant's FHIR base, ``nonce`` echoed, ``auth_time`` of the login (always, so also when ``max_age``
+was asked for, OIDC Core §3.1.2.1).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 
 from authserver.keys import service as keys
+from authserver.oauth import reauthentication
 from authserver.oauth import service
 from authserver.smart.context import fhir_user_url
 from authserver.smart.scopes import parse_scopes
@@ -68,6 +70,11 @@ class SmartOpenIDCode(OpenIDCode):
 
     def __init__(self) -> None:
         super().__init__(require_nonce=False)
+
+    def validate_openid_authorization_request(self, grant: Any, redirect_uri: str) -> None:
+        """Authlib's nonce check, then ``max_age`` for the authorization endpoint to honour."""
+        super().validate_openid_authorization_request(grant, redirect_uri)
+        grant.request.max_age = reauthentication.max_age(grant.request.payload)
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         return service.nonce_seen(current_tenant(), request.client, nonce)
