@@ -7,9 +7,11 @@ redirect URI render as a page (``web.py``); every other one redirects with ``err
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oidc.core.errors import ConsentRequiredError
+from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint
 from flask import Response
 from flask import redirect
@@ -17,9 +19,11 @@ from flask import request
 from flask import url_for
 
 from authserver.accounts import sessions
+from authserver.accounts.models import LoginSession
 from authserver.extensions import csrf
 from authserver.launch import patients as patient_search
 from authserver.oauth import consent
+from authserver.oauth import reauthentication
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import page
@@ -43,6 +47,8 @@ def authorize() -> Response | tuple[str, int] | str:
     grant = authorization_server().get_consent_grant(end_user=login.user if login else None)
     if login is None:
         return redirect(url_for("tenant.accounts.login", next=authorization_path()))
+    if reauthentication.due(grant, login, request_params()):
+        return _sign_in_again(grant, login)
     offer = consent.prepare(grant, login)
     if request.method == "POST":
         csrf.protect()  # the consent form: the only POST here that speaks for the user
@@ -58,6 +64,16 @@ def authorize() -> Response | tuple[str, int] | str:
 
 # OAuth clients post here without a CSRF token; the consent form is checked in the view.
 csrf.exempt(authorize)
+
+
+def _sign_in_again(grant: Any, login: LoginSession) -> Response:
+    """OIDC Core §3.1.2.1: to the sign-in page, then back to this request with a marker that
+    the new login answers; ``prompt=none`` shows no page, so it is ``login_required``."""
+    if grant.request.payload.data.get("prompt") == "none":
+        raise LoginRequiredError(redirect_uri=grant.redirect_uri, state=grant.request.payload.state)
+    params = [(name, value) for name, value in request_params() if name != reauthentication.MARKER]
+    params.append((reauthentication.MARKER, reauthentication.marker_for(login, params)))
+    return redirect(url_for("tenant.accounts.login", next=authorization_path(params)))
 
 
 def _decide(offer: consent.Offer) -> Response | tuple[str, int]:
@@ -94,6 +110,7 @@ def request_params() -> list[tuple[str, str]]:
     ]
 
 
-def authorization_path() -> str:
-    """This authorization request as a GET path under the tenant (the sign-in ``next``)."""
-    return f"{url_for('.authorize')}?{urlencode(request_params())}"
+def authorization_path(params: list[tuple[str, str]] | None = None) -> str:
+    """This authorization request (or ``params``) as a GET path under the tenant (the sign-in
+    ``next``)."""
+    return f"{url_for('.authorize')}?{urlencode(request_params() if params is None else params)}"

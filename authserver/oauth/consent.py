@@ -182,7 +182,7 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
-    context = dict(offer.context)
+    context = launch_context.granted_context(offer.context, scope)
     if offer.pick_patient:
         try:
             context["patient"] = launch_context.fhir_id(form.get("patient"), "patient")
@@ -192,7 +192,8 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
 
 
 def decide_trusted(offer: Offer) -> Decision:
-    return Decision(offer.login, offer.grantable, dict(offer.context), offer.launch)
+    context = launch_context.granted_context(offer.context, offer.grantable)
+    return Decision(offer.login, offer.grantable, context, offer.launch)
 
 
 def issue(offer: Offer, decision: Decision) -> Response:

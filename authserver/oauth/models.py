@@ -41,7 +41,8 @@ class AuthorizationCode(TenantOwned, AuthorizationCodeMixin, Base):
     nonce: Mapped[str | None] = mapped_column(String(255))
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(8))
-    # Launch context (patient, encounter, fhirContext, ...) and fhirUser, as the tokens get them.
+    # Launch context (patient, encounter, fhirContext, ...) and, with the fhirUser scope, fhirUser:
+    # what the tokens carry.
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     auth_time: Mapped[datetime]
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)

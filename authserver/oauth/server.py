@@ -6,6 +6,7 @@ discovery documents read them back, so they can only list what is wired.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -22,6 +23,8 @@ from werkzeug.http import parse_options_header
 from authserver.clients import service as clients
 from authserver.clients.models import Client
 from authserver.tenancy.resolution import current_tenant
+
+log = logging.getLogger(__name__)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -50,16 +53,36 @@ class TenantAuthorizationServer(AuthorizationServer):
         save_token(token, request)
 
     def get_authorization_grant(self, request: Any) -> Any:
-        """Authlib's lookup; a missing ``response_type`` is ``invalid_request`` (RFC 6749
-        §4.1.2.1), not an unsupported one."""
-        try:
+        """Authlib's lookup, with a fixed error description: Authlib's is the unverified
+        ``response_type`` itself, and :class:`OAuth2Error` refuses what RFC 6749 §4.1.2.1 keeps
+        out of an ``error_description`` (``"``, ``\\``, non-ASCII) with a ValueError, a 500. A
+        missing ``response_type`` is ``invalid_request`` (RFC 6749 §4.1.2.1), not unsupported.
+        """
+        registered = self._authorization_grants
+        if any(grant.check_authorization_endpoint(request) for grant, _ in registered):
             return super().get_authorization_grant(request)
-        except UnsupportedResponseTypeError as error:
-            if request.payload.response_type:
-                raise
-            raise InvalidRequestError(
-                "Missing 'response_type'.", redirect_uri=error.redirect_uri
-            ) from None
+        response_type = request.payload.response_type
+        redirect_uri = self._verified_redirect_uri(request)
+        if not response_type:
+            raise InvalidRequestError("Missing 'response_type'.", redirect_uri=redirect_uri)
+        log.info("unsupported response_type %a", response_type)
+        raise UnsupportedResponseTypeError(
+            response_type,
+            "The response type is not supported by the server.",
+            redirect_uri=redirect_uri,
+        )
+
+    def _verified_redirect_uri(self, request: Any) -> str | None:
+        """The redirect URI an error may go back to, as Authlib's lookup finds it: the request's,
+        once its client is known and has it registered; None otherwise (RFC 6749 §4.1.2.1)."""
+        client_id = request.payload.client_id
+        client = self.query_client(client_id) if client_id else None
+        if client is None:
+            return None
+        requested = request.payload.redirect_uri
+        if not requested:
+            return client.get_default_redirect_uri()
+        return requested if client.check_redirect_uri(requested) else None
 
     def create_token_response(self, request: Any = None) -> Any:
         """Authlib's, after RFC 6749 §4.1.3's shape: a form-encoded body with a ``grant_type``.

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from authserver.smart.scopes import ScopeSet
+
 # Token-response members that carry launch context (SMART 2.2 §2.4 of our requirements).
 RESPONSE_MEMBERS = (
     "patient",
@@ -25,6 +27,16 @@ def token_response_members(context: dict[str, Any]) -> dict[str, Any]:
     """The launch-context members of a token response; ``False`` banners are kept (g10 wants
     the key in every EHR launch)."""
     return {name: context[name] for name in RESPONSE_MEMBERS if context.get(name) is not None}
+
+
+def granted_context(context: dict[str, Any], scope: ScopeSet) -> dict[str, Any]:
+    """``context`` as tokens granted ``scope`` may carry it: ``fhirUser`` only with the
+    ``fhirUser`` scope (SMART 2.2 "Scopes for requesting identity data"; OIDC-05), as in the ID
+    token, so that an app that did not ask for it, or a user who unticked it, does not disclose it.
+    """
+    if scope.has("fhirUser"):
+        return dict(context)
+    return {name: value for name, value in context.items() if name != "fhirUser"}
 
 
 def fhir_user_url(fhir_base_url: str, fhir_user: str | None) -> str | None:

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
+from sqlalchemy import update
 
+from authserver.accounts.models import LoginSession
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.models import utcnow
+from authserver.oauth.models import AuthorizationCode
+from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import HTTPS
 from tests.fixtures.accounts import assert_not_framable
+from tests.fixtures.accounts import csrf_token
 from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
 from tests.oauth.conftest import consent_form
+from tests.oauth.conftest import exchange
 from tests.oauth.conftest import fhir_base
 from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import set_policy
@@ -105,8 +116,23 @@ def test_missing_client_id_gets_an_error_page(signed_in, clinic):
         "https://app.example.test/Callback",
         "https://app.example.test:8443/callback",
         REDIRECT_URI + "?extra=1",
+        # Characters an error_description may not hold (RFC 6749 §4.1.2.1): a page, not a 500.
+        'https://evil.example/"cb',
+        "https://evil.example/cb\\x",
+        "https://évil.example/cb",
     ],
-    ids=["other", "trailing-slash", "scheme", "host-case", "path-case", "port", "extra-query"],
+    ids=[
+        "other",
+        "trailing-slash",
+        "scheme",
+        "host-case",
+        "path-case",
+        "port",
+        "extra-query",
+        "quote",
+        "backslash",
+        "non-ascii",
+    ],
 )
 def test_unregistered_redirect_uri_gets_an_error_page(signed_in, clinic, redirect_uri):
     params = authorization_params(clinic, redirect_uri=redirect_uri)
@@ -154,6 +180,20 @@ def test_token_response_type_is_unsupported(signed_in, clinic):
     error_redirect(
         signed_in.get("/t/clinic-a/authorize", query_string=params), "unsupported_response_type"
     )
+
+
+@pytest.mark.parametrize(
+    "response_type",
+    ['token"', "code\\", "cödé", "code\nforged"],
+    ids=["quote", "backslash", "non-ascii", "newline"],
+)
+def test_odd_response_type_is_unsupported_not_a_500(signed_in, clinic, caplog, response_type):
+    params = authorization_params(clinic, response_type=response_type)
+    with caplog.at_level(logging.INFO, logger="authserver.oauth.server"):
+        response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    error = error_redirect(response, "unsupported_response_type")
+    assert error["error_description"] == "The response type is not supported by the server."
+    assert ascii(response_type) in caplog.text  # logged, escaped
 
 
 def test_missing_response_type_is_invalid_request(signed_in, clinic):
@@ -285,7 +325,7 @@ def test_repeated_oauth_parameter_is_invalid_request(signed_in, clinic, name):
     error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
-@pytest.mark.parametrize("name", ["aud", "code_challenge", "nonce"])
+@pytest.mark.parametrize("name", ["aud", "code_challenge", "nonce", "max_age"])
 def test_repeated_smart_parameter_is_invalid_request(signed_in, clinic, name):
     params = list(authorization_params(clinic, nonce="n").items()) + [(name, "again")]
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
@@ -312,6 +352,99 @@ def test_anonymous_user_is_sent_to_the_tenant_login_with_next(client, clinic):
 def test_prompt_none_without_login_is_login_required(client, clinic):
     params = authorization_params(clinic, prompt="none", scope="openid patient/Patient.rs")
     error_redirect(client.get("/t/clinic-a/authorize", query_string=params), "login_required")
+
+
+# --- OpenID Connect Core §3.1.2.1: prompt=login and max_age ask for a new sign-in ------------
+
+REAUTHENTICATION = pytest.mark.parametrize(
+    "extra", [{"prompt": "login"}, {"max_age": "0"}], ids=["prompt-login", "max-age-0"]
+)
+
+
+def sent_to_sign_in(response) -> str:
+    """The authorization request the sign-in page will continue with."""
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/t/clinic-a/login"
+    return parse_qs(location.query)["next"][0]
+
+
+def sign_in_again(client, following: str) -> dict:
+    """Sign in through the page, as sent there; the request the login then continues."""
+    page = client.get("/t/clinic-a/login", query_string={"next": following})
+    response = client.post(
+        "/t/clinic-a/login",
+        data={
+            "username": "pat",
+            "password": DUMMY_PASSWORD,
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+            "next": following,
+        },
+    )
+    assert response.status_code == 303
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/t/clinic-a/authorize"
+    return dict(parse_qsl(location.query))
+
+
+@REAUTHENTICATION
+def test_reauthentication_sends_a_signed_in_user_to_sign_in_again(signed_in, clinic, extra):
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", **extra)
+    following = sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=params))
+    assert parse_qs(urlsplit(following).query)["state"] == ["state-123"]
+    # The old login does not answer it: the way back leads to the sign-in page again.
+    assert sent_to_sign_in(signed_in.get(following))
+
+
+@REAUTHENTICATION
+def test_after_signing_in_again_the_flow_completes(signed_in, clinic, extra):
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", **extra)
+    following = sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=params))
+    resumed = sign_in_again(signed_in, following)
+    code = redirect_params(authorize(signed_in, clinic, resumed))["code"]
+    logins = db.session.scalars(LoginSession.for_tenant(clinic.tenant).order_by(LoginSession.id))
+    first, newest = logins.all()
+    row = db.session.scalar(AuthorizationCode.for_tenant(clinic.tenant))
+    assert row.login_session_id == newest.id != first.id
+    body = exchange(signed_in, clinic, code, "v" * 43).json
+    claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+    assert claims["auth_time"] == int(newest.auth_time.timestamp())
+
+
+def test_signing_in_again_answers_only_the_request_that_asked(signed_in, clinic):
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", prompt="login")
+    resumed = sign_in_again(
+        signed_in,
+        sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=params)),
+    )
+    another = {**resumed, "state": "another-request"}
+    assert sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=another))
+    forged = {**resumed, "reauthentication": resumed["reauthentication"] + "x"}
+    assert sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=forged))
+
+
+@pytest.mark.parametrize("max_age, signs_in", [("3600", True), ("86400", False)])
+def test_max_age_counts_from_the_login(signed_in, clinic, max_age, signs_in):
+    db.session.execute(update(LoginSession).values(created_at=utcnow() - timedelta(hours=2)))
+    db.session.commit()
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", max_age=max_age)
+    response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    assert (response.status_code == 302) is signs_in
+    if signs_in:
+        sent_to_sign_in(response)
+
+
+def test_prompt_none_with_max_age_elapsed_is_login_required(signed_in, clinic):
+    params = authorization_params(
+        clinic, scope="openid patient/Patient.rs", prompt="none", max_age="0"
+    )
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "login_required")
+
+
+@pytest.mark.parametrize("max_age", ["soon", "-1", "1.5", "1" * 11])
+def test_max_age_must_be_whole_seconds(signed_in, clinic, max_age):
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", max_age=max_age)
+    error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
 def test_login_at_another_tenant_is_not_a_login_here(client, clinic, other_clinic):
@@ -387,9 +520,6 @@ def test_consent_over_https_posted_from_another_site_is_refused(signed_in, clini
 def test_unticked_scope_is_not_granted(signed_in, clinic):
     params = authorization_params(clinic, scope="openid fhirUser patient/Observation.rs")
     code = redirect_params(authorize(signed_in, clinic, params, untick=("patient/Observation.rs",)))
-    from authserver.extensions import db
-    from authserver.oauth.models import AuthorizationCode
-
     row = db.session.scalar(AuthorizationCode.for_tenant(clinic.tenant))
     assert row.scope == "openid fhirUser"
     assert code["code"]

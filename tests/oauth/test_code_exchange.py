@@ -17,10 +17,13 @@ from authserver.oauth.models import AuthorizationCode
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import REDIRECT_URI
+from tests.oauth.conftest import authorization_params
+from tests.oauth.conftest import authorize
 from tests.oauth.conftest import challenge_of
 from tests.oauth.conftest import exchange
 from tests.oauth.conftest import get_code
 from tests.oauth.conftest import new_verifier
+from tests.oauth.conftest import redirect_params
 
 VERIFIER = "x" * 20 + "-Verifier_with.tilde~" + "y" * 20
 
@@ -72,6 +75,30 @@ def test_access_token_carries_context_tenant_and_roles(signed_in, clinic):
     assert jwt.get_unverified_header(body["access_token"])["typ"] == "at+jwt"
 
 
+@pytest.mark.parametrize(
+    "scope, untick",
+    [
+        ("launch/patient offline_access patient/*.rs", ()),
+        ("launch/patient openid fhirUser offline_access patient/*.rs", ("fhirUser",)),
+    ],
+    ids=["not-requested", "unticked-by-the-user"],
+)
+def test_fhir_user_is_disclosed_only_with_the_fhir_user_scope(
+    signed_in, clinic, make_gateway, scope, untick
+):
+    """OIDC-05: fhirUser is for the fhirUser scope, in the access token as in the ID token."""
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope)
+    response = authorize(signed_in, clinic, params, untick=untick)
+    body = exchange(signed_in, clinic, redirect_params(response)["code"], VERIFIER).json
+    assert body["scope"] == "launch/patient offline_access patient/*.rs"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert "fhirUser" not in claims and claims["patient"] == "p-clinic-a"
+    gateway = make_gateway(clinic.tenant)
+    for token in (body["access_token"], body["refresh_token"]):
+        answer = gateway.introspect(signed_in, token).json
+        assert answer["active"] is True and "fhirUser" not in answer
+
+
 def test_no_refresh_token_without_offline_or_online_access(signed_in, clinic):
     code = get_code(signed_in, clinic, VERIFIER, scope="launch/patient patient/*.rs")
     body = exchange(signed_in, clinic, code, VERIFIER).json
@@ -110,13 +137,13 @@ def test_v1_profile_scope_gets_profile_claim(signed_in, clinic):
     assert body["scope"] == "openid profile patient/*.read"
     claims = jwt.decode(body["id_token"], options={"verify_signature": False})
     assert claims["profile"].endswith("/Patient/p-clinic-a")
+    assert "fhirUser" not in claims
+    # The access token's fhirUser claim, like the ID token's, is the fhirUser scope's (OIDC-05).
+    assert "fhirUser" not in jwt.decode(body["access_token"], options={"verify_signature": False})
 
 
 def test_nonce_replay_is_refused(signed_in, clinic):
     get_code(signed_in, clinic, VERIFIER, nonce="once")
-    from tests.oauth.conftest import authorization_params
-    from tests.oauth.conftest import redirect_params
-
     params = authorization_params(clinic, verifier=VERIFIER, nonce="once")
     response = signed_in.get("/t/clinic-a/authorize", query_string=params)
     assert redirect_params(response)["error"] == "invalid_request"

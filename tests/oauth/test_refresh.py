@@ -112,6 +112,17 @@ def test_refresh_without_scope_keeps_scope_and_context(signed_in, clinic):
     assert claims["patient"] == "p-clinic-a" and claims["fhirUser"].endswith("/Patient/p-clinic-a")
 
 
+def test_refresh_narrowed_without_fhir_user_no_longer_discloses_it(signed_in, clinic, make_gateway):
+    first = tokens_for(signed_in, clinic)
+    narrower = "launch/patient offline_access patient/Observation.rs"
+    body = refresh(signed_in, clinic, first["refresh_token"], scope=narrower).json
+    assert body["scope"] == narrower
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert "fhirUser" not in claims and claims["patient"] == "p-clinic-a"
+    answer = make_gateway(clinic.tenant).introspect(signed_in, body["refresh_token"]).json
+    assert answer["active"] is True and "fhirUser" not in answer
+
+
 def test_refresh_with_the_whole_granted_scope(signed_in, clinic):
     first = tokens_for(signed_in, clinic)
     response = refresh(signed_in, clinic, first["refresh_token"], scope=first["scope"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
@@ -63,6 +64,20 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
     decision: Any = None
 
     # -- Authorization endpoint ------------------------------------------------------------
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: Any) -> str:
+        """Authlib's exact-match check, with a fixed description: Authlib quotes the unverified
+        URI in it, and :class:`OAuth2Error` refuses what RFC 6749 §4.1.2.1 keeps out of an
+        ``error_description`` (``"``, ``\\``, non-ASCII) with a ValueError, a 500.
+
+        :raises InvalidRequestError: shown as a page, never sent to the unverified URI.
+        """
+        redirect_uri = request.payload.redirect_uri
+        if redirect_uri and not client.check_redirect_uri(redirect_uri):
+            log.info("unregistered redirect_uri %a of client %a", redirect_uri, client.client_id)
+            raise InvalidRequestError("The redirect_uri is not registered for this client.")
+        return grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
 
     def validate_requested_scope(self) -> None:
         """Parse the SMART scopes; malformed ones are dropped (AUTHZ-15, SCOPE-02).

@@ -2,7 +2,8 @@
 
 SMART 2.2 "Scopes for requesting identity data" and OIDC Core §2: RS256 always (Inferno fails any
 other alg), ``iss`` the tenant issuer, ``aud`` the client, ``fhirUser`` an absolute URL under the
-tenant's FHIR base, ``nonce`` echoed, ``auth_time`` of the login.
+tenant's FHIR base, ``nonce`` echoed, ``auth_time`` of the login (always, so also when ``max_age``
+was asked for, OIDC Core §3.1.2.1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 
 from authserver.keys import service as keys
+from authserver.oauth import reauthentication
 from authserver.oauth import service
+from authserver.smart.context import fhir_user_url
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
@@ -68,6 +71,11 @@ class SmartOpenIDCode(OpenIDCode):
     def __init__(self) -> None:
         super().__init__(require_nonce=False)
 
+    def validate_openid_authorization_request(self, grant: Any, redirect_uri: str) -> None:
+        """Authlib's nonce check, then ``max_age`` for the authorization endpoint to honour."""
+        super().validate_openid_authorization_request(grant, redirect_uri)
+        grant.request.max_age = reauthentication.max_age(grant.request.payload)
+
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         return service.nonce_seen(current_tenant(), request.client, nonce)
 
@@ -76,9 +84,10 @@ class SmartOpenIDCode(OpenIDCode):
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
         tenant = current_tenant()
+        urls = tenants.urls(tenant)
         code = request.authorization_code
         claims = id_token_claims(
-            issuer=tenants.urls(tenant).issuer,
+            issuer=urls.issuer,
             client_id=request.client.client_id,
             subject=str(request.user.id),
             scope=token["scope"],
@@ -86,7 +95,9 @@ class SmartOpenIDCode(OpenIDCode):
             lifetime=tenant.id_token_lifetime,
             auth_time=code.get_auth_time(),
             nonce=code.get_nonce(),
-            fhir_user=code.context.get("fhirUser"),
+            # From the user, not the code: the code's context has it only with fhirUser granted,
+            # and the SMART v1 ``profile`` claim needs it too.
+            fhir_user=fhir_user_url(urls.fhir_base_url, request.user.fhir_user),
             access_token=token.get("access_token"),
         )
         return keys.sign(tenant, claims, alg=ID_TOKEN_ALG)

@@ -22,6 +22,7 @@ from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.tokens import token_request
+from authserver.smart.context import granted_context
 from authserver.smart.context import token_response_members
 from authserver.smart.scopes import ScopeSet
 from authserver.smart.scopes import parse_scopes
@@ -61,7 +62,8 @@ class ContinuesFamily:
     ) -> dict[str, Any]:
         source = self.redeemed()
         extras = token_request()
-        extras.context = dict(source.context)
+        # A refresh may narrow the scope: fhirUser leaves the context with the fhirUser scope.
+        extras.context = granted_context(source.context, parse_scopes(scope or ""))
         extras.grant_id = source.grant_id
         extras.login_session_id = source.login_session_id
         extras.refresh_token_lifetime = refresh_lifetime(

@@ -15,7 +15,15 @@ from authserver.launch import service as launches
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 
-SINGLE_PARAMETERS = ("aud", "code_challenge", "code_challenge_method", "launch", "nonce", "prompt")
+SINGLE_PARAMETERS = (
+    "aud",
+    "code_challenge",
+    "code_challenge_method",
+    "launch",
+    "max_age",
+    "nonce",
+    "prompt",
+)
 MAX_NONCE_LENGTH = 255
 
 
