@@ -67,6 +67,8 @@ SECRET_HELP = (
     "set AUTHSERVER_SECRET_KEY to a long random string, "
     "for example the output of: openssl rand -base64 32"
 )
+# It signs sessions, CSRF tokens and sign-in markers: guessable, it forges all of them.
+MIN_SECRET_KEY_LENGTH = 32
 PUBLIC_URL_HELP = (
     "set AUTHSERVER_PUBLIC_URL to the URL clients reach this server at, "
     "for example https://auth.example.org or https://example.org/auth"
@@ -125,6 +127,11 @@ def finalize(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
             if not development:
                 raise ConfigError(f"{name} is not set: {help_text} (or AUTHSERVER_ENV=development)")
             settings[name] = _development_secret(instance_path, name)
+    if not development and len(settings["AUTHSERVER_SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"AUTHSERVER_SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters: "
+            f"{SECRET_HELP}"
+        )
     settings["AUTHSERVER_KEY_ENCRYPTION_KEYS"] = parse_keks(
         settings["AUTHSERVER_KEY_ENCRYPTION_KEY"]
     )
@@ -169,8 +176,9 @@ def parse_keks(value: str) -> list[bytes]:
     """
     keys = []
     for part in value.split(","):
-        try:
-            key = base64.b64decode(part.strip() + "==", altchars=b"-_", validate=False)
+        part = part.strip()
+        try:  # either base64 alphabet, padded or not; any other character is a mistake
+            key = base64.b64decode(part + "=" * (-len(part) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             key = b""
         if len(key) != 32:

@@ -29,7 +29,7 @@ def settings(tmp_path):
         "AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance"),
         "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'config.sqlite'}",
         "AUTHSERVER_KEY_ENCRYPTION_KEY": KEK,
-        "AUTHSERVER_SECRET_KEY": "a-long-random-session-secret",
+        "AUTHSERVER_SECRET_KEY": "a-long-random-session-secret-0123456789",
     }
 
 
@@ -37,7 +37,7 @@ def test_production_starts_with_its_secrets(settings):
     app = create_app(settings)
 
     assert app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"] == [b"e" * 32]
-    assert app.config["SECRET_KEY"] == "a-long-random-session-secret"
+    assert app.config["SECRET_KEY"] == "a-long-random-session-secret-0123456789"
 
 
 @pytest.mark.parametrize("missing", ["AUTHSERVER_KEY_ENCRYPTION_KEY", "AUTHSERVER_SECRET_KEY"])
@@ -63,8 +63,10 @@ def test_production_without_a_secret_fails_at_start_saying_how_to_fix_it(
         base64.b64encode(b"k" * 31).decode(),
         base64.b64encode(b"k" * 33).decode(),
         f"{KEK},{base64.b64encode(b'short').decode()}",
+        # 32 bytes once the stray characters are dropped: a paste gone wrong, not a key
+        KEK[:20] + "!?" + KEK[20:],
     ],
-    ids=["garbage", "16-bytes", "31-bytes", "33-bytes", "second-of-two-malformed"],
+    ids=["garbage", "16-bytes", "31-bytes", "33-bytes", "second-of-two-malformed", "stray"],
 )
 def test_a_malformed_key_encryption_key_is_refused(settings, kek):
     settings["AUTHSERVER_KEY_ENCRYPTION_KEY"] = kek
@@ -74,6 +76,24 @@ def test_a_malformed_key_encryption_key_is_refused(settings, kek):
 
     assert "AUTHSERVER_KEY_ENCRYPTION_KEY is malformed" in str(refused.value)
     assert "openssl rand -base64 32" in str(refused.value)
+
+
+def test_a_short_secret_key_is_refused_in_production(settings):
+    settings["AUTHSERVER_SECRET_KEY"] = "password1"
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    assert "AUTHSERVER_SECRET_KEY is shorter than 32 characters" in str(refused.value)
+    assert "openssl rand -base64 32" in str(refused.value)
+    assert "password1" not in str(refused.value)
+
+
+def test_a_key_encryption_key_without_padding_or_in_the_url_alphabet_is_read(settings):
+    key = bytes(range(200, 232))
+    settings["AUTHSERVER_KEY_ENCRYPTION_KEY"] = base64.urlsafe_b64encode(key).decode().rstrip("=")
+
+    assert create_app(settings).config["AUTHSERVER_KEY_ENCRYPTION_KEYS"] == [key]
 
 
 def test_several_key_encryption_keys_the_first_encrypts(settings):
@@ -180,7 +200,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AUTHSERVER_INSTANCE_PATH", str(tmp_path / "instance"))
     monkeypatch.setenv("AUTHSERVER_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
     monkeypatch.setenv("AUTHSERVER_KEY_ENCRYPTION_KEY", KEK)
-    monkeypatch.setenv("AUTHSERVER_SECRET_KEY", "secret-from-the-environment")
+    monkeypatch.setenv("AUTHSERVER_SECRET_KEY", "secret-from-the-environment-0123456789")
     monkeypatch.setenv("AUTHSERVER_PUBLIC_URL", "https://env.example.test/")
     monkeypatch.setenv("AUTHSERVER_ARGON2_TIME_COST", "5")
     monkeypatch.setenv("AUTHSERVER_LOGIN_SESSION_LIFETIME", "600")
@@ -188,7 +208,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     app = create_app()
 
     assert app.config["AUTHSERVER_ENV"] == "production"
-    assert app.config["SECRET_KEY"] == "secret-from-the-environment"
+    assert app.config["SECRET_KEY"] == "secret-from-the-environment-0123456789"
     assert app.config["AUTHSERVER_PUBLIC_URL"] == "https://env.example.test"
     assert app.config["AUTHSERVER_ARGON2_TIME_COST"] == 5
     assert app.config["AUTHSERVER_LOGIN_SESSION_LIFETIME"] == 600
