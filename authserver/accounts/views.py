@@ -9,6 +9,7 @@ from flask import Blueprint
 from flask import Response
 from flask import redirect
 from flask import request
+from flask import session
 from flask import url_for
 
 from authserver.accounts import service
@@ -51,6 +52,13 @@ def login() -> Response | tuple[str, int] | str:
         db.session.commit()  # keep the audit record of the failure
         page_html = render_tenant_page("accounts/login.html", form=form, error=LOGIN_FAILED)
         return page_html, 401
+    # A new login replaces the browser's previous one (whoever it was), ended and audited as a
+    # logout; the Flask session (its CSRF secret) starts afresh, so nothing fixed before the
+    # sign-in carries over.
+    previous = sessions.current_login()
+    if previous is not None:
+        service.end_session(tenant, previous)
+    session.clear()
     token, _ = service.start_session(tenant, user)
     db.session.commit()
     response = redirect(_safe_next(form.next.data), code=303)

@@ -342,6 +342,28 @@ def test_logout_ends_the_session_and_the_old_cookie_no_longer_logs_in(client, te
     assert db.session.scalar(select(LoginSession)).ended_at is not None
 
 
+def test_signing_in_again_ends_the_previous_login_and_starts_a_fresh_session(
+    client, tenant, alice, make_user
+):
+    make_user(tenant, "bob")
+    first = cookie_value(login_cookie(login(client, "clinic-a", "alice")))
+    client.get("/t/clinic-a/")  # a page with a form (logout): the session holds a CSRF secret
+    with client.session_transaction() as flask_session:
+        csrf_secret = flask_session.get("csrf_token")
+    assert csrf_secret
+
+    second = cookie_value(login_cookie(login(client, "clinic-a", "bob")))
+
+    assert service.find_session(tenant, first) is None  # ended, not just forgotten
+    assert service.find_session(tenant, second).user.username == "bob"
+    db.session.expire_all()
+    ended = db.session.scalars(select(LoginSession).where(LoginSession.ended_at.is_not(None)))
+    assert [row.user.username for row in ended] == ["alice"]
+    client.get("/t/clinic-a/")
+    with client.session_transaction() as flask_session:
+        assert flask_session.get("csrf_token") not in (None, csrf_secret)
+
+
 def test_logout_over_https_works_for_a_browser_following_the_pages_referrer_policy(
     client, tenant, alice
 ):
