@@ -118,6 +118,42 @@ def test_the_service_account_revision_keeps_every_client_and_token(make_database
             db.engine.dispose()
 
 
+def test_the_one_active_key_revision_keeps_the_newest_signer_and_publishes_the_others(
+    make_database_url, tmp_path
+):
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            tenant_id = tenants.create_tenant("clinic-k", "Clinic K").id
+            db.session.commit()
+            db.session.remove()
+            downgrade(directory=directory, revision="3b1f0e6c9d2a")
+            with db.engine.begin() as connection:  # what a race could leave: two active signers
+                connection.execute(
+                    text(
+                        "INSERT INTO signing_keys (tenant_id, kid, alg, status, public_jwk,"
+                        " private_key_ciphertext, created_at)"
+                        " SELECT tenant_id, 'raced', alg, status, public_jwk,"
+                        " private_key_ciphertext, created_at FROM signing_keys"
+                    )
+                )
+
+            upgrade(directory=directory)
+
+            with db.engine.connect() as connection:
+                rows = connection.execute(
+                    text("SELECT kid, status FROM signing_keys WHERE tenant_id = :t ORDER BY id"),
+                    {"t": tenant_id},
+                ).all()
+            assert [status for _, status in rows] == ["published", "active"]
+            assert rows[-1].kid == "raced"
+            assert _differences() == []
+        finally:
+            db.engine.dispose()
+
+
 def _counts():
     with db.engine.connect() as connection:
         return {

@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
+from sqlalchemy import Index
 from sqlalchemy import LargeBinary
 from sqlalchemy import String
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -26,7 +28,18 @@ IN_JWKS = (ACTIVE, PUBLISHED)
 class SigningKey(TenantOwned, Base):
     __tablename__ = "signing_keys"
     keyed_by_tenant = True
-    __table_args__ = (UniqueConstraint("tenant_id", "kid"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kid"),
+        # One signer per algorithm: two rotations racing cannot both leave an active key.
+        Index(
+            "ux_signing_keys_active_alg",
+            "tenant_id",
+            "alg",
+            unique=True,
+            postgresql_where=text(f"status = '{ACTIVE}'"),
+            sqlite_where=text(f"status = '{ACTIVE}'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(String(64))

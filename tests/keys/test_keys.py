@@ -5,6 +5,7 @@ import base64
 import jwt
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from authserver.extensions import db
 from authserver.keys import crypto
@@ -210,6 +211,43 @@ def test_retiring_another_tenants_kid_is_refused_and_changes_nothing(
     assert "tenant 'clinic-a' has no key" in message
     assert (stored_keys(tenant), stored_keys(other_tenant)) == before
     assert other_old_kid in served_kids(client, "clinic-b")
+
+
+def active_kids(tenant):
+    db.session.expire_all()
+    query = select(SigningKey.kid).where(
+        SigningKey.tenant_id == tenant.id, SigningKey.status == "active"
+    )
+    return list(db.session.scalars(query))
+
+
+def test_a_rotation_racing_another_is_refused_and_one_signer_stays(cli, tenant, monkeypatch):
+    signer = active_kids(tenant)
+    # This rotation read the tenant's signers before another one committed its new key.
+    monkeypatch.setattr(service, "_active", lambda tenant, alg: None)
+
+    line = refused(cli, "keys", "rotate", "clinic-a")
+
+    assert "at the same time" in line
+    assert active_kids(tenant) == signer
+
+
+def test_the_database_refuses_a_second_active_key_for_one_alg(tenant):
+    generated = crypto.generate("RS256")
+    db.session.add(
+        SigningKey(
+            tenant_id=tenant.id,
+            kid=generated.kid,
+            alg="RS256",
+            status="active",
+            public_jwk=generated.public_jwk,
+            private_key_ciphertext=b"x",
+        )
+    )
+
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
 
 
 def test_rotate_es256_adds_an_es256_signer_beside_the_rs256_one(cli, client, tenant):
