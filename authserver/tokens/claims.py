@@ -27,6 +27,13 @@ class AccessTokenSubject:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+def minted_by_server(claims: dict[str, Any], issuer: str) -> bool:
+    """Whether the tenant's server minted the token for itself (``client_id`` = ``sub`` = its
+    issuer, as :func:`authserver.launch.patients.server_token` does to search the FHIR server
+    for the patient picker): such a token has no record, and lives a minute."""
+    return claims.get("client_id") == issuer and claims.get("sub") == issuer
+
+
 def access_token_claims(token: AccessTokenSubject) -> dict[str, Any]:
     """The JWT body: RFC 9068 required claims, then ``tenant``/``roles``, then SMART context.
 

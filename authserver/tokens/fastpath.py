@@ -35,6 +35,7 @@ from authserver.rawdb import RawConnections
 from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
 from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import TenantURLs
+from authserver.tokens.claims import minted_by_server
 from authserver.tokens.introspection import MAX_TOKEN_LENGTH
 from authserver.tokens.introspection import access_answer
 from authserver.tokens.introspection import claims_fit
@@ -138,10 +139,10 @@ def introspect(slug: str, authorization: str | None, token: str | None) -> dict[
         return None
     if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
         return None
-    if signed is None or not _live(row, signed[0]):
+    if signed is None:
         return INACTIVE
     urls = TenantURLs(current_app.config["AUTHSERVER_PUBLIC_URL"], slug, row[2])
-    if not claims_fit(signed[0], urls):
+    if not _live(row, signed[0], urls.issuer) or not claims_fit(signed[0], urls):
         return INACTIVE
     keep()  # a live token's state, until a change to one of its rows is notified
     return {"active": True, **access_answer(signed[0], row[11])}
@@ -157,7 +158,7 @@ def _caller_checks_out(row: tuple[Any, ...], secret: str) -> bool:
     )
 
 
-def _live(row: tuple[Any, ...], claims: dict[str, Any]) -> bool:
+def _live(row: tuple[Any, ...], claims: dict[str, Any], issuer: str) -> bool:
     tenant_status, token_client, revoked_at, client_status, user_status = (
         row[1],
         row[7],
@@ -165,6 +166,12 @@ def _live(row: tuple[Any, ...], claims: dict[str, Any]) -> bool:
         row[9],
         row[10],
     )
+    if token_client is None:  # no record: live only if the server minted it for itself
+        return (
+            minted_by_server(claims, issuer)
+            and tenant_status == TENANT_ACTIVE
+            and row[12] in IN_JWKS
+        )
     return (
         tenant_status == TENANT_ACTIVE
         and token_client == claims["client_id"]

@@ -37,6 +37,7 @@ from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import CONTEXT_CLAIMS
+from authserver.tokens.claims import minted_by_server
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
@@ -105,6 +106,9 @@ _REFRESH_STATE = (
         _tokens.kind == REFRESH,
     )
 )
+_KEY_STATUS = select(_keys.status).where(
+    _keys.tenant_id == bindparam("tenant_id"), _keys.kid == bindparam("kid")
+)
 _ROLE_NAMES = (
     select(Role.__table__.c.name)
     .join(user_roles, user_roles.c.role_id == Role.__table__.c.id)
@@ -170,10 +174,31 @@ def _access_token(tenant: Tenant, token: str) -> TokenState | None:
     claims, kid = verified
     params = {"tenant_id": tenant.id, "jti": claims["jti"], "kid": kid}
     row = db.session.execute(_ACCESS_STATE, params).first()
-    if row is None or row.client_id != claims["client_id"]:
+    if row is None:
+        return _server_token(tenant, claims, kid)
+    if row.client_id != claims["client_id"]:
         return None
     revoked = _ended(tenant, row) or row.key_status not in IN_JWKS
     return _state(row, claims["exp"], revoked, access_answer(claims, row.username))
+
+
+def _server_token(tenant: Tenant, claims: dict[str, Any], kid: str) -> TokenState | None:
+    """The token the server minted for itself (no record): live while its tenant is active and
+    its key published; no client owns it, so none can revoke it (it lives a minute)."""
+    if not minted_by_server(claims, tenants.urls(tenant).issuer):
+        return None
+    key_status = db.session.scalar(_KEY_STATUS, {"tenant_id": tenant.id, "kid": kid})
+    revoked = not tenant.is_active or key_status not in IN_JWKS
+    return TokenState(
+        kind=ACCESS,
+        jti=claims["jti"],
+        grant_id="",
+        client_pk=0,
+        client_id=claims["client_id"],
+        expires_at=int(claims["exp"]),
+        revoked=revoked,
+        claims=access_answer(claims, None),
+    )
 
 
 def _verified_claims(tenant: Tenant, token: str) -> tuple[dict[str, Any], str] | None:

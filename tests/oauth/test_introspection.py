@@ -20,6 +20,7 @@ from authserver.clients import service as clients
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.extensions import db
 from authserver.keys import service as keys
+from authserver.launch import patients
 from authserver.tenancy import service as tenants
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
@@ -143,6 +144,44 @@ def test_access_token_with_refresh_hint_is_still_found(client, home, gateway, is
     issued = issue(home)
     body = gateway.introspect(client, issued.access_token, token_type_hint="refresh_token").json
     assert body["active"] is True
+
+
+def test_the_token_the_server_minted_to_search_patients_is_active(client, home, gateway):
+    # The picker's search goes through the same gateway as the apps' requests.
+    token = patients.server_token(home)
+    issuer = f"https://auth.example.test/t/{home.slug}"
+
+    answers = [gateway.introspect(client, token).json for _ in range(2)]  # full, then fast path
+
+    for answer in answers:
+        assert answer["active"] is True
+        assert answer["scope"] == "system/Patient.rs"
+        assert answer["client_id"] == answer["sub"] == issuer
+        assert "username" not in answer and "patient" not in answer
+
+
+@pytest.mark.parametrize("ended_by", ["suspended tenant", "retired key"])
+def test_the_servers_own_token_ends_like_any_other(client, home, gateway, ended_by):
+    token = patients.server_token(home)
+    assert gateway.introspect(client, token).json["active"] is True
+
+    if ended_by == "suspended tenant":
+        tenants.suspend(home)
+    else:
+        kid = jwt.get_unverified_header(token)["kid"]
+        keys.rotate(home)
+        keys.retire(home, kid)
+    db.session.commit()
+
+    assert_inactive(gateway.introspect(client, token))
+
+
+def test_a_token_shaped_like_the_servers_own_but_signed_elsewhere_is_inactive(
+    client, home, away, gateway
+):
+    forged = patients.server_token(away)  # another tenant's key and issuer
+
+    assert_inactive(gateway.introspect(client, forged))
 
 
 def test_resource_server_may_use_client_secret_post(client, home, make_gateway, issue):
