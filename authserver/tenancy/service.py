@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from authserver import validation
 from authserver.accounts import service as accounts
@@ -95,7 +96,11 @@ def create_tenant(
         raise Conflict(f"tenant {slug!r} already exists")
     tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
     db.session.add(tenant)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:  # made by someone else since the check above
+        db.session.rollback()
+        raise Conflict(f"tenant {slug!r} already exists") from None
     audit.record(tenant, AuditEvent.TENANT_CREATED, actor=actor, subject=slug)
     accounts.create_default_roles(tenant)
     keys.create_key(tenant, "RS256", actor=actor)

@@ -1,6 +1,7 @@
 """Tenants as an operator makes them (the CLI) and as the web sees them (their URLs)."""
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -122,6 +123,27 @@ def test_a_duplicate_tenant_is_refused_and_the_first_is_unchanged(cli, tenant):
     assert "tenant 'clinic-a' already exists" in message
     assert stored_tenants() == before
     assert audit_count() == audited
+
+
+def test_a_tenant_created_elsewhere_meanwhile_is_a_conflict_not_a_crash(cli, tenant):
+    # Another instance creates the same slug between this command's check and its insert.
+    def create_it_elsewhere(session, context, instances):
+        with db.engine.begin() as connection:
+            connection.execute(
+                Tenant.__table__.insert().values(slug="riverside", display_name="Other Riverside")
+            )
+
+    event.listen(db.session, "before_flush", create_it_elsewhere, once=True)
+    try:
+        message = refused(cli, "tenant", "create", "riverside", "--name", "Riverside Clinic")
+    finally:
+        if event.contains(db.session, "before_flush", create_it_elsewhere):
+            event.remove(db.session, "before_flush", create_it_elsewhere)
+
+    assert "tenant 'riverside' already exists" in message
+    db.session.expire_all()
+    names = db.session.scalars(select(Tenant.display_name).where(Tenant.slug == "riverside"))
+    assert list(names) == ["Other Riverside"]
 
 
 def test_an_over_long_display_name_is_refused_and_nothing_is_stored(cli, tenant):
