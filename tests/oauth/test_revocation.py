@@ -13,6 +13,7 @@ from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
+from authserver.tokens import service as tokens
 from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.fixtures.tokens import basic
 
@@ -191,6 +192,29 @@ def test_disabling_a_user_revokes_their_tokens(client, tenant, gateway, issue, m
     assert not active(client, gateway, issued.access_token)
     assert not active(client, gateway, issued.refresh_token)
     assert active(client, gateway, kept.access_token)
+
+
+def test_a_token_whose_context_jsonb_cannot_hold_is_still_revoked(
+    client, tenant, gateway, public_app, make_user
+):
+    # Stored before launch contexts were checked: a \u0000 escape, which PostgreSQL's json
+    # keeps but jsonb refuses (the state NOTIFY trigger once converted the whole row to jsonb).
+    user = make_user(tenant, roles=["physician"])
+    authorization = tokens.Authorization(
+        tenant=tenant,
+        client=public_app,
+        scope="launch user/*.rs",
+        user=user,
+        context={"patient": "p1", "fhirContext": [{"canonical": "urn:x\x00y"}]},
+    )
+    token = tokens.issue_access_token(authorization)["access_token"]
+    db.session.commit()
+    assert active(client, gateway, token)
+
+    accounts.set_status(tenant, user, False)  # revokes every token of the user
+    db.session.commit()
+
+    assert not active(client, gateway, token)
 
 
 def test_deleting_a_client_revokes_its_tokens(client, tenant, gateway, public_app, issue):
