@@ -1,10 +1,10 @@
 """Request input no endpoint can use, refused before any view reads it.
 
-No protocol value this server accepts (a client id, a username, a nonce, a scope...) can hold a
-NUL character, and PostgreSQL cannot even compare text that does: without this check such a
-value would reach a query and fail there as a server error. HTTP Basic credentials must be
-base64 of UTF-8 text (RFC 7617 §2.1 with ``charset="UTF-8"``, RFC 6749 §2.3.1); anything else
-is a failed client authentication, answered as one.
+No protocol value this server accepts (a client id, a username, a nonce, a scope, a member of a
+JSON body...) can hold a NUL character, and PostgreSQL can neither compare nor store text that
+does: without this check such a value would reach a query and fail there as a server error.
+HTTP Basic credentials must be base64 of UTF-8 text (RFC 7617 §2.1 with ``charset="UTF-8"``,
+RFC 6749 §2.3.1); anything else is a failed client authentication, answered as one.
 
 The tenant slug in the path is checked by :func:`authserver.tenancy.resolution.load_tenant_by_slug`
 before this runs; the two fast paths in front of Flask decline such requests, which then come
@@ -41,6 +41,8 @@ def refuse_unusable_input() -> Response | None:
     """``before_request``: a 401 for unreadable Basic credentials; raises for a NUL anywhere."""
     if NUL in request.path or _has_nul(request.args) or _has_nul(request.form):
         raise ValidationError("The request holds a NUL character, which no parameter may contain.")
+    if request.is_json and _json_has_nul(request.get_json(silent=True)):
+        raise ValidationError("The JSON body holds a NUL character, which no member may contain.")
     if not _basic_credentials_readable(request.headers.get("Authorization", "")):
         error = InvalidClientError(
             status_code=401, description="The client credentials are not readable."
@@ -55,6 +57,16 @@ def _has_nul(values: Any) -> bool:
         NUL in name or (NUL in value and name not in ANSWERED_AS_UNKNOWN)
         for name, value in values.items(multi=True)
     )
+
+
+def _json_has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(NUL in key or _json_has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_json_has_nul(item) for item in value)
+    return False
 
 
 def _basic_credentials_readable(authorization: str) -> bool:

@@ -4,6 +4,7 @@ access_token"). Pure: no Flask, no database.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -21,6 +22,8 @@ RESPONSE_MEMBERS = (
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
+MAX_FHIR_CONTEXT_ITEMS = 20
+MAX_FHIR_CONTEXT_LENGTH = 2048
 
 
 def token_response_members(context: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +75,13 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
     """
     if not isinstance(items, list):
         raise ValueError("fhirContext must be a JSON array of objects")
-    return [_context_item(item, index) for index, item in enumerate(items)]
+    if len(items) > MAX_FHIR_CONTEXT_ITEMS:
+        raise ValueError(f"fhirContext may hold at most {MAX_FHIR_CONTEXT_ITEMS} items")
+    checked = [_context_item(item, index) for index, item in enumerate(items)]
+    if len(json.dumps(checked)) > MAX_FHIR_CONTEXT_LENGTH:
+        # It rides in every access token, which SMART asks to keep under about 8 kB.
+        raise ValueError(f"fhirContext may be at most {MAX_FHIR_CONTEXT_LENGTH} characters of JSON")
+    return checked
 
 
 def _context_item(item: Any, index: int) -> dict[str, Any]:
@@ -85,9 +94,7 @@ def _context_item(item: Any, index: int) -> dict[str, Any]:
     if not {"reference", "canonical", "identifier"} & set(item):
         raise ValueError(f"{where} needs a reference, canonical or identifier")
     reference = item.get("reference")
-    if reference is not None and not (
-        isinstance(reference, str) and _REFERENCE.fullmatch(reference)
-    ):
+    if "reference" in item and not (isinstance(reference, str) and _REFERENCE.fullmatch(reference)):
         raise ValueError(f"{where}.reference must be a relative reference such as Observation/1")
     if "canonical" in item and not (isinstance(item["canonical"], str) and item["canonical"]):
         raise ValueError(f"{where}.canonical must be a non-empty string")
@@ -100,7 +107,12 @@ def _context_item(item: Any, index: int) -> dict[str, Any]:
     role = item.get("role", "launch")
     if not isinstance(role, str) or not role or (role != "launch" and ":" not in role):
         raise ValueError(f"{where}.role must be an absolute URI (and never empty)")
-    resource_type = item.get("type") or (reference or "").partition("/")[0]
+    referenced_type = (reference or "").partition("/")[0]
+    if reference and "type" in item and item["type"] != referenced_type:
+        raise ValueError(
+            f"{where}.type is {item['type']} but the reference is to {referenced_type}"
+        )
+    resource_type = item.get("type") or referenced_type
     if resource_type in ("Patient", "Encounter") and role == "launch":
         raise ValueError(
             f"{where}: {resource_type} goes in --patient/--encounter, or needs a role other than "

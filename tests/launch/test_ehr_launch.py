@@ -288,6 +288,11 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         {"patient": "pt-1", "fhirContext": [{"reference": "Observation/1", "role": ""}]},
         {"patient": "pt-1", "need_patient_banner": "yes"},
         {"patient": "pt-1", "intent": 7},
+        {"patient": "pt-1", "fhirContext": [{"canonical": "urn:x\u0000y"}]},
+        {"patient": "pt-1", "fhirContext": [{"reference": None}]},
+        {"patient": "pt-1", "fhirContext": [{"reference": "Patient/2", "type": "Observation"}]},
+        {"patient": "pt-1", "fhirContext": [{"reference": f"Observation/{i}"} for i in range(21)]},
+        {"patient": "pt-1", "fhirContext": [{"canonical": "https://x.test/" + "c" * 3000}]},
     ],
     ids=[
         "no-patient",
@@ -299,6 +304,11 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         "empty-role",
         "banner-not-boolean",
         "intent-not-text",
+        "nul-in-a-member",  # PostgreSQL cannot keep it in jsonb, so it would be stuck forever
+        "null-reference",
+        "type-against-the-reference",
+        "too-many-items",  # it rides in every access token: SMART asks for tokens under ~8 kB
+        "too-long",
     ],
 )
 def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
