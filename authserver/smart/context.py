@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from authserver.smart.scopes import ScopeSet
@@ -78,10 +79,26 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
     if len(items) > MAX_FHIR_CONTEXT_ITEMS:
         raise ValueError(f"fhirContext may hold at most {MAX_FHIR_CONTEXT_ITEMS} items")
     checked = [_context_item(item, index) for index, item in enumerate(items)]
-    if len(json.dumps(checked)) > MAX_FHIR_CONTEXT_LENGTH:
+    text = json.dumps(checked)
+    if any("\x00" in string for string in _strings(checked)):
+        raise ValueError("fhirContext must not hold a NUL character")
+    if len(text) > MAX_FHIR_CONTEXT_LENGTH:
         # It rides in every access token, which SMART asks to keep under about 8 kB.
         raise ValueError(f"fhirContext may be at most {MAX_FHIR_CONTEXT_LENGTH} characters of JSON")
     return checked
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _context_item(item: Any, index: int) -> dict[str, Any]:
