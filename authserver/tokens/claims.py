@@ -6,8 +6,17 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-# Launch context members that go into the token response, the JWT and introspection alike.
-CONTEXT_CLAIMS = ("patient", "encounter", "fhirContext", "fhirUser")
+# Launch context members that go into the token response, the JWT and introspection alike
+# (INT-02: introspection repeats every launch-context member of the token response).
+CONTEXT_CLAIMS = (
+    "patient",
+    "encounter",
+    "fhirContext",
+    "need_patient_banner",
+    "smart_style_url",
+    "intent",
+    "fhirUser",
+)
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,33 @@ def test_ehr_launch_scope_and_context_survive_refresh(doctor, clinic):
     assert refreshed["need_patient_banner"] is False
 
 
+def test_introspection_repeats_every_launch_context_member_of_the_token_response(
+    doctor, clinic, make_gateway
+):
+    # INT-02: the same members with the same values, for the access and the refresh token.
+    scope = "launch openid fhirUser offline_access patient/Patient.rs"
+    launch_id = new_launch(
+        clinic.tenant,
+        patient="pt-3",
+        encounter="enc-4",
+        fhir_context=FHIR_CONTEXT,
+        intent="reconcile-medications",
+        need_patient_banner=True,
+    )
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+    code = redirect_params(authorize(doctor, clinic, params))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+    gateway = make_gateway(clinic.tenant)
+    members = ("patient", "encounter", "fhirContext", "need_patient_banner", "intent")
+    members += ("smart_style_url",)
+    expected = {name: body[name] for name in members if name in body}
+    assert set(expected) >= {"patient", "encounter", "fhirContext", "need_patient_banner", "intent"}
+
+    for token in (body["access_token"], body["refresh_token"]):
+        answer = gateway.introspect(doctor, token).json
+        assert {name: answer.get(name) for name in expected} == expected
+
+
 def test_launch_is_used_once(doctor, clinic):
     launch_id = new_launch(clinic.tenant)
     assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))
