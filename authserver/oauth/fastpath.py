@@ -379,7 +379,7 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
             return None
         claims = unverified  # the payload whose signature was just checked
         entry.claims.verify_claims(claims)
-        granted = _granted(params.get("scope"), entry.allowed_scope)
+        granted = _granted(params.get("scope", ""), entry.allowed_scope)
         if not granted:
             return None
         lifetime = min(entry.tenant_lifetime, MAX_TOKEN_LIFETIME)
@@ -416,9 +416,10 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
 
 
 @lru_cache(maxsize=4096)
-def _granted(requested: str | None, allowed: str) -> str:
-    """The scope to grant: :func:`backend_grant`, pure, so kept per process."""
-    return str(backend_grant(requested, allowed))
+def _granted(requested: str, allowed: str) -> str:
+    """The scope to grant: :func:`backend_grant`, pure, so kept per process; none for no
+    request (the full path says that ``scope`` is required)."""
+    return str(backend_grant(requested, allowed)) if requested.strip() else ""
 
 
 def _public_key(entry: Entry, kid: str, alg: str) -> Key | None:

@@ -26,8 +26,9 @@ def backend_ceiling(allowed: str) -> ScopeSet:
     return ScopeSet(scope for scope in parse_scopes(allowed) if _serves_backend(scope))
 
 
-def backend_grant(requested: str | None, allowed: str, *role_ceilings: ScopeSet) -> ScopeSet:
-    """The scopes to grant for ``requested`` (None or empty: the client's ``system/`` scopes).
+def backend_grant(requested: str, allowed: str, *role_ceilings: ScopeSet) -> ScopeSet:
+    """The scopes to grant for ``requested`` (SMART Backend Services makes ``scope`` required:
+    the caller refuses a request without one, BS-05).
 
     :param role_ceilings: the role ceiling of the service account the client is linked to, if
         any (:func:`authserver.accounts.service.role_ceiling`); each narrows the grant further,
@@ -35,11 +36,7 @@ def backend_grant(requested: str | None, allowed: str, *role_ceilings: ScopeSet)
         as role ceilings bound FHIR data (:mod:`authserver.smart.policy`).
     :raises InvalidScope: for a malformed requested scope.
     """
-    ceiling = backend_ceiling(allowed)
-    if not requested:
-        granted = ScopeSet(ceiling.resource_scopes)
-    else:
-        granted = narrow(parse_scopes(requested, strict=True), ceiling)
+    granted = narrow(parse_scopes(requested, strict=True), backend_ceiling(allowed))
     for role_ceiling in role_ceilings:
         named = (scope for scope in granted if isinstance(scope, NamedScope))
         granted = narrow(granted, ScopeSet([*system_ceiling(role_ceiling), *named]))

@@ -79,10 +79,13 @@ def test_access_token_names_tenant_and_client_and_no_user_or_patient(client, ten
         assert absent not in claims
 
 
-def test_no_scope_parameter_gets_the_clients_system_scopes(client, tenant, backend):
-    response = post_token(client, backend.assertion(TOKEN_URL), scope=None)
-    assert response.status_code == 200
-    assert response.json["scope"] == "system/Patient.rs system/Observation.rs"
+@pytest.mark.parametrize("scope", [None, "", "  "])
+def test_a_request_without_scope_is_invalid_request(client, tenant, backend, scope):
+    # BS-05: SMART Backend Services requires scope; nothing is granted by default.
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=scope)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert "scope" in response.json["error_description"]
 
 
 def test_wildcard_request_is_narrowed_to_the_registration(client, tenant, backend):

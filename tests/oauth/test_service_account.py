@@ -117,8 +117,8 @@ def test_role_ceiling_narrows_the_grant(client, tenant, linked, account):
     assert record.user_id == account.id and record.scope == "system/Patient.rs"
 
 
-def test_no_scope_parameter_gets_the_registration_within_the_ceiling(client, linked):
-    response = post_token(client, linked, scope=None)
+def test_a_wildcard_request_gets_the_registration_within_the_ceiling(client, linked):
+    response = post_token(client, linked, scope="system/*.rs")
     assert response.status_code == 200, response.json
     assert response.json["scope"] == "system/Patient.rs"
 

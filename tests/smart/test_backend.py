@@ -31,8 +31,8 @@ def test_a_ceiling_narrows_permissions_types_and_search_constraints():
     )
 
 
-def test_no_scope_requested_gets_the_registration_within_the_ceiling():
-    assert grant(None, "user/Observation.cu") == "system/Observation.cu"
+def test_a_wildcard_request_gets_the_registration_within_the_ceiling():
+    assert grant("system/*.*", "user/Observation.cu") == "system/Observation.cu"
 
 
 def test_a_patient_or_empty_ceiling_leaves_no_data_scope():

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from authlib.oauth2.rfc6749 import grants
 
@@ -43,11 +44,15 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
     def validate_requested_scope(self) -> None:
         """Grant = requested ∩ the client's system scopes (BS-05) ∩ its service account's role
         ceiling, when it has one; nothing grantable is an error."""
+        requested = (self.request.payload.scope or "").strip()
+        if not requested:
+            # SMART Backend Services §4.1: scope is required (BS-05), never a default grant.
+            raise InvalidRequestError("Missing 'scope': ask for the system/ scopes this job needs.")
         account = self.service_account()
         ceilings = (accounts.role_ceiling(account),) if account is not None else ()
         client = self.request.client
         try:
-            granted = backend_grant(self.request.payload.scope, client.allowed_scope, *ceilings)
+            granted = backend_grant(requested, client.allowed_scope, *ceilings)
         except InvalidScope as error:
             raise InvalidScopeError(description=f"Malformed scope {error.scope[:80]!r}.") from None
         if not granted:
