@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authserver.keys import service as keys
 from tests.fixtures.assertions import assertion_claims
+from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 
@@ -224,6 +225,19 @@ def test_new_assertion_reusing_a_jti_is_refused(client, backend):
     assert_invalid_client(
         post_token(client, backend.assertion(TOKEN_URL, jti="a" * 64)), "used before"
     )
+
+
+def test_two_registered_keys_with_the_assertions_kid_are_refused(client, tenant, make_client):
+    # CA-09: more than one candidate key is a failure, never a guess.
+    key, twin = make_client_key("RS384", kid="same"), make_client_key("RS384", kid="same")
+    registration = make_client(
+        tenant,
+        auth_method="private_key_jwt",
+        scopes=["system/Patient.rs"],
+        jwks=jwks_of(key, twin),
+    )
+    claims = assertion_claims(registration.client.client_id, TOKEN_URL)
+    assert_invalid_client(post_token(client, key.sign(claims)), "kid")
 
 
 def test_unknown_kid_is_refused(client, backend):

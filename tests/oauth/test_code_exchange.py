@@ -16,6 +16,7 @@ from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
+from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
@@ -47,6 +48,57 @@ def assert_error(response, status: int, code: str) -> None:
 
 
 # --- TOK-01..03, 06, 07, 12; §2.4: the success response ------------------------------------
+
+
+def test_an_asymmetric_app_exchanges_a_code_and_refreshes_with_private_key_jwt(
+    signed_in, clinic, make_backend_client
+):
+    # CA-08, client-confidential-asymmetric: an assertion authenticates, no client_id needed.
+    token_url = "https://auth.example.test/t/clinic-a/token"
+    app = make_backend_client(
+        clinic.tenant,
+        scopes=[],
+        redirect_uris=[REDIRECT_URI],
+        grant_types=["authorization_code", "refresh_token"],
+    )
+    code = get_code(signed_in, clinic, VERIFIER, app.registration.client)
+    assertion = {"client_assertion_type": ASSERTION_TYPE}
+
+    first = signed_in.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": VERIFIER,
+            **assertion,
+            "client_assertion": app.assertion(token_url),
+        },
+    )
+    assert first.status_code == 200, first.json
+    refreshed = signed_in.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": first.json["refresh_token"],
+            **assertion,
+            "client_assertion": app.assertion(token_url),
+        },
+    )
+    assert refreshed.status_code == 200, refreshed.json
+    unsigned = signed_in.post(
+        "/t/clinic-a/token",
+        data={"grant_type": "refresh_token", "refresh_token": refreshed.json["refresh_token"]},
+    )
+    assert unsigned.status_code == 401 and unsigned.json["error"] == "invalid_client"
+
+
+def test_a_patient_scope_alone_puts_the_patient_in_context(signed_in, clinic):
+    # TOK-08: any patient/ scope needs a patient, with or without launch/patient.
+    code = get_code(signed_in, clinic, VERIFIER, scope="patient/Observation.rs")
+    body = exchange(signed_in, clinic, code, VERIFIER).json
+    assert body["scope"] == "patient/Observation.rs"
+    assert body["patient"] == "p-clinic-a"
 
 
 def test_public_client_exchange(signed_in, clinic):
