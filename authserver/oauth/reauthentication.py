@@ -37,7 +37,7 @@ def max_age(payload: Any) -> int | None:
     :raises InvalidRequestError: when it is not a whole number of seconds.
     """
     value = payload.data.get("max_age")
-    if value is None:
+    if not value:  # RFC 6749 §3.1: a parameter sent without a value is treated as omitted
         return None
     if not _MAX_AGE.fullmatch(value):
         raise InvalidRequestError("'max_age' must be a whole number of seconds.")

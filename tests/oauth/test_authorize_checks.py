@@ -447,6 +447,14 @@ def test_max_age_must_be_whole_seconds(signed_in, clinic, max_age):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
+def test_an_empty_max_age_is_as_if_absent(signed_in, clinic):
+    # AUTHZ-18 / RFC 6749 §3.1: sent without a value, a parameter is treated as omitted.
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", max_age="")
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    assert page.status_code == 200  # the consent page, neither an error nor a new sign-in
+    assert 'name="decision"' in page.get_data(as_text=True)
+
+
 def test_login_at_another_tenant_is_not_a_login_here(client, clinic, other_clinic):
     login(client, "clinic-b", "pat")
     response = client.get("/t/clinic-a/authorize", query_string=authorization_params(clinic))
