@@ -36,6 +36,8 @@ from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 
 PATIENT_ROLE = "patient"
+# What an EHR launch contributes to the context (everything but the user's own fhirUser).
+LAUNCH_MEMBERS = frozenset(launch_context.RESPONSE_MEMBERS)
 
 
 class PatientNotChosen(Exception):
@@ -124,7 +126,9 @@ def prepare(grant: Any, login: LoginSession) -> Offer:
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
     offer = Offer(grant, login, grantable, identity_context(user))
     launch = getattr(request, "launch", None)
-    if launch is not None and request.requested_scope.has("launch"):
+    # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
+    # gets none (and the launch stays unspent).
+    if launch is not None and grantable.has("launch"):
         _apply_launch(offer, launch)
     elif needs_patient(grantable):
         _standalone_patient(offer)
@@ -182,18 +186,38 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
-    context = launch_context.granted_context(offer.context, scope)
-    if offer.pick_patient:
-        try:
-            context["patient"] = launch_context.fhir_id(form.get("patient"), "patient")
-        except ValueError:
-            raise PatientNotChosen from None
-    return Decision(offer.login, scope, context, offer.launch)
+    return _decision(offer, scope, form.get("patient"))
 
 
 def decide_trusted(offer: Offer) -> Decision:
-    context = launch_context.granted_context(offer.context, offer.grantable)
-    return Decision(offer.login, offer.grantable, context, offer.launch)
+    return _decision(offer, offer.grantable, None)
+
+
+def _decision(offer: Offer, scope: ScopeSet, picked: str | None) -> Decision:
+    """The context ``scope`` carries (SCOPE-08: what the user unticked, the app does not get).
+
+    Without ``launch`` the EHR's context stays behind (and the launch unspent); without
+    ``launch/patient`` or a ``patient/`` scope, no patient is named, nor picked.
+    """
+    context = launch_context.granted_context(offer.context, scope)
+    launch = offer.launch
+    if launch is not None and not scope.has("launch"):
+        context = {name: value for name, value in context.items() if name not in LAUNCH_MEMBERS}
+        launch = None
+    if launch is None and not needs_patient(scope):
+        context.pop("patient", None)
+    elif launch is None and offer.pick_patient:
+        try:
+            context["patient"] = launch_context.fhir_id(picked, "patient")
+        except ValueError:
+            raise PatientNotChosen from None
+    elif "patient" not in context:  # patient/ scopes kept, the EHR's patient not shared
+        raise refuse(
+            offer.grant,
+            AccessDeniedError,
+            "The patient scopes need the patient of the EHR session, which was not shared.",
+        )
+    return Decision(offer.login, scope, context, launch)
 
 
 def issue(offer: Offer, decision: Decision) -> Response:

@@ -194,6 +194,56 @@ def test_introspection_repeats_every_launch_context_member_of_the_token_response
         assert {name: answer.get(name) for name in expected} == expected
 
 
+# --- SCOPE-08: the context rides only with the scopes that were granted ---------------------
+
+
+def test_unticking_launch_shares_none_of_the_ehr_context_and_leaves_the_launch(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4", intent="review")
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch openid user/*.rs", launch=launch_id
+    )
+
+    code = redirect_params(authorize(doctor, clinic, params, untick=("launch",)))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+
+    assert "launch" not in body["scope"].split()
+    assert not {"patient", "encounter", "intent", "need_patient_banner"} & set(body)
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
+def test_an_app_not_registered_for_launch_gets_no_ehr_context(doctor, clinic, make_client):
+    app = make_client(clinic.tenant, scopes=["openid", "user/*.rs"]).client
+    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    params = authorization_params(
+        clinic, app, VERIFIER, scope="launch openid user/*.rs", launch=launch_id
+    )
+
+    code = redirect_params(authorize(doctor, clinic, params))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER, app=app).json
+
+    assert "launch" not in body["scope"].split() and "openid" in body["scope"].split()
+    assert "patient" not in body and "encounter" not in body
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
+def test_unticking_launch_but_keeping_patient_scopes_is_access_denied(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, patient="pt-3")
+    params = ehr_params(clinic, launch_id)  # launch with patient/ scopes
+    assert_refused(authorize(doctor, clinic, params, untick=("launch",)), "access_denied")
+
+
+def test_unticking_launch_patient_names_no_patient_and_asks_for_none(doctor, clinic):
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch/patient openid user/*.rs"
+    )
+
+    response = authorize(doctor, clinic, params, untick=("launch/patient",))
+    body = exchange(doctor, clinic, redirect_params(response)["code"], VERIFIER).json
+
+    assert "launch/patient" not in body["scope"].split()
+    assert "patient" not in body
+
+
 def test_launch_is_used_once(doctor, clinic):
     launch_id = new_launch(clinic.tenant)
     assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))
