@@ -212,3 +212,16 @@ def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
     message = assert_refused_and_nothing_stored(cli, "nope", "alice", "--role", "nurse")
 
     assert "no tenant 'nope'" in message
+
+
+@pytest.mark.parametrize("command", ["disable", "enable"])
+def test_a_status_the_user_already_has_is_refused_and_not_audited_again(cli, tenant, command):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    if command == "disable":
+        run(cli, "user", "disable", "clinic-a", "rosa")
+    audited, before = audit_count(), stored_users()
+
+    line = refused(cli, "user", command, "clinic-a", "rosa")
+
+    assert f"user 'rosa' is already {command}d" in line
+    assert (audit_count(), stored_users()) == (audited, before)
