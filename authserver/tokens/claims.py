@@ -6,17 +6,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from authserver.smart.context import RESPONSE_MEMBERS
+
 # Launch context members that go into the token response, the JWT and introspection alike
 # (INT-02: introspection repeats every launch-context member of the token response).
-CONTEXT_CLAIMS = (
-    "patient",
-    "encounter",
-    "fhirContext",
-    "need_patient_banner",
-    "smart_style_url",
-    "intent",
-    "fhirUser",
-)
+CONTEXT_CLAIMS = (*RESPONSE_MEMBERS, "fhirUser")
 
 
 @dataclass(frozen=True)
