@@ -25,6 +25,7 @@ from flask import Response
 from flask import request
 
 from authserver.errors import ValidationError
+from authserver.validation import json_strings
 
 NUL = "\x00"
 # A token presented for introspection or revocation is never read as text by the database (it
@@ -41,7 +42,7 @@ def refuse_unusable_input() -> Response | None:
     """``before_request``: a 401 for unreadable Basic credentials; raises for a NUL anywhere."""
     if NUL in request.path or _has_nul(request.args) or _has_nul(request.form):
         raise ValidationError("The request holds a NUL character, which no parameter may contain.")
-    if request.is_json and _json_has_nul(request.get_json(silent=True)):
+    if request.is_json and any(NUL in text for text in json_strings(request.get_json(silent=True))):
         raise ValidationError("The JSON body holds a NUL character, which no member may contain.")
     if not _basic_credentials_readable(request.headers.get("Authorization", "")):
         error = InvalidClientError(
@@ -57,16 +58,6 @@ def _has_nul(values: Any) -> bool:
         NUL in name or (NUL in value and name not in ANSWERED_AS_UNKNOWN)
         for name, value in values.items(multi=True)
     )
-
-
-def _json_has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, dict):
-        return any(NUL in key or _json_has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_json_has_nul(item) for item in value)
-    return False
 
 
 def _basic_credentials_readable(authorization: str) -> bool:

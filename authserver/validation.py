@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from authserver.errors import ValidationError
@@ -64,3 +66,16 @@ def color(value: str, field: str = "primary colour") -> str:
     if not HEX_COLOR.fullmatch(value or ""):
         raise ValidationError(f"{field} must look like #1f6feb, got {value!r}")
     return value.lower()
+
+
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, object keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)

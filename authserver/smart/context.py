@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from authserver.smart.scopes import ScopeSet
+from authserver.validation import json_strings
 
 # Token-response members that carry launch context (SMART 2.2 §2.4 of our requirements).
 RESPONSE_MEMBERS = (
@@ -80,25 +80,12 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
         raise ValueError(f"fhirContext may hold at most {MAX_FHIR_CONTEXT_ITEMS} items")
     checked = [_context_item(item, index) for index, item in enumerate(items)]
     text = json.dumps(checked)
-    if any("\x00" in string for string in _strings(checked)):
+    if any("\x00" in string for string in json_strings(checked)):
         raise ValueError("fhirContext must not hold a NUL character")
     if len(text) > MAX_FHIR_CONTEXT_LENGTH:
         # It rides in every access token, which SMART asks to keep under about 8 kB.
         raise ValueError(f"fhirContext may be at most {MAX_FHIR_CONTEXT_LENGTH} characters of JSON")
     return checked
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every string in a JSON value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _context_item(item: Any, index: int) -> dict[str, Any]:
