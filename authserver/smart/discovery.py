@@ -12,6 +12,9 @@ from authserver.oauth.server import TenantAuthorizationServer
 
 SSO_CAPABILITY = "sso-openid-connect"
 ID_TOKEN_SIGNING_ALGS = ["RS256"]  # SMART requires RS256 id_tokens (Inferno fails others).
+# SMART 2.2 §metadata names only these (DISC-11); a public client's "none" (RFC 8414) is left to
+# the OpenID document, where OIDC Core §9 defines it.
+SMART_CLIENT_AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt")
 
 
 def endpoint_members(server: TenantAuthorizationServer, url_of: Any) -> dict[str, str]:
@@ -29,6 +32,12 @@ def smart_configuration(
         document["issuer"] = issuer
     document.update(endpoints)
     document.update(_shared_members(server))
+    if "token_endpoint_auth_methods_supported" in document:
+        document["token_endpoint_auth_methods_supported"] = [
+            method
+            for method in document["token_endpoint_auth_methods_supported"]
+            if method in SMART_CLIENT_AUTH_METHODS
+        ]
     document["capabilities"] = list(server.capabilities)
     document["code_challenge_methods_supported"] = server.code_challenge_methods_supported
     return document

@@ -34,9 +34,13 @@ def test_backend_services_members_are_advertised(smart_configuration):
 def test_discovery_is_the_server_registry(app, smart_configuration):
     server = authorization_server()
     assert smart_configuration["grant_types_supported"] == server.grant_types_supported
-    assert smart_configuration["token_endpoint_auth_methods_supported"] == (
-        server.token_endpoint_auth_methods_supported
-    )
+    # SMART names three methods (DISC-11): the registry's others (a public client's "none")
+    # stay out of the SMART document.
+    assert smart_configuration["token_endpoint_auth_methods_supported"] == [
+        method
+        for method in server.token_endpoint_auth_methods_supported
+        if method in {"client_secret_post", "client_secret_basic", "private_key_jwt"}
+    ]
     assert smart_configuration["token_endpoint_auth_signing_alg_values_supported"] == (
         server.token_endpoint_auth_signing_alg_values_supported
     )
@@ -54,10 +58,14 @@ def test_openid_configuration_agrees(client, smart_configuration):
     for member in (
         "token_endpoint",
         "grant_types_supported",
-        "token_endpoint_auth_methods_supported",
         "token_endpoint_auth_signing_alg_values_supported",
     ):
         assert openid[member] == smart_configuration[member]
+    # OIDC Core §9 defines "none" for public clients; SMART's list has no such value (DISC-11).
+    assert openid["token_endpoint_auth_methods_supported"] == [
+        *smart_configuration["token_endpoint_auth_methods_supported"],
+        "none",
+    ]
 
 
 def test_every_advertised_signing_alg_is_accepted(

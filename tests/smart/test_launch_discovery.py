@@ -14,6 +14,12 @@ def test_smart_configuration_advertises_the_launch_endpoints(client, tenant):
         "client_secret_basic",
         "client_secret_post",
     }
+    # DISC-11: only the methods SMART names; public clients still work without "none" listed.
+    assert set(document["token_endpoint_auth_methods_supported"]) <= {
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    }
     assert set(document["capabilities"]) >= {
         "launch-standalone",
         "context-standalone-patient",
