@@ -23,6 +23,7 @@ from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.extensions import flush_or_conflict
 from authserver.models import utcnow
 from authserver.smart import scopes
 from authserver.tenancy.models import Tenant
@@ -183,7 +184,8 @@ def create_user(
         roles=role_rows,
     )
     db.session.add(user)
-    db.session.flush()
+    # Made elsewhere since the check above (another instance, another command).
+    flush_or_conflict(f"user {username!r} already exists at tenant {tenant.slug!r}")
     audit.record(tenant, AuditEvent.USER_CREATED, actor=actor, subject=username, roles=roles)
     return user
 

@@ -12,14 +12,13 @@ from flask import current_app
 from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
-from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.extensions import flush_or_conflict
 from authserver.keys import crypto
 from authserver.keys.models import ACTIVE
 from authserver.keys.models import IN_JWKS
@@ -52,14 +51,11 @@ def create_key(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) 
     db.session.add(key)
     if previous is not None:
         previous.status, previous.rotated_at = PUBLISHED, utcnow()
-    try:
-        db.session.flush()  # the previous signer's UPDATE goes first, then the new INSERT
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(
-            f"another {alg} key was made for tenant {tenant.slug!r} at the same time; "
-            "list the keys and rotate again if needed"
-        ) from None
+    # The previous signer's UPDATE goes first, then the new INSERT.
+    flush_or_conflict(
+        f"another {alg} key was made for tenant {tenant.slug!r} at the same time; "
+        "list the keys and rotate again if needed"
+    )
     event = AuditEvent.KEY_ROTATED if previous else AuditEvent.KEY_CREATED
     audit.record(tenant, event, actor=actor, subject=key.kid, alg=alg)
     return key

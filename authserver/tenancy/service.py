@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from authserver import validation
 from authserver.accounts import service as accounts
@@ -16,6 +15,7 @@ from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.extensions import flush_or_conflict
 from authserver.keys import service as keys
 from authserver.keys.crypto import SUPPORTED_ALGORITHMS
 from authserver.tenancy.models import ACTIVE
@@ -96,11 +96,7 @@ def create_tenant(
         raise Conflict(f"tenant {slug!r} already exists")
     tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
     db.session.add(tenant)
-    try:
-        db.session.flush()
-    except IntegrityError:  # made by someone else since the check above
-        db.session.rollback()
-        raise Conflict(f"tenant {slug!r} already exists") from None
+    flush_or_conflict(f"tenant {slug!r} already exists")  # made elsewhere since the check above
     audit.record(tenant, AuditEvent.TENANT_CREATED, actor=actor, subject=slug)
     accounts.create_default_roles(tenant)
     keys.create_key(tenant, "RS256", actor=actor)

@@ -3,6 +3,7 @@
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
+from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -153,6 +154,39 @@ def test_a_duplicate_username_in_one_tenant_is_refused(cli, tenant):
 
     assert "user 'alice' already exists at tenant 'clinic-a'" in message
     assert service.authenticate(tenant, "alice", PASSWORD) is not None
+
+
+def test_a_user_created_elsewhere_meanwhile_is_a_conflict_not_a_crash(cli, tenant):
+    # Another instance creates the same username between this command's check and its insert.
+    def create_it_elsewhere(session, context, instances):
+        with db.engine.begin() as connection:
+            connection.execute(
+                User.__table__.insert().values(
+                    tenant_id=tenant.id, username="alice", password_hash="made elsewhere"
+                )
+            )
+
+    event.listen(db.session, "before_flush", create_it_elsewhere, once=True)
+    audited = audit_count()
+    try:
+        message = refused(
+            cli,
+            "user",
+            "create",
+            "clinic-a",
+            "alice",
+            "--role",
+            "nurse",
+            "--password-stdin",
+            input=PASSWORD + "\n",
+        )
+    finally:
+        if event.contains(db.session, "before_flush", create_it_elsewhere):
+            event.remove(db.session, "before_flush", create_it_elsewhere)
+
+    assert "user 'alice' already exists at tenant 'clinic-a'" in message
+    assert [user[1:3] for user in stored_users()] == [("alice", "made elsewhere")]
+    assert audit_count() == audited
 
 
 @pytest.mark.parametrize(
