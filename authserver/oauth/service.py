@@ -123,7 +123,9 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     """Claim a live refresh token of ``tenant`` for one rotation, or None.
 
     A rotated token presented again means it leaked or was stolen: every token of its family is
-    revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands.
+    revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands. A claimed
+    one replaces the family's access tokens (INT-05), in the request's transaction: a refresh
+    that fails after this leaves both the refresh token and those access tokens as they were.
     """
     row = tokens.find_refresh_token(tenant, token)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
@@ -134,4 +136,5 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
             tenant, AuditEvent.REFRESH_TOKEN_REUSED, subject=row.client_id, revoked=revoked
         )
         return None
+    revocation.retire_replaced_access_tokens(tenant, row.grant_id)
     return row

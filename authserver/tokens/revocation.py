@@ -16,6 +16,7 @@ from authserver.audit.events import AuditEvent
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
+from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
 
@@ -41,6 +42,12 @@ def revoke_family(tenant: Tenant, grant_id: str, *, actor: str | None = None) ->
     return count
 
 
+def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
+    """A refresh replaces the family's access tokens: they stop being active (INT-05, RFC 7662
+    §2.2). Routine rotation, not an operator's revocation: not audited. Returns how many."""
+    return _revoke(tenant, IssuedToken.grant_id == grant_id, IssuedToken.kind == ACCESS)
+
+
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued for the user; returns how many."""
     count = _revoke(tenant, IssuedToken.user_id == user_id)
@@ -61,10 +68,10 @@ def _audit(tenant: Tenant, actor: str | None, subject: str, scope: str, count: i
     )
 
 
-def _revoke(tenant: Tenant, condition: Any) -> int:
+def _revoke(tenant: Tenant, *conditions: Any) -> int:
     statement = (
         update(IssuedToken)
-        .where(IssuedToken.tenant_id == tenant.id, condition, IssuedToken.revoked_at.is_(None))
+        .where(IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})

@@ -167,6 +167,37 @@ def test_dropping_offline_access_ends_the_refresh_chain(signed_in, clinic):
     assert "refresh_token" not in body
 
 
+# --- INT-05: a refresh replaces the access tokens of its family -------------------------------
+
+
+def test_a_refresh_makes_the_replaced_access_token_inactive(signed_in, clinic, make_gateway):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(signed_in, clinic)
+    elsewhere = tokens_for(signed_in, clinic)  # another authorization of the same user and app
+    assert gateway.introspect(signed_in, first["access_token"]).json["active"] is True
+
+    second = refresh(signed_in, clinic, first["refresh_token"]).json
+
+    assert gateway.introspect(signed_in, first["access_token"]).json == {"active": False}
+    assert gateway.introspect(signed_in, second["access_token"]).json["active"] is True
+    assert gateway.introspect(signed_in, elsewhere["access_token"]).json["active"] is True
+    third = refresh(signed_in, clinic, second["refresh_token"]).json
+    assert gateway.introspect(signed_in, second["access_token"]).json == {"active": False}
+    assert gateway.introspect(signed_in, third["access_token"]).json["active"] is True
+
+
+def test_a_refused_refresh_leaves_the_access_token_active(signed_in, clinic, make_gateway):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(signed_in, clinic)
+
+    wider = PATIENT_SCOPE + " patient/*.cruds"
+    assert_error(
+        refresh(signed_in, clinic, first["refresh_token"], scope=wider), 400, "invalid_scope"
+    )
+
+    assert gateway.introspect(signed_in, first["access_token"]).json["active"] is True
+
+
 # --- REF-06, 07, 08, 11 and rotation reuse ---------------------------------------------------
 
 
