@@ -98,9 +98,16 @@ def set_role_ceiling(
     :raises ValidationError: for a scope :func:`parse_ceiling` refuses.
     """
     role = get_role(tenant, name)
-    role.scope_ceiling = str(parse_ceiling(scope_list))
+    before, role.scope_ceiling = role.scope_ceiling, str(parse_ceiling(scope_list))
     db.session.flush()
-    audit.record(tenant, AuditEvent.ROLE_CEILING_CHANGED, actor=actor, subject=name)
+    audit.record(
+        tenant,
+        AuditEvent.ROLE_CEILING_CHANGED,
+        actor=actor,
+        subject=name,
+        before=before,
+        after=role.scope_ceiling,
+    )
     return role
 
 
@@ -245,7 +252,10 @@ def authenticate(tenant: Tenant, username: str, password: str) -> User | None:
     hasher = passwords()
     valid = hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.is_active):
-        audit.record(tenant, AuditEvent.LOGIN_FAILED, subject=normalize_username(username)[:150])
+        # For the operator only: the person signing in sees one message whatever the reason.
+        reason = "unknown user" if user is None else "wrong password" if not valid else "disabled"
+        subject = normalize_username(username)[:150]
+        audit.record(tenant, AuditEvent.LOGIN_FAILED, subject=subject, reason=reason)
         return None
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = hasher.hash(password)

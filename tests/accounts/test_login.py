@@ -121,16 +121,16 @@ def disable(tenant, user):
 
 
 @pytest.mark.parametrize(
-    ("username", "password", "disabled"),
+    ("username", "password", "disabled", "reason"),
     [
-        ("alice", "not her password", False),
-        ("nobody", DUMMY_PASSWORD, False),
-        ("alice", DUMMY_PASSWORD, True),
+        ("alice", "not her password", False, "wrong password"),
+        ("nobody", DUMMY_PASSWORD, False, "unknown user"),
+        ("alice", DUMMY_PASSWORD, True, "disabled"),
     ],
     ids=["wrong-password", "unknown-user", "disabled-user"],
 )
 def test_a_failed_login_is_a_generic_401_without_a_cookie(
-    client, tenant, alice, username, password, disabled
+    client, tenant, alice, username, password, disabled, reason
 ):
     if disabled:
         disable(tenant, alice)
@@ -144,6 +144,12 @@ def test_a_failed_login_is_a_generic_401_without_a_cookie(
     assert login_cookie(response) is None
     assert session_count() == 0
     assert client.get("/t/clinic-a/").status_code == 302
+    # The operator's audit log says why; the page above does not.
+    failure = db.session.scalars(
+        select(AuditRecord).where(AuditRecord.event == "login:failed")
+    ).one()
+    assert failure.subject == username
+    assert failure.details == {"reason": reason}
 
 
 @pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/logout", "/t/clinic-a/"])

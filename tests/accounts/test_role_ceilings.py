@@ -7,12 +7,14 @@ import json
 import pytest
 from flask_migrate import downgrade
 from flask_migrate import upgrade
+from sqlalchemy import select
 from sqlalchemy import text
 
 from authserver import create_app
 from authserver.accounts import service
 from authserver.accounts.roles import DEFAULT_CEILINGS
 from authserver.accounts.roles import DEFAULT_ROLES
+from authserver.audit.models import AuditRecord
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
@@ -111,8 +113,13 @@ def test_set_ceiling_replaces_the_ceiling_and_is_audited(tenant):
     )
     db.session.commit()
     assert role.scope_ceiling == "user/Patient.rs"
-    events = db.session.execute(text("SELECT event, subject FROM audit_records")).all()
-    assert ("role:ceiling-changed", "front-desk") in events
+    records = db.session.scalars(
+        select(AuditRecord).where(AuditRecord.event == "role:ceiling-changed")
+    ).all()
+    assert [(record.subject, record.actor) for record in records] == [("front-desk", "t")]
+    # What changed, for whoever reviews it later: the ceiling before and after.
+    assert records[0].details["after"] == "user/Patient.rs"
+    assert records[0].details["before"].split() == DEFAULT_CEILINGS["front-desk"]
 
 
 @pytest.mark.parametrize(
