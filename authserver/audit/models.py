@@ -24,3 +24,12 @@ class AuditRecord(TenantOwned, Base):
     subject: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "at": self.created_at.isoformat(),
+            "event": self.event,
+            "actor": self.actor,
+            "subject": self.subject,
+            "details": self.details,
+        }

@@ -1,4 +1,4 @@
-"""Writing audit records. Callers pass identifiers and outcomes, never secrets."""
+"""Writing and reading audit records. Callers pass identifiers and outcomes, never secrets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
+from authserver.tenancy.models import Tenant
 
 log = logging.getLogger("authserver.audit")
 
@@ -27,3 +28,21 @@ def record(
     db.session.add(entry)
     log.info("%s tenant=%s actor=%s subject=%s", event, tenant.slug, actor, subject)
     return entry
+
+
+def recent(
+    tenant: Tenant,
+    *,
+    limit: int,
+    event: AuditEvent | None = None,
+    subject: str | None = None,
+) -> list[AuditRecord]:
+    """The newest ``limit`` records of ``tenant`` (of ``event``, about ``subject``), oldest
+    first. Another tenant's records are never among them."""
+    query = AuditRecord.for_tenant(tenant)
+    if event is not None:
+        query = query.where(AuditRecord.event == str(event))
+    if subject is not None:
+        query = query.where(AuditRecord.subject == subject)
+    newest = db.session.scalars(query.order_by(AuditRecord.id.desc()).limit(limit))
+    return list(reversed(newest.all()))

@@ -13,6 +13,7 @@ from authserver.config import ConfigError
 
 
 def register_commands(app: Flask) -> None:
+    from authserver.cli import audit
     from authserver.cli import clients
     from authserver.cli import demo
     from authserver.cli import keys
@@ -31,6 +32,7 @@ def register_commands(app: Flask) -> None:
         demo.demo,
         roles.role,
         launch.launch,
+        audit.audit,
     ):
         app.cli.add_command(command)
 

@@ -1,0 +1,73 @@
+"""``authserver audit list``: an operator reads one tenant's audit log, and only that one."""
+
+from authserver.accounts import service as accounts
+from authserver.extensions import db
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+
+
+def audit_list(cli, *args):
+    return run(cli, "audit", "list", *args)
+
+
+def failed_logins(tenant, *usernames):
+    for username in usernames:
+        assert accounts.authenticate(tenant, username, "not the password") is None
+    db.session.commit()
+
+
+def test_the_log_lists_what_happened_oldest_first(cli, tenant, make_user):
+    run(cli, "role", "set-ceiling", "clinic-a", "billing", "user/Coverage.rs")
+    make_user(tenant, "alice")
+    failed_logins(tenant, "alice")
+
+    records = audit_list(cli, "clinic-a")
+
+    events = [(record["event"], record["subject"]) for record in records]
+    assert events[0] == ("tenant:created", "clinic-a")
+    assert events[-3:] == [
+        ("role:ceiling-changed", "billing"),
+        ("user:created", "alice"),
+        ("login:failed", "alice"),
+    ]
+    assert records[-3]["actor"] == "cli"
+    assert records[-3]["details"]["after"] == "user/Coverage.rs"
+    assert records[-1]["details"] == {"reason": "wrong password"}
+    assert [record["at"] for record in records] == sorted(record["at"] for record in records)
+
+
+def test_filters_and_limit_keep_the_newest(cli, tenant, make_user):
+    make_user(tenant, "alice")
+    make_user(tenant, "bob")
+    failed_logins(tenant, "alice", "bob", "alice", "alice")
+
+    alice = audit_list(cli, "clinic-a", "--event", "login:failed", "--subject", "alice")
+    newest_two = audit_list(cli, "clinic-a", "--event", "login:failed", "--limit", "2")
+
+    assert [record["subject"] for record in alice] == ["alice", "alice", "alice"]
+    assert [record["subject"] for record in newest_two] == ["alice", "alice"]
+    assert len(audit_list(cli, "clinic-a", "--limit", "1")) == 1
+
+
+def test_another_tenants_records_are_never_listed(cli, tenant, other_tenant, make_user):
+    make_user(other_tenant, "mallory")
+    failed_logins(other_tenant, "mallory")
+
+    records = audit_list(cli, "clinic-a")
+
+    assert [record["event"] for record in records] == ["tenant:created", "key:created"]
+    assert audit_list(cli, "clinic-a", "--subject", "mallory") == []
+    assert [r["subject"] for r in audit_list(cli, "clinic-b", "--event", "login:failed")] == [
+        "mallory"
+    ]
+
+
+def test_an_unknown_tenant_is_refused_in_one_line(cli, tenant):
+    assert "no-such-clinic" in refused(cli, "audit", "list", "no-such-clinic")
+
+
+def test_an_unknown_event_or_a_bad_limit_is_refused(cli, tenant):
+    for args in (["--event", "login:maybe"], ["--limit", "0"], ["--limit", "1001"]):
+        result = cli.invoke(args=["audit", "list", "clinic-a", *args])
+        assert result.exit_code == 2, result.output
+        assert "Invalid value" in result.output
