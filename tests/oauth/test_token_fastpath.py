@@ -155,7 +155,7 @@ def test_allowed_scopes_narrowed_elsewhere_apply_at_once(client, tenant, backend
 
 def test_signing_key_rotated_elsewhere_signs_the_next_token(client, tenant, backend, answers):
     first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
-    rotated = keys.rotate(tenant, tenant.access_token_alg)
+    rotated = keys.rotate(tenant, tenant.access_token_alg, now=True)
     db.session.commit()
     second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
     assert signer_kid(first) != signer_kid(second) == rotated.kid
