@@ -13,6 +13,7 @@ class AuditEvent(StrEnum):
     TENANT_PATIENT_SEARCH_SET = "tenant:patient-search-set"
     TENANT_TOKEN_ALG_SET = "tenant:token-alg-set"
     KEY_CREATED = "key:created"
+    KEY_STAGED = "key:staged"
     KEY_ROTATED = "key:rotated"
     KEY_RETIRED = "key:retired"
     USER_CREATED = "user:created"

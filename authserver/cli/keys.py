@@ -11,10 +11,14 @@ from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.keys import service
 
+ALG = click.option(
+    "--alg", type=click.Choice(["RS256", "ES256"]), default="RS256", show_default=True
+)
+
 
 @click.group()
 def keys() -> None:
-    """List, rotate and retire a tenant's signing keys."""
+    """List, stage, rotate and retire a tenant's signing keys."""
 
 
 @keys.command("list")
@@ -26,14 +30,37 @@ def list_(tenant: str) -> None:
     emit([key.describe() for key in service.list_keys(tenant_named(tenant))])
 
 
-@keys.command("rotate")
+@keys.command("stage")
 @click.argument("tenant")
-@click.option("--alg", type=click.Choice(["RS256", "ES256"]), default="RS256", show_default=True)
+@ALG
 @with_appcontext
 @service_command
-def rotate(tenant: str, alg: str) -> None:
-    """Make a new signer; the old key stays in the JWKS until retired."""
-    emit(service.rotate(tenant_named(tenant), alg, actor=ACTOR).describe())
+def stage(tenant: str, alg: str) -> None:
+    """Publish TENANT's next ALG signer in the JWKS.
+
+    It signs nothing until `keys rotate` makes it the signer.
+    """
+    emit(service.stage(tenant_named(tenant), alg, actor=ACTOR).describe())
+
+
+@keys.command("rotate")
+@click.argument("tenant")
+@ALG
+@click.option(
+    "--now",
+    is_flag=True,
+    help="Switch at once (a compromised key), before every verifier's cached JWKS holds the "
+    "new key.",
+)
+@with_appcontext
+@service_command
+def rotate(tenant: str, alg: str, now: bool) -> None:
+    """Make TENANT's staged ALG key the signer.
+
+    The staged key must have been in the JWKS for as long as verifiers may cache it. The old
+    signer stays in the JWKS until retired, and a successor is staged at once.
+    """
+    emit(service.rotate(tenant_named(tenant), alg, now=now, actor=ACTOR).describe())
 
 
 # A kid is a base64url thumbprint and may start with "-": never read it as an option.

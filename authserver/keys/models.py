@@ -1,4 +1,5 @@
-"""Signing keys: one active signer per algorithm per tenant, older ones published until retired."""
+"""Signing keys: one active signer per algorithm per tenant, at most one staged successor, older
+ones published until retired."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from authserver.models import TenantOwned
 from authserver.models import utcnow
 
 ACTIVE = "active"  # signs new tokens; in the JWKS
+NEXT = "next"  # signs nothing yet; in the JWKS so verifiers know it before it signs
 PUBLISHED = "published"  # no longer signs; in the JWKS so earlier tokens still verify
 RETIRED = "retired"  # gone from the JWKS; tokens it signed no longer verify
-IN_JWKS = (ACTIVE, PUBLISHED)
+# In the JWKS, in this order: a verifier that just takes the first key gets a signer.
+IN_JWKS = (ACTIVE, NEXT, PUBLISHED)
 
 
 class SigningKey(TenantOwned, Base):
@@ -38,6 +41,15 @@ class SigningKey(TenantOwned, Base):
             unique=True,
             postgresql_where=text(f"status = '{ACTIVE}'"),
             sqlite_where=text(f"status = '{ACTIVE}'"),
+        ),
+        # One staged successor per algorithm: two stagings racing cannot both publish one.
+        Index(
+            "ux_signing_keys_next_alg",
+            "tenant_id",
+            "alg",
+            unique=True,
+            postgresql_where=text(f"status = '{NEXT}'"),
+            sqlite_where=text(f"status = '{NEXT}'"),
         ),
     )
 

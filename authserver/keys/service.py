@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from flask import current_app
 from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
+from sqlalchemy import case
 from sqlalchemy import select
 
 from authserver.audit import service as audit
@@ -22,33 +24,33 @@ from authserver.extensions import flush_or_conflict
 from authserver.keys import crypto
 from authserver.keys.models import ACTIVE
 from authserver.keys.models import IN_JWKS
+from authserver.keys.models import NEXT
 from authserver.keys.models import PUBLISHED
 from authserver.keys.models import RETIRED
 from authserver.keys.models import SigningKey
 from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
+from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
+
+# The JWKS lists keys in the order of IN_JWKS (signers first).
+_JWKS_ORDER = case({status: rank for rank, status in enumerate(IN_JWKS)}, value=SigningKey.status)
 
 
 def create_key(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> SigningKey:
-    """Make a new signer for ``alg``; the previous signer of that alg stays published.
+    """Make a new signer for ``alg`` that signs at once; the previous signer of that alg stays
+    published.
+
+    This is how a tenant gets its first key of an algorithm (tenant creation, a new access-token
+    algorithm). A tenant that already signs with ``alg`` should :func:`rotate` instead: a new
+    key that signs at once is refused, until they fetch the JWKS again, by verifiers that
+    cached it before the key existed.
 
     :raises ValidationError: for an algorithm we do not sign with.
+    :raises Conflict: when another ``alg`` key was made at the same time.
     """
-    if alg not in crypto.SUPPORTED_ALGORITHMS:
-        raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
+    _check_algorithm(alg)
     previous = _active(tenant, alg)
-    generated = crypto.generate(alg)
-    key = SigningKey(
-        tenant_id=tenant.id,
-        kid=generated.kid,
-        alg=alg,
-        status=ACTIVE,
-        public_jwk=generated.public_jwk,
-    )
-    key.private_key_ciphertext = crypto.encrypt_private_key(
-        generated.private_pem, _keks(), key.associated_data
-    )
-    db.session.add(key)
+    key = _new_key(tenant, alg, ACTIVE)
     if previous is not None:
         previous.status, previous.rotated_at = PUBLISHED, utcnow()
     # The previous signer's UPDATE goes first, then the new INSERT.
@@ -56,18 +58,147 @@ def create_key(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) 
         f"another {alg} key was made for tenant {tenant.slug!r} at the same time; "
         "list the keys and rotate again if needed"
     )
-    event = AuditEvent.KEY_ROTATED if previous else AuditEvent.KEY_CREATED
-    audit.record(tenant, event, actor=actor, subject=key.kid, alg=alg)
+    if previous is None:
+        audit.record(tenant, AuditEvent.KEY_CREATED, actor=actor, subject=key.kid, alg=alg)
+    else:
+        _record_rotation(tenant, previous, key, at_once=True, actor=actor)
     return key
 
 
-def rotate(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> SigningKey:
-    """Make a new signer; tokens signed by the old one keep verifying until it is retired."""
-    return create_key(tenant, alg, actor=actor)
+def stage(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> SigningKey:
+    """Publish the next signer for ``alg``: in the JWKS at once, signing nothing until
+    :func:`rotate` promotes it.
+
+    :raises ValidationError: for an algorithm we do not sign with, when the tenant has no
+        active ``alg`` key (a staged key succeeds one), or when an ``alg`` key is staged already.
+    :raises Conflict: when another ``alg`` key was staged at the same time.
+    """
+    _check_algorithm(alg)
+    if _active(tenant, alg) is None:
+        raise ValidationError(
+            f"tenant {tenant.slug!r} has no active {alg} key for a staged key to succeed; "
+            "rotate with --now to make one"
+        )
+    staged = _staged(tenant, alg)
+    if staged is not None:
+        raise ValidationError(
+            f"{alg} key {staged.kid!r} is staged already; rotate to it, or retire it first"
+        )
+    return _stage(tenant, alg, actor=actor)
+
+
+def rotate(
+    tenant: Tenant, alg: str = "RS256", *, now: bool = False, actor: str | None = None
+) -> SigningKey:
+    """Make the staged ``alg`` key the signer, publish the old signer, and stage a successor.
+
+    Verifiers may cache the JWKS for ``PUBLIC_DOCUMENT_MAX_AGE`` seconds, so the staged key must
+    have been in it that long: every verifier then knows its ``kid`` before it signs. ``now``
+    is for a compromised signer: the staged key, whatever its age, or a new key when none is
+    staged, signs at once, and verifiers holding an older JWKS refuse its tokens until they
+    fetch it again. Tokens the old signer signed keep verifying until it is retired.
+
+    :returns: the new signer.
+    :raises ValidationError: for an algorithm we do not sign with; without ``now``, when no
+        ``alg`` key is staged or it was staged less than ``PUBLIC_DOCUMENT_MAX_AGE`` seconds ago.
+    :raises Conflict: when another rotation or staging of ``alg`` ran at the same time.
+    """
+    _check_algorithm(alg)
+    staged = _staged(tenant, alg)
+    if not now:
+        _check_published_long_enough(tenant, alg, staged)
+    if staged is None:
+        key = create_key(tenant, alg, actor=actor)
+    else:
+        key = _promote(tenant, staged, at_once=now, actor=actor)
+    # Staged in the same transaction: of two rotations racing, the second finds this successor
+    # or collides with it (ux_signing_keys_next_alg).
+    _stage(tenant, alg, actor=actor)
+    return key
+
+
+def _check_published_long_enough(tenant: Tenant, alg: str, staged: SigningKey | None) -> None:
+    if staged is None:
+        raise ValidationError(
+            f"tenant {tenant.slug!r} has no staged {alg} key: stage one (keys stage) and rotate "
+            f"{PUBLIC_DOCUMENT_MAX_AGE} s later, or rotate with --now to switch at once"
+        )
+    published_for = (utcnow() - staged.created_at).total_seconds()
+    if published_for < PUBLIC_DOCUMENT_MAX_AGE:
+        raise ValidationError(
+            f"{alg} key {staged.kid!r} was staged {int(published_for)} s ago and verifiers may "
+            f"cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: rotate again in "
+            f"{math.ceil(PUBLIC_DOCUMENT_MAX_AGE - published_for)} s, or with --now to switch "
+            "at once"
+        )
+
+
+def _promote(tenant: Tenant, staged: SigningKey, *, at_once: bool, actor: str | None) -> SigningKey:
+    previous = _active(tenant, staged.alg)
+    if previous is not None:
+        previous.status, previous.rotated_at = PUBLISHED, utcnow()
+        db.session.flush()  # steps down first: one active key per alg (ux_signing_keys_active_alg)
+    staged.status = ACTIVE
+    flush_or_conflict(
+        f"another {staged.alg} rotation of tenant {tenant.slug!r} ran at the same time; "
+        "list the keys and rotate again if needed"
+    )
+    _record_rotation(tenant, previous, staged, at_once=at_once, actor=actor)
+    return staged
+
+
+def _stage(tenant: Tenant, alg: str, *, actor: str | None) -> SigningKey:
+    key = _new_key(tenant, alg, NEXT)
+    flush_or_conflict(
+        f"another {alg} key was staged for tenant {tenant.slug!r} at the same time; "
+        "list the keys and try again if needed"
+    )
+    audit.record(tenant, AuditEvent.KEY_STAGED, actor=actor, subject=key.kid, alg=alg)
+    return key
+
+
+def _new_key(tenant: Tenant, alg: str, status: str) -> SigningKey:
+    generated = crypto.generate(alg)
+    key = SigningKey(
+        tenant_id=tenant.id,
+        kid=generated.kid,
+        alg=alg,
+        status=status,
+        public_jwk=generated.public_jwk,
+    )
+    key.private_key_ciphertext = crypto.encrypt_private_key(
+        generated.private_pem, _keks(), key.associated_data
+    )
+    db.session.add(key)
+    return key
+
+
+def _record_rotation(
+    tenant: Tenant,
+    previous: SigningKey | None,
+    key: SigningKey,
+    *,
+    at_once: bool,
+    actor: str | None,
+) -> None:
+    audit.record(
+        tenant,
+        AuditEvent.KEY_ROTATED,
+        actor=actor,
+        subject=key.kid,
+        alg=key.alg,
+        previous_kid=previous.kid if previous else None,
+        at_once=at_once,
+    )
+
+
+def _check_algorithm(alg: str) -> None:
+    if alg not in crypto.SUPPORTED_ALGORITHMS:
+        raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
 
 
 def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> SigningKey:
-    """Take a published key out of the JWKS, so tokens it signed stop verifying.
+    """Take a published or staged key out of the JWKS, so tokens it signed stop verifying.
 
     :raises NotFound: when this tenant has no such key.
     :raises ValidationError: for the active signer (rotate first) or a retired key.
@@ -90,11 +221,12 @@ def list_keys(tenant: Tenant) -> list[SigningKey]:
 
 
 def jwks(tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
-    """The tenant's public JWK Set: its signers and published keys, newest first."""
+    """The tenant's public JWK Set: its signers, then its staged keys, then its published keys,
+    each newest first."""
     query = (
         SigningKey.for_tenant(tenant)
         .where(SigningKey.status.in_(IN_JWKS))
-        .order_by(SigningKey.id.desc())
+        .order_by(_JWKS_ORDER, SigningKey.id.desc())
     )
     return {"keys": [dict(key.public_jwk) for key in db.session.scalars(query)]}
 
@@ -165,6 +297,11 @@ def _b64url(data: bytes) -> bytes:
 
 def _active(tenant: Tenant, alg: str) -> SigningKey | None:
     query = SigningKey.for_tenant(tenant).where(SigningKey.alg == alg, SigningKey.status == ACTIVE)
+    return db.session.scalar(query)
+
+
+def _staged(tenant: Tenant, alg: str) -> SigningKey | None:
+    query = SigningKey.for_tenant(tenant).where(SigningKey.alg == alg, SigningKey.status == NEXT)
     return db.session.scalar(query)
 
 

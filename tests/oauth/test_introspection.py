@@ -169,7 +169,7 @@ def test_the_servers_own_token_ends_like_any_other(client, home, gateway, ended_
         tenants.suspend(home)
     else:
         kid = jwt.get_unverified_header(token)["kid"]
-        keys.rotate(home)
+        keys.rotate(home, now=True)
         keys.retire(home, kid)
     db.session.commit()
 
@@ -341,7 +341,7 @@ def test_token_of_a_deleted_client_is_inactive(client, home, gateway, issue, mak
 def test_token_signed_by_a_retired_key_is_inactive(client, home, gateway, issue):
     issued = issue(home)
     old_kid = jwt.get_unverified_header(issued.access_token)["kid"]
-    keys.rotate(home)
+    keys.rotate(home, now=True)
     db.session.commit()
     # Published after rotation: still verifies (and is now cached by this instance).
     assert gateway.introspect(client, issued.access_token).json["active"] is True

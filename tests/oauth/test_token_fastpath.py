@@ -25,10 +25,12 @@ from authserver.keys import service as keys
 from authserver.oauth import fastpath
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
+from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 from tests.fixtures.database import backend as backend_name
+from tests.fixtures.keys import age_key
 from tests.fixtures.tokens import basic
 
 TOKEN_PATH = "/t/clinic-a/token"
@@ -155,12 +157,32 @@ def test_allowed_scopes_narrowed_elsewhere_apply_at_once(client, tenant, backend
 
 def test_signing_key_rotated_elsewhere_signs_the_next_token(client, tenant, backend, answers):
     first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
-    rotated = keys.rotate(tenant, tenant.access_token_alg)
+    rotated = keys.rotate(tenant, tenant.access_token_alg, now=True)
     db.session.commit()
     second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
     assert signer_kid(first) != signer_kid(second) == rotated.kid
     third = post(client, backend.assertion(TOKEN_URL))
     assert signer_kid(third.json["access_token"]) == rotated.kid
+    assert answers[-1] is not None
+
+
+def test_staged_key_promoted_elsewhere_signs_the_next_token(client, tenant, backend, answers):
+    alg = tenant.access_token_alg
+    first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    staged = keys.stage(tenant, alg)
+    db.session.commit()
+    # Staged, the key signs nothing: the fast path keeps answering with the signer it read.
+    answers.clear()
+    while_staged = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    assert signer_kid(while_staged) == signer_kid(first)
+    assert answers[-1] is not None
+    age_key(tenant, staged.kid, PUBLIC_DOCUMENT_MAX_AGE)
+    keys.rotate(tenant, alg)
+    db.session.commit()
+    second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
+    assert signer_kid(second) == staged.kid
+    third = post(client, backend.assertion(TOKEN_URL))
+    assert signer_kid(third.json["access_token"]) == staged.kid
     assert answers[-1] is not None
 
 

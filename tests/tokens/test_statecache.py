@@ -156,7 +156,7 @@ def delete_the_app(tenant, issued, gateway):
 
 
 def retire_the_key(tenant, issued, gateway):
-    keys.rotate(tenant)
+    keys.rotate(tenant, now=True)
     keys.retire(tenant, jwt.get_unverified_header(issued.access_token)["kid"])
 
 
