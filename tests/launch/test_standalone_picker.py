@@ -20,6 +20,7 @@ from authserver.launch import patients
 from authserver.tenancy import service as tenants
 from tests.fixtures.accounts import login
 from tests.fixtures.live import Browser
+from tests.fixtures.live import offered_patients
 from tests.fixtures.live import serve_in_thread
 from tests.oauth.conftest import app_session
 from tests.oauth.conftest import authorization_params
@@ -30,6 +31,7 @@ from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import verify_with_jwks
 
 PROVIDER_SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
+ANN = "Smith, Ann (born 1970-01-01)"  # the one patient the fake search finds
 VERIFIER = new_verifier()
 
 
@@ -105,7 +107,7 @@ def test_standalone_provider_launch_with_picker_at_two_tenants(
         )
         browser = Browser("doc")
         location = browser.authorize(url, patient_search="smith")
-        assert "Smith, Ann (born 1970-01-01)" in browser.last_page
+        assert ANN in browser.last_page
         token = session.fetch_token(
             server.token_url(current.slug), authorization_response=location, code_verifier=verifier
         )
@@ -159,23 +161,29 @@ def test_consent_without_a_picked_patient_asks_again(doctor, clinic):
     assert "Choose the patient this app is for." in response.get_data(as_text=True)
 
 
+def search_page(browser, clinic, params, name="smith") -> str:
+    """The consent page of the request ``params`` after searching for ``name``."""
+    return browser.get(
+        f"/t/{clinic.slug}/authorize", query_string={**params, "patient_search": name}
+    ).get_data(as_text=True)
+
+
 def test_picked_patient_becomes_the_context(doctor, clinic, fhir):
     point_picker(clinic, fhir)
     params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
-    page = doctor.get(
-        "/t/clinic-a/authorize", query_string={**params, "patient_search": "smith"}
-    ).get_data(as_text=True)
-    assert 'value="clinic-a-smith-1"' in page
+    page = search_page(doctor, clinic, params)
+    assert list(offered_patients(page)) == [ANN]
     assert "not a valid id" not in page
     # Not offered, as a value or as text ("o1" alone can turn up inside the random CSRF token).
     assert 'value="o1"' not in page and ">o1<" not in page
     response = doctor.post(
-        "/t/clinic-a/authorize",
-        query_string=params,
-        data=consent_form(page, patient="clinic-a-smith-1"),
+        "/t/clinic-a/authorize", query_string=params, data=consent_form(page, pick=ANN)
     )
     code = redirect_params(response)["code"]
-    assert exchange(doctor, clinic, code, VERIFIER).json["patient"] == "clinic-a-smith-1"
+    body = exchange(doctor, clinic, code, VERIFIER).json
+    assert body["patient"] == "clinic-a-smith-1"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "clinic-a-smith-1"
 
 
 def test_unreachable_fhir_server_shows_a_message(doctor, clinic, fhir):
