@@ -49,7 +49,7 @@ def authorize() -> Response | tuple[str, int] | str:
         return redirect(url_for("tenant.accounts.login", next=authorization_path()))
     if reauthentication.due(grant, login, request_params()):
         return _sign_in_again(grant, login)
-    offer = consent.prepare(grant, login)
+    offer = consent.prepare(grant, login, request_params())
     if request.method == "POST":
         csrf.protect()  # the consent form: the only POST here that speaks for the user
         return _decide(offer)

@@ -1,9 +1,10 @@
 """The authorization decision: what the user may grant, which patient, and what they approved.
 
 An explicit sequence, re-run on every step of the flow from the validated request (nothing is
-carried between steps but the request itself and the login): :func:`prepare` narrows the request
-by the client's registration and the user's role ceilings and works out the launch context;
-:func:`decide` applies the consent form; :func:`issue` hands the decision to Authlib for a code.
+carried between steps but the request itself and the login, and a picked patient only as a value
+signed for both, ``picker.py``): :func:`prepare` narrows the request by the client's registration
+and the user's role ceilings and works out the launch context; :func:`decide` applies the consent
+form; :func:`issue` hands the decision to Authlib for a code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.extensions import db
+from authserver.oauth import picker
 from authserver.oauth.server import authorization_server
 from authserver.smart import context as launch_context
 from authserver.smart import granular
@@ -74,6 +76,8 @@ class Offer:
 
     grant: Any
     login: LoginSession
+    #: The authorization request's parameters: what a picked patient's value is bound to.
+    params: list[tuple[str, str]]
     grantable: ScopeSet
     context: dict[str, Any] = field(default_factory=dict)
     pick_patient: bool = False
@@ -101,6 +105,14 @@ class Offer:
         offered.update(value for choice in self.choices() for _, value in choice.narrower)
         return parse_scopes(" ".join(value for value in values if value in offered))
 
+    def patient_value(self, patient_id: str) -> str:
+        """The picker's form value for ``patient_id``, good for this request and login only."""
+        return picker.offer(self.login, self.params, patient_id)
+
+    def picked_patient(self, value: str | None) -> str | None:
+        """The patient the form picked; a value the page did not offer picks nobody."""
+        return picker.picked(self.login, self.params, value)
+
 
 def _choice(words: str, scopes: list[Scope], grantable: ScopeSet) -> Choice:
     narrower = (sub for scope in scopes for sub in granular.sub_scopes(scope))
@@ -109,8 +121,10 @@ def _choice(words: str, scopes: list[Scope], grantable: ScopeSet) -> Choice:
     return Choice(words, " ".join(scope.text for scope in scopes), tuple(boxes))
 
 
-def prepare(grant: Any, login: LoginSession) -> Offer:
+def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> Offer:
     """What ``login``'s user could grant this request, and the context it comes with.
+
+    :param params: the authorization request's parameters, without the page's own fields.
 
     :raises OAuth2Error: redirected to the client: ``invalid_scope`` when nothing can be
         granted, ``access_denied`` when no patient context can be established.
@@ -124,7 +138,7 @@ def prepare(grant: Any, login: LoginSession) -> Offer:
     )
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
-    offer = Offer(grant, login, grantable, identity_context(user))
+    offer = Offer(grant, login, params, grantable, identity_context(user))
     launch = getattr(request, "launch", None)
     # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
     # gets none (and the launch stays unspent).
@@ -186,7 +200,7 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
-    return _decision(offer, scope, form.get("patient"))
+    return _decision(offer, scope, offer.picked_patient(form.get("patient")))
 
 
 def decide_trusted(offer: Offer) -> Decision:

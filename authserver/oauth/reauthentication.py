@@ -54,7 +54,7 @@ def due(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> bool:
 
 def marker_for(login: LoginSession, params: list[tuple[str, str]]) -> str:
     """A marker saying that, as of now, ``login`` is too old for the request ``params``."""
-    return _serializer().dumps({"request": _fingerprint(params), "login": login.id})
+    return _serializer().dumps({"request": fingerprint(params), "login": login.id})
 
 
 def _asked(grant: Any, login: LoginSession) -> bool:
@@ -76,14 +76,17 @@ def _signed_in_again(login: LoginSession, params: list[tuple[str, str]]) -> bool
     except BadData:
         return False
     return (
-        found.get("request") == _fingerprint(params)
+        found.get("request") == fingerprint(params)
         and found.get("login") != login.id
         and login.auth_time >= asked_at
     )
 
 
-def _fingerprint(params: list[tuple[str, str]]) -> str:
-    """The request, whatever the order of its parameters; the marker is no part of it."""
+def fingerprint(params: list[tuple[str, str]]) -> str:
+    """The authorization request ``params``, whatever their order; the marker is no part of it.
+
+    What identifies one request from one step of the flow to the next.
+    """
     request = sorted((name, value) for name, value in params if name != MARKER)
     return hashlib.sha256(urlencode(request).encode()).hexdigest()
 

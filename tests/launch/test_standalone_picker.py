@@ -7,19 +7,29 @@ endpoint runs in a thread and records what it was sent.
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
 import jwt
 import pytest
+from itsdangerous import TimestampSigner
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
+from authserver.accounts import service as accounts
 from authserver.extensions import db
 from authserver.launch import patients
+from authserver.oauth import picker
+from authserver.oauth.authorize import PATIENT_NOT_CHOSEN
+from authserver.oauth.models import AuthorizationCode
 from authserver.tenancy import service as tenants
+from authserver.tenancy.resolution import load_tenant_by_slug
+from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
 from tests.fixtures.live import Browser
+from tests.fixtures.live import offered_patients
 from tests.fixtures.live import serve_in_thread
 from tests.oauth.conftest import app_session
 from tests.oauth.conftest import authorization_params
@@ -30,6 +40,7 @@ from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import verify_with_jwks
 
 PROVIDER_SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
+ANN = "Smith, Ann (born 1970-01-01)"  # the one patient the fake search finds
 VERIFIER = new_verifier()
 
 
@@ -105,7 +116,7 @@ def test_standalone_provider_launch_with_picker_at_two_tenants(
         )
         browser = Browser("doc")
         location = browser.authorize(url, patient_search="smith")
-        assert "Smith, Ann (born 1970-01-01)" in browser.last_page
+        assert ANN in browser.last_page
         token = session.fetch_token(
             server.token_url(current.slug), authorization_response=location, code_verifier=verifier
         )
@@ -159,23 +170,149 @@ def test_consent_without_a_picked_patient_asks_again(doctor, clinic):
     assert "Choose the patient this app is for." in response.get_data(as_text=True)
 
 
+def search_page(browser, clinic, params, name="smith") -> str:
+    """The consent page of the request ``params`` after searching for ``name``."""
+    return browser.get(
+        f"/t/{clinic.slug}/authorize", query_string={**params, "patient_search": name}
+    ).get_data(as_text=True)
+
+
 def test_picked_patient_becomes_the_context(doctor, clinic, fhir):
     point_picker(clinic, fhir)
     params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
-    page = doctor.get(
-        "/t/clinic-a/authorize", query_string={**params, "patient_search": "smith"}
-    ).get_data(as_text=True)
-    assert 'value="clinic-a-smith-1"' in page
+    page = search_page(doctor, clinic, params)
+    assert list(offered_patients(page)) == [ANN]
+    # What the page sends for Ann is a value only this request can use, not her bare id.
+    assert 'value="clinic-a-smith-1"' not in page
     assert "not a valid id" not in page
     # Not offered, as a value or as text ("o1" alone can turn up inside the random CSRF token).
     assert 'value="o1"' not in page and ">o1<" not in page
     response = doctor.post(
-        "/t/clinic-a/authorize",
-        query_string=params,
-        data=consent_form(page, patient="clinic-a-smith-1"),
+        "/t/clinic-a/authorize", query_string=params, data=consent_form(page, pick=ANN)
     )
     code = redirect_params(response)["code"]
-    assert exchange(doctor, clinic, code, VERIFIER).json["patient"] == "clinic-a-smith-1"
+    body = exchange(doctor, clinic, code, VERIFIER).json
+    assert body["patient"] == "clinic-a-smith-1"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "clinic-a-smith-1"
+
+
+# --- Only a patient the search offered, to this request, can be picked -----------------------
+
+
+def assert_asked_again(response, clinic) -> None:
+    """Refused like a form without a patient: the page asks again; no code, so no token."""
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    page = response.get_data(as_text=True)
+    assert PATIENT_NOT_CHOSEN in page and 'name="patient_search"' in page
+    for model in (AuthorizationCode, IssuedToken):
+        assert db.session.scalar(model.for_tenant(clinic.tenant)) is None
+
+
+def post_consent(browser, clinic, params, form):
+    return browser.post(f"/t/{clinic.slug}/authorize", query_string=params, data=form)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "clinic-a-smith-1",  # the offered patient's bare id
+        "somebody-else",  # a patient the search never offered
+        "clinic-a-smith-1.AAAAAA.forged",
+        "Ä" * 3,
+        "x" * 5000,
+    ],
+)
+def test_a_patient_the_page_did_not_offer_is_refused(doctor, clinic, fhir, value):
+    point_picker(clinic, fhir)
+    params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    page = search_page(doctor, clinic, params)
+    assert_asked_again(
+        post_consent(doctor, clinic, params, consent_form(page, patient=value)), clinic
+    )
+
+
+def test_a_patient_offered_for_another_request_is_refused(doctor, clinic, fhir):
+    point_picker(clinic, fhir)
+    first = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    offered = offered_patients(search_page(doctor, clinic, first))[ANN]
+    another = {**first, "state": "another-request"}
+    page = search_page(doctor, clinic, another)
+    refused = post_consent(doctor, clinic, another, consent_form(page, patient=offered))
+    assert_asked_again(refused, clinic)
+    # The request it was offered to takes it.
+    response = post_consent(doctor, clinic, first, consent_form(page, patient=offered))
+    assert "code" in redirect_params(response)
+
+
+def test_a_patient_offered_to_another_user_is_refused(app, doctor, clinic, fhir, make_user):
+    point_picker(clinic, fhir)
+    make_user(clinic.tenant, "doc2", roles=["physician"], fhir_user="Practitioner/dr-2")
+    colleague = app.test_client()
+    login(colleague, clinic.slug, "doc2")
+    params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    offered = offered_patients(search_page(doctor, clinic, params))[ANN]
+    page = search_page(colleague, clinic, params)
+    refused = post_consent(colleague, clinic, params, consent_form(page, patient=offered))
+    assert_asked_again(refused, clinic)
+
+
+def test_a_patient_offered_at_another_tenant_is_refused(doctor, clinic, other_clinic, fhir):
+    point_picker(clinic, fhir)
+    point_picker(other_clinic, fhir)
+    login(doctor, other_clinic.slug, "doc")
+    there = authorization_params(other_clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    offered = offered_patients(search_page(doctor, other_clinic, there))[ANN]
+    params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    page = search_page(doctor, clinic, params)
+    refused = post_consent(doctor, clinic, params, consent_form(page, patient=offered))
+    assert_asked_again(refused, clinic)
+
+
+def test_a_choice_names_its_tenant(app, clinic, other_clinic):
+    """Mis-bound on purpose: the same login and request, offered at another tenant."""
+    _, made = accounts.start_session(clinic.tenant, clinic.physician)
+    db.session.commit()
+    params = [("client_id", clinic.public_app.client_id), ("state", "state-123")]
+
+    def at(tenant, step):
+        with app.app_context(), app.test_request_context(f"/t/{tenant.slug}/authorize"):
+            load_tenant_by_slug(tenant.slug)
+            return step()
+
+    elsewhere = at(other_clinic.tenant, lambda: picker.offer(made, params, "clinic-a-smith-1"))
+    assert at(clinic.tenant, lambda: picker.picked(made, params, elsewhere)) is None
+    here = at(clinic.tenant, lambda: picker.offer(made, params, "clinic-a-smith-1"))
+    assert at(clinic.tenant, lambda: picker.picked(made, params, here)) == "clinic-a-smith-1"
+
+
+def test_a_tampered_choice_is_refused(doctor, clinic, fhir):
+    point_picker(clinic, fhir)
+    params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    page = search_page(doctor, clinic, params)
+    offered = offered_patients(page)[ANN]
+    # Another patient written into the payload, the signature kept (no secret needed to read it).
+    unsigned = URLSafeTimedSerializer("not the server's secret")
+    _, claims = unsigned.loads_unsafe(offered)
+    assert claims["patient"] == "clinic-a-smith-1"
+    original, timestamp, signature = offered.rsplit(".", 2)
+    payload = unsigned.dump_payload({**claims, "patient": "somebody-else"}).decode()
+    # A signature's first character carries six whole bits (its last, padding bits too).
+    flipped = ("B" if signature[0] == "A" else "A") + signature[1:]
+    for tampered in (f"{payload}.{timestamp}.{signature}", f"{original}.{timestamp}.{flipped}"):
+        refused = post_consent(doctor, clinic, params, consent_form(page, patient=tampered))
+        assert_asked_again(refused, clinic)
+
+
+def test_an_expired_choice_is_refused(doctor, clinic, fhir, monkeypatch):
+    point_picker(clinic, fhir)
+    params = authorization_params(clinic, verifier=VERIFIER, scope=PROVIDER_SCOPE)
+    made_at = int(time.time()) - picker.CHOICE_LIFETIME - 1
+    with monkeypatch.context() as past:
+        past.setattr(TimestampSigner, "get_timestamp", lambda signer: made_at)
+        page = search_page(doctor, clinic, params)
+    assert_asked_again(post_consent(doctor, clinic, params, consent_form(page, pick=ANN)), clinic)
 
 
 def test_unreachable_fhir_server_shows_a_message(doctor, clinic, fhir):

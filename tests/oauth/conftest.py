@@ -135,8 +135,16 @@ def authorization_params(clinic: Clinic, app=None, verifier: str | None = None, 
     return {name: value for name, value in params.items() if value is not None}
 
 
-def consent_form(page: str, *, untick=(), tick=(), extra=(), decision="allow", patient=None):
+def consent_form(
+    page: str, *, untick=(), tick=(), extra=(), decision="allow", pick=None, patient=None
+):
+    """The form a user sends from the consent ``page``.
+
+    :param pick: the label of the patient the user picks; the page's value for it is sent.
+    :param patient: a ``patient`` value sent as is, as a tampered form would.
+    """
     from tests.fixtures.accounts import csrf_token
+    from tests.fixtures.live import offered_patients
     from tests.fixtures.live import ticked_boxes
 
     form = {
@@ -144,6 +152,10 @@ def consent_form(page: str, *, untick=(), tick=(), extra=(), decision="allow", p
         "decision": decision,
         "grant": ticked_boxes(page, untick, tick) + list(extra),
     }
+    if pick is not None:
+        offered = offered_patients(page)
+        assert pick in offered, f"the page offers no patient {pick!r}, only {list(offered)}"
+        form["patient"] = offered[pick]
     if patient is not None:
         form["patient"] = patient
     return form
