@@ -123,7 +123,8 @@ def _check_published_long_enough(tenant: Tenant, alg: str, staged: SigningKey | 
             f"tenant {tenant.slug!r} has no staged {alg} key: stage one (keys stage) and rotate "
             f"{PUBLIC_DOCUMENT_MAX_AGE} s later, or rotate with --now to switch at once"
         )
-    published_for = (utcnow() - staged.created_at).total_seconds()
+    # Never below 0: another instance's clock may run ahead of this one's.
+    published_for = max(0.0, (utcnow() - staged.created_at).total_seconds())
     if published_for < PUBLIC_DOCUMENT_MAX_AGE:
         raise ValidationError(
             f"{alg} key {staged.kid!r} was staged {int(published_for)} s ago and verifiers may "
