@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,7 +45,7 @@ def refuse_unusable_input() -> Response | None:
         raise ValidationError("The request holds a NUL character, which no parameter may contain.")
     if request.is_json and any(NUL in text for text in json_strings(request.get_json(silent=True))):
         raise ValidationError("The JSON body holds a NUL character, which no member may contain.")
-    if not _basic_credentials_readable(request.headers.get("Authorization", "")):
+    if not basic_credentials_readable(request.headers.get("Authorization", "")):
         error = InvalidClientError(
             status_code=401, description="The client credentials are not readable."
         )
@@ -54,13 +55,18 @@ def refuse_unusable_input() -> Response | None:
 
 
 def _has_nul(values: Any) -> bool:
+    return holds_nul(values.items(multi=True))
+
+
+def holds_nul(pairs: Iterable[tuple[str, str]]) -> bool:
+    """Whether a parameter's name, or the value of one other than a token, holds a NUL."""
     return any(
-        NUL in name or (NUL in value and name not in ANSWERED_AS_UNKNOWN)
-        for name, value in values.items(multi=True)
+        NUL in name or (NUL in value and name not in ANSWERED_AS_UNKNOWN) for name, value in pairs
     )
 
 
-def _basic_credentials_readable(authorization: str) -> bool:
+def basic_credentials_readable(authorization: str) -> bool:
+    """Whether an ``Authorization`` header, if Basic, holds credentials this server can read."""
     scheme, _, encoded = authorization.partition(" ")
     if scheme.lower() != "basic":
         return True  # not Basic: the endpoint that reads it judges it

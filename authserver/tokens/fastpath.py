@@ -26,6 +26,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
 from flask import current_app
 
+from authserver import inputs
 from authserver import security
 from authserver.accounts.models import ACTIVE as USER_ACTIVE
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
@@ -188,8 +189,12 @@ def answer(slug: str, environ: dict[str, Any], body: bytes) -> bytes | None:
     Called by :class:`authserver.hotpaths.HotPaths` in front of Flask, in an app context.
     """
     authorization = environ.get("HTTP_AUTHORIZATION")
-    tokens = [value for name, value in parse_qsl(body.decode("latin-1")) if name == "token"]
-    if authorization is None or len(tokens) != 1:
-        return None
+    if authorization is None or not inputs.basic_credentials_readable(authorization):
+        return None  # the full path's 401
+    # Blank values count, as the full path reads the form: "token=&token=X" names no token.
+    pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+    tokens = [value for name, value in pairs if name == "token"]
+    if len(tokens) != 1 or inputs.holds_nul(pairs):
+        return None  # the full path's invalid_request, or its reading of the form
     result = introspect(slug, authorization, tokens[0])
     return None if result is None else json.dumps(result).encode()

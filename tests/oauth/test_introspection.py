@@ -480,6 +480,40 @@ def test_an_unknown_token_type_hint_is_ignored(client, home, gateway, issue):
     assert response.json["active"] is True
 
 
+@pytest.mark.parametrize(
+    ("body", "authorization", "status", "answer"),
+    [
+        # A NUL in any parameter but the token is invalid_request (authserver/inputs.py).
+        ("token={token}&token_type_hint=%00", None, 400, "invalid_request"),
+        ("token={token}&%00=", None, 400, "invalid_request"),
+        # Basic credentials that are not strict base64 are unreadable: 401.
+        ("token={token}", "Basic {credentials}!!", 401, "invalid_client"),
+        # A blank first token is the token the full path reads.
+        ("token=&token={token}", None, 200, False),
+    ],
+    ids=["nul-in-hint", "nul-name", "loose-base64", "blank-first-token"],
+)
+def test_the_fast_path_refuses_what_the_full_path_refuses(
+    client, home, gateway, issue, body, authorization, status, answer
+):
+    token = issue(home).access_token
+    assert gateway.introspect(client, token).json["active"] is True  # the fast path knows home
+    credentials = gateway.headers["Authorization"].removeprefix("Basic ")
+    headers = {
+        "Authorization": (authorization or "Basic {credentials}").format(credentials=credentials)
+    }
+
+    response = client.post(
+        f"/t/{home.slug}/introspect",
+        data=body.format(token=token),
+        headers=headers,
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == status
+    assert response.json.get("error", response.json.get("active")) == answer
+
+
 def test_get_is_not_allowed(client, home, gateway):
     response = client.get(f"/t/{home.slug}/introspect", headers=gateway.headers)
 
