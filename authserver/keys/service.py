@@ -14,9 +14,12 @@ from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
 from sqlalchemy import case
 from sqlalchemy import select
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
+from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
@@ -136,16 +139,34 @@ def _check_published_long_enough(tenant: Tenant, alg: str, staged: SigningKey | 
 
 def _promote(tenant: Tenant, staged: SigningKey, *, at_once: bool, actor: str | None) -> SigningKey:
     previous = _active(tenant, staged.alg)
-    if previous is not None:
-        previous.status, previous.rotated_at = PUBLISHED, utcnow()
-        db.session.flush()  # steps down first: one active key per alg (ux_signing_keys_active_alg)
-    staged.status = ACTIVE
-    flush_or_conflict(
-        f"another {staged.alg} rotation of tenant {tenant.slug!r} ran at the same time; "
-        "list the keys and rotate again if needed"
+    conflict = (
+        f"another {staged.alg} rotation or retirement of tenant {tenant.slug!r} ran at the same "
+        "time; list the keys and rotate again if needed"
     )
+    if previous is not None:
+        # Steps down first: one active key per alg (ux_signing_keys_active_alg).
+        _move(previous, ACTIVE, conflict, status=PUBLISHED, rotated_at=utcnow())
+    _move(staged, NEXT, conflict, status=ACTIVE)
     _record_rotation(tenant, previous, staged, at_once=at_once, actor=actor)
     return staged
+
+
+def _move(key: SigningKey, was: str, conflict: str, **values: Any) -> None:
+    """Write ``values`` to ``key`` only if it still has the status ``was`` it was read with: of a
+    rotation and a retirement racing for one key, the second finds it moved and changes nothing.
+
+    :raises Conflict: when another command changed the key since it was read.
+    """
+    statement = (
+        update(SigningKey).where(SigningKey.id == key.id, SigningKey.status == was).values(**values)
+    )
+    try:
+        moved = db.session.execute(statement).rowcount == 1
+    except IntegrityError:  # another key took the status meanwhile (the partial unique indexes)
+        moved = False
+    if not moved:
+        db.session.rollback()
+        raise Conflict(conflict)
 
 
 def _stage(tenant: Tenant, alg: str, *, actor: str | None) -> SigningKey:
@@ -211,8 +232,11 @@ def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> SigningKey:
         raise ValidationError(f"key {kid!r} is the active signer; rotate before retiring it")
     if key.status == RETIRED:
         raise ValidationError(f"key {kid!r} is already retired")
-    key.status, key.retired_at = RETIRED, utcnow()
-    db.session.flush()
+    conflict = (
+        f"key {kid!r} was rotated or retired at the same time; list the keys and retire again "
+        "if needed"
+    )
+    _move(key, key.status, conflict, status=RETIRED, retired_at=utcnow())
     audit.record(tenant, AuditEvent.KEY_RETIRED, actor=actor, subject=kid)
     return key
 

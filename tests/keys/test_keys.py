@@ -2,11 +2,14 @@
 
 import base64
 import re
+from contextlib import contextmanager
 
 import jwt
 import pytest
+from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from authserver.audit.models import AuditRecord
@@ -457,6 +460,70 @@ def test_a_rotation_racing_another_is_refused_and_one_signer_stays(cli, tenant, 
 
     assert "at the same time" in line
     assert active_kids(tenant) == signer
+
+
+@contextmanager
+def elsewhere_before_its_first_key_write(change):
+    """Run ``change(connection)`` in another transaction, committed just before the command's
+    first UPDATE of a signing key: another operator's command that read the keys after this
+    one did."""
+    done = []
+
+    def run_it(connection, cursor, statement, parameters, context, executemany):
+        if done or not statement.lstrip().upper().startswith("UPDATE SIGNING_KEYS"):
+            return
+        done.append(True)
+        with db.engine.begin() as elsewhere:
+            change(elsewhere)
+
+    event.listen(db.engine, "before_cursor_execute", run_it)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, "before_cursor_execute", run_it)
+    assert done, "the command wrote no key"
+
+
+def set_status(connection, kid, status):
+    connection.execute(
+        update(SigningKey.__table__).where(SigningKey.kid == kid).values(status=status)
+    )
+
+
+def test_a_retirement_racing_a_rotation_to_that_key_is_refused_and_a_signer_stays(
+    cli, client, tenant
+):
+    (signer,) = active_kids(tenant)
+    staged = run(cli, "keys", "stage", "clinic-a")["kid"]
+
+    def rotate_to_it(connection):
+        set_status(connection, signer, "published")
+        set_status(connection, staged, "active")
+
+    with elsewhere_before_its_first_key_write(rotate_to_it):
+        line = refused(cli, "keys", "retire", "clinic-a", staged)
+
+    assert "at the same time" in line
+    assert active_kids(tenant) == [staged]
+    assert header_kid(sign(tenant)) == staged
+
+
+def test_a_rotation_racing_the_retirement_of_its_staged_key_is_refused_and_the_signer_stays(
+    cli, client, tenant
+):
+    (signer,) = active_kids(tenant)
+    staged = run(cli, "keys", "stage", "clinic-a")["kid"]
+
+    def retire_it(connection):
+        set_status(connection, staged, "retired")
+
+    with elsewhere_before_its_first_key_write(retire_it):
+        line = refused(cli, "keys", "rotate", "clinic-a", "--now")
+
+    assert "at the same time" in line
+    assert active_kids(tenant) == [signer]
+    assert (staged, "retired") in statuses(cli)
+    assert staged not in served_kids(client)
 
 
 def add_key(tenant, status):
