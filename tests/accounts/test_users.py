@@ -3,11 +3,14 @@
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
+from sqlalchemy import delete
 from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from authserver.accounts import service
+from authserver.accounts.models import Role
 from authserver.accounts.models import User
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
@@ -187,6 +190,25 @@ def test_a_user_created_elsewhere_meanwhile_is_a_conflict_not_a_crash(cli, tenan
     assert "user 'alice' already exists at tenant 'clinic-a'" in message
     assert [user[1:3] for user in stored_users()] == [("alice", "made elsewhere")]
     assert audit_count() == audited
+
+
+def test_a_role_removed_elsewhere_meanwhile_is_not_reported_as_a_taken_username(tenant):
+    # Not a unique key taken elsewhere: flush_or_conflict must not call it "already exists".
+    def remove_the_role_elsewhere(session, context, instances):
+        with db.engine.begin() as connection:
+            connection.execute(
+                delete(Role.__table__).where(Role.tenant_id == tenant.id, Role.name == "nurse")
+            )
+
+    event.listen(db.session, "before_flush", remove_the_role_elsewhere, once=True)
+    try:
+        with pytest.raises(IntegrityError):
+            service.create_user(tenant, "alice", PASSWORD, ["nurse"])
+    finally:
+        if event.contains(db.session, "before_flush", remove_the_role_elsewhere):
+            event.remove(db.session, "before_flush", remove_the_role_elsewhere)
+
+    assert stored_users() == []
 
 
 @pytest.mark.parametrize(
