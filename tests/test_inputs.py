@@ -63,6 +63,24 @@ def test_a_nul_in_a_token_request_is_invalid_request(client, tenant, form):
 
     assert_oauth_error(response, 400, "invalid_request")
     assert "NUL" in response.json["error_description"]
+    # As every token endpoint answer: never cached, readable by a browser app (CORS-02).
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "path, cors", [("/t/clinic-a/introspect", False), ("/t/clinic-a/revoke", True)]
+)
+def test_a_nul_at_introspection_or_revocation_is_an_uncached_invalid_request(
+    client, tenant, path, cors
+):
+    response = client.post(path, data={"token": "x", "token_type_hint": "access_token\x00"})
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert ("Access-Control-Allow-Origin" in response.headers) is cors
 
 
 @pytest.mark.parametrize("name", ["client_id", "nonce", "state"])
