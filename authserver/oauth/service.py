@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy import update
 
 from authserver import security
@@ -101,14 +102,22 @@ def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode 
     return row
 
 
-def _claim(row: AuthorizationCode | IssuedToken) -> bool:
-    """Mark a code or refresh token used, atomically: of two concurrent redemptions one wins."""
+def _claim(row: AuthorizationCode | IssuedToken, *still: Any) -> bool:
+    """Mark a code or refresh token used, atomically: of two concurrent redemptions one wins.
+    ``still``: what else must hold of the row as it is now, not as it was read."""
     model = type(row)
     statement = (
-        update(model).where(model.id == row.id, model.used_at.is_(None)).values(used_at=utcnow())
+        update(model)
+        .where(model.id == row.id, model.used_at.is_(None), *still)
+        .values(used_at=utcnow())
     )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount == 1
+
+
+def _revoked_since(row: IssuedToken) -> bool:
+    query = select(IssuedToken.revoked_at).where(IssuedToken.id == row.id)
+    return db.session.scalar(query) is not None
 
 
 def nonce_seen(tenant: Tenant, client: Client, nonce: str) -> bool:
@@ -130,7 +139,9 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     row = tokens.find_refresh_token(tenant, token)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         return None
-    if not _claim(row):
+    if not _claim(row, IssuedToken.revoked_at.is_(None)):
+        if _revoked_since(row):  # revoked since it was read above: no rotation, nothing reused
+            return None
         revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(
             tenant, AuditEvent.REFRESH_TOKEN_REUSED, subject=row.client_id, revoked=revoked

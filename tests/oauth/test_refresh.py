@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import jwt
 import pytest
+from sqlalchemy import select
 from sqlalchemy import update
 
 from authserver.accounts import service as accounts
+from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.tokens import revocation
@@ -267,6 +269,36 @@ def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic):
     db.session.expire_all()
     family = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
     assert len(family) == 4 and all(row.revoked_at is not None for row in family)
+
+
+def test_a_revocation_committed_while_a_refresh_runs_is_not_undone(
+    signed_in, clinic, make_gateway, monkeypatch
+):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(signed_in, clinic)
+    find = tokens.find_refresh_token
+
+    def read_then_revoked_elsewhere(tenant, token):
+        row = find(tenant, token)  # read live; another instance revokes it before the claim
+        with db.engine.begin() as connection:
+            connection.execute(
+                update(IssuedToken)
+                .where(IssuedToken.grant_id == row.grant_id)
+                .values(revoked_at=utcnow())
+            )
+        return row
+
+    monkeypatch.setattr(tokens, "find_refresh_token", read_then_revoked_elsewhere)
+    response = refresh(signed_in, clinic, first["refresh_token"])
+
+    assert_error(response, 400, "invalid_grant")
+    db.session.expire_all()
+    family = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert len(family) == 2 and all(row.revoked_at is not None for row in family)
+    assert gateway.introspect(signed_in, first["access_token"]).json == {"active": False}
+    # Not mistaken for a reused refresh token: it was revoked, not presented twice.
+    events = db.session.scalars(select(AuditRecord.event)).all()
+    assert "refresh-token:reused" not in events
 
 
 def test_revoked_refresh_token_is_invalid_grant(signed_in, clinic):
