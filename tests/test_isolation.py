@@ -63,7 +63,8 @@ ISOLATION_TESTS = {
 
 def rows(model, tenant):
     db.session.expire_all()
-    return db.session.scalars(model.for_tenant(tenant)).all()
+    # In a stable order: PostgreSQL returns an updated row wherever its new version landed.
+    return db.session.scalars(model.for_tenant(tenant).order_by(model.id)).all()
 
 
 def snapshot(row):
