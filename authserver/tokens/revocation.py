@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func
+from sqlalchemy import select
 from sqlalchemy import update
 
 from authserver.audit import service as audit
@@ -68,11 +70,22 @@ def _audit(tenant: Tenant, actor: str | None, subject: str, scope: str, count: i
     )
 
 
+def lock_family(tenant: Tenant, grant_id: str) -> None:
+    """Lock every token row of one authorization, in id order, until the transaction ends."""
+    _lock(IssuedToken.tenant_id == tenant.id, IssuedToken.grant_id == grant_id)
+
+
 def _revoke(tenant: Tenant, *conditions: Any) -> int:
-    statement = (
-        update(IssuedToken)
-        .where(IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+    live = (IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
+    _lock(*live)
+    statement = update(IssuedToken).where(*live).values(revoked_at=utcnow())
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount
+
+
+def _lock(*conditions: Any) -> None:
+    """Row locks on token rows are always taken in id order (PostgreSQL; SQLite has one writer at
+    a time): a revocation and a refresh of one family cannot each hold a row the other waits for
+    (a deadlock, and one of them a 500)."""
+    locked = select(IssuedToken.id).where(*conditions).order_by(IssuedToken.id).with_for_update()
+    db.session.execute(select(func.count()).select_from(locked.subquery()))  # one row back

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from datetime import timedelta
 
 import jwt
 import pytest
+from flask import current_app
 from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy import update
 
 from authserver.accounts import service as accounts
@@ -18,6 +22,7 @@ from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
+from tests.fixtures.database import backend as backend_name
 from tests.fixtures.live import Browser
 from tests.oauth.conftest import PATIENT_SCOPE
 from tests.oauth.conftest import app_session
@@ -299,6 +304,56 @@ def test_a_revocation_committed_while_a_refresh_runs_is_not_undone(
     # Not mistaken for a reused refresh token: it was revoked, not presented twice.
     events = db.session.scalars(select(AuditRecord.event)).all()
     assert "refresh-token:reused" not in events
+
+
+@pytest.mark.skipif(backend_name() != "postgresql", reason="row locks are PostgreSQL's")
+def test_a_refresh_waits_for_a_revocation_of_its_family_instead_of_deadlocking(signed_in, clinic):
+    first = tokens_for(signed_in, clinic)
+    refresh_row = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
+    family = IssuedToken.grant_id == refresh_row.grant_id
+    access_id = db.session.scalar(
+        select(IssuedToken.id).where(family, IssuedToken.kind == "access")
+    )
+    db.session.commit()
+    answers = []
+
+    with db.engine.connect() as revoking:  # another instance revoking the family, row by row
+        revoking.execute(
+            update(IssuedToken).where(IssuedToken.id == access_id).values(revoked_at=utcnow())
+        )
+        app = current_app._get_current_object()
+
+        def refresh_elsewhere():
+            with app.app_context():
+                answers.append(refresh(signed_in, clinic, first["refresh_token"]))
+
+        refreshing = threading.Thread(target=refresh_elsewhere)
+        refreshing.start()
+        wait_for_a_backend_waiting_on_a_lock()
+        # The refresh waits for the access token's row: it must not hold the refresh token's.
+        revoking.execute(
+            update(IssuedToken).where(IssuedToken.id == refresh_row.id).values(revoked_at=utcnow())
+        )
+        revoking.commit()
+        refreshing.join(timeout=10)
+
+    assert_error(answers[0], 400, "invalid_grant")
+    db.session.expire_all()
+    rows = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert len(rows) == 2 and all(row.revoked_at is not None for row in rows)
+
+
+def wait_for_a_backend_waiting_on_a_lock():
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 5
+    # Its own connection, each read in its own transaction (a fresh pg_stat_activity).
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+        while not watcher.scalar(waiting):
+            assert time.monotonic() < deadline, "the refresh never waited for the revocation"
+            time.sleep(0.01)
 
 
 def test_revoked_refresh_token_is_invalid_grant(signed_in, clinic):
