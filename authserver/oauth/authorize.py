@@ -46,7 +46,7 @@ def authorize() -> Response | tuple[str, int] | str:
     login = sessions.current_login()
     grant = authorization_server().get_consent_grant(end_user=login.user if login else None)
     if login is None:
-        return redirect(url_for("tenant.accounts.login", next=authorization_path()))
+        return _sign_in(grant, None)
     if reauthentication.due(grant, login, request_params()):
         return _sign_in_again(grant, login)
     offer = consent.prepare(grant, login, request_params())
@@ -67,12 +67,19 @@ csrf.exempt(authorize)
 
 
 def _sign_in_again(grant: Any, login: LoginSession) -> Response:
-    """OIDC Core §3.1.2.1: to the sign-in page, then back to this request with a marker that
-    the new login answers; ``prompt=none`` shows no page, so it is ``login_required``."""
+    """OIDC Core §3.1.2.1: ``prompt=none`` shows no page, so it is ``login_required``."""
     if grant.request.payload.data.get("prompt") == "none":
         raise LoginRequiredError(redirect_uri=grant.redirect_uri, state=grant.request.payload.state)
+    return _sign_in(grant, login)
+
+
+def _sign_in(grant: Any, login: LoginSession | None) -> Response:
+    """To the sign-in page, then back to this request. When the request asks for a new sign-in
+    (``prompt=login``, ``max_age``), the way back carries a marker that the login made there
+    answers: someone not signed in yet signs in once, not twice."""
     params = [(name, value) for name, value in request_params() if name != reauthentication.MARKER]
-    params.append((reauthentication.MARKER, reauthentication.marker_for(login, params)))
+    if login is not None or reauthentication.asks_for_a_new_login(grant):
+        params.append((reauthentication.MARKER, reauthentication.marker_for(login, params)))
     return redirect(url_for("tenant.accounts.login", next=authorization_path(params)))
 
 

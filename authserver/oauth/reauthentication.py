@@ -52,9 +52,22 @@ def due(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> bool:
     return _asked(grant, login) and not _signed_in_again(login, params)
 
 
-def marker_for(login: LoginSession, params: list[tuple[str, str]]) -> str:
-    """A marker saying that, as of now, ``login`` is too old for the request ``params``."""
-    return _serializer().dumps({"request": fingerprint(params), "login": login.id})
+def marker_for(login: LoginSession | None, params: list[tuple[str, str]]) -> str:
+    """A marker saying that, as of now, ``login`` (or no login at all) is too old for the
+    request ``params``."""
+    return _serializer().dumps(
+        {"request": fingerprint(params), "login": login.id if login is not None else None}
+    )
+
+
+def asks_for_a_new_login(grant: Any) -> bool:
+    """Whether the OpenID request asks for a sign-in made for it, whoever is signed in:
+    ``prompt=login`` or any ``max_age`` (``grant.prompt`` is ``login`` for everyone not
+    signed in, so it cannot tell)."""
+    if not hasattr(grant.request, "max_age"):  # set for OpenID requests only (grants/openid.py)
+        return False
+    prompts = (grant.request.payload.data.get("prompt") or "").split()
+    return "login" in prompts or grant.request.max_age is not None
 
 
 def _asked(grant: Any, login: LoginSession) -> bool:

@@ -423,6 +423,16 @@ def test_signing_in_again_answers_only_the_request_that_asked(signed_in, clinic)
     assert sent_to_sign_in(signed_in.get("/t/clinic-a/authorize", query_string=forged))
 
 
+@REAUTHENTICATION
+def test_a_user_not_yet_signed_in_signs_in_once(client, clinic, extra):
+    # The sign-in the request sent them to is the new one it asked for.
+    params = authorization_params(clinic, scope="openid patient/Patient.rs", **extra)
+    resumed = sign_in_again(
+        client, sent_to_sign_in(client.get("/t/clinic-a/authorize", query_string=params))
+    )
+    assert redirect_params(authorize(client, clinic, resumed))["code"]
+
+
 @pytest.mark.parametrize("max_age, signs_in", [("3600", True), ("86400", False)])
 def test_max_age_counts_from_the_login(signed_in, clinic, max_age, signs_in):
     db.session.execute(update(LoginSession).values(created_at=utcnow() - timedelta(hours=2)))
