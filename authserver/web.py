@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 
 PUBLIC_DOCUMENT_MAX_AGE = 300
 # A page that signs in or consents must not be framed by another site (clickjacking): CSP for
-# today's browsers, X-Frame-Options for those that predate frame-ancestors.
-PAGE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
+# today's browsers, X-Frame-Options for those that predate frame-ancestors. Nor be kept by a
+# browser or proxy cache: pages hold CSRF tokens, who is signed in and the patients a picker
+# found, and the authorization endpoint's redirects carry codes (Pragma for HTTP/1.0 caches).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
 
 
 def public_json(document: dict[str, Any]) -> Response:

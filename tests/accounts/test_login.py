@@ -162,6 +162,17 @@ def test_the_account_pages_cannot_be_framed(client, tenant, alice, path):
     assert_not_framable(response)
 
 
+@pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/logout", "/t/clinic-a/"])
+def test_the_account_pages_are_never_stored(client, tenant, alice, path):
+    # Each holds a CSRF token, and the signed-in ones who is signed in.
+    login(client, "clinic-a", "alice")
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 def test_a_failed_login_page_cannot_be_framed(client, tenant, alice):
     response = login(client, "clinic-a", "alice", "wrong password")
 

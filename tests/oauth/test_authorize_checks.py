@@ -509,6 +509,25 @@ def test_an_authorization_error_page_cannot_be_framed(signed_in, clinic):
     assert_not_framable(response)
 
 
+def test_the_consent_page_and_the_code_redirect_are_never_stored(signed_in, clinic):
+    # The page may list patients by name; the redirect carries the code. Neither may stay in a
+    # browser's or a proxy's cache (RFC 9111 §5.2.2.5).
+    params = authorization_params(clinic)
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    assert 'name="decision"' in page.get_data(as_text=True)
+
+    redirect = signed_in.post(
+        "/t/clinic-a/authorize",
+        query_string=params,
+        data=consent_form(page.get_data(as_text=True)),
+    )
+
+    assert "code" in redirect_params(redirect)
+    for response in (page, redirect):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Pragma"] == "no-cache"
+
+
 def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_policy(
     signed_in, clinic
 ):
