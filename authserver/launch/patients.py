@@ -89,8 +89,11 @@ def patients_in(bundle: Any) -> list[PatientChoice]:
     """The Patients of a FHIR searchset Bundle, labelled for a person to choose from. Pure."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise PatientSearchFailed(UNAVAILABLE)
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise PatientSearchFailed(UNAVAILABLE)
     choices = []
-    for entry in bundle.get("entry") or []:
+    for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
             continue
@@ -100,10 +103,19 @@ def patients_in(bundle: Any) -> list[PatientChoice]:
 
 
 def _label(patient: dict[str, Any]) -> str:
-    names = patient.get("name") or [{}]
-    name = names[0] if isinstance(names[0], dict) else {}
-    given = " ".join(part for part in name.get("given") or [] if isinstance(part, str))
-    text = name.get("text") or ", ".join(part for part in (name.get("family"), given) if part)
+    # The server's answer is not ours to trust: a shape we do not expect (another FHIR
+    # version's, where family is a list) labels the patient by id instead of failing the page.
+    names = patient.get("name")
+    first = names[0] if isinstance(names, list) and names else None
+    name = first if isinstance(first, dict) else {}
+    parts = (_words(name.get("family")), _words(name.get("given")))
+    text = _words(name.get("text")) or ", ".join(part for part in parts if part)
     born = patient.get("birthDate")
-    label = str(text or f"Patient {patient['id']}")
+    label = text or f"Patient {patient['id']}"
     return f"{label} (born {born})" if isinstance(born, str) else label
+
+
+def _words(value: Any) -> str:
+    """The strings of ``value`` (a string, or a list of them) joined by spaces."""
+    parts = value if isinstance(value, list) else [value]
+    return " ".join(part for part in parts if isinstance(part, str))

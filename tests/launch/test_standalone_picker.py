@@ -405,3 +405,37 @@ def test_picker_labels_are_built_from_the_bundle():
     ]
     with pytest.raises(patients.PatientSearchFailed):
         patients.patients_in({"resourceType": "OperationOutcome"})
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ([{"family": ["Smith"], "given": ["Ann"]}], "Smith, Ann"),  # FHIR DSTU2: family a list
+        ([{"family": "Smith", "given": "Ann"}], "Smith, Ann"),
+        ({"family": "Smith"}, "Patient a"),
+        ([{"family": {"value": "Smith"}}], "Patient a"),
+    ],
+    ids=["family-list", "given-string", "name-object", "family-object"],
+)
+def test_picker_labels_survive_names_of_another_shape(name, label):
+    # A FHIR server answering another FHIR version's shape gets a label, not a 500 page.
+    resource = {"resourceType": "Patient", "id": "a", "name": name}
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": resource}]}
+    assert [(p.id, p.label) for p in patients.patients_in(bundle)] == [("a", label)]
+
+
+def test_a_bundle_whose_entry_is_not_a_list_is_no_answer():
+    with pytest.raises(patients.PatientSearchFailed):
+        patients.patients_in({"resourceType": "Bundle", "entry": 5})
+
+
+def test_an_odd_patient_name_on_the_consent_page_is_not_a_500(doctor, clinic, monkeypatch):
+    odd = {"resourceType": "Patient", "id": "a", "name": {"family": "Smith"}}
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": odd}]}
+    monkeypatch.setattr(patients, "search", lambda tenant, name: patients.patients_in(bundle))
+    params = authorization_params(clinic, scope=PROVIDER_SCOPE, patient_search="smith")
+
+    page = doctor.get("/t/clinic-a/authorize", query_string=params)
+
+    assert page.status_code == 200
+    assert "Patient a" in page.get_data(as_text=True)
