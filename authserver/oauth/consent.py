@@ -89,8 +89,10 @@ class Offer:
 
     @property
     def skips_consent(self) -> bool:
-        """A trusted app is not shown the consent page, unless a patient must be picked."""
-        return bool(self.client.trusted) and not self.pick_patient
+        """A trusted app is not shown the consent page, unless a patient must be picked or the
+        request asks for consent (``prompt=consent``, OpenID Connect Core §3.1.2.1)."""
+        prompts = (self.grant.request.payload.data.get("prompt") or "").split()
+        return bool(self.client.trusted) and not self.pick_patient and "consent" not in prompts
 
     def choices(self) -> list[Choice]:
         """One :class:`Choice` per checkbox; scopes described alike share one box."""

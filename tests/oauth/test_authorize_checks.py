@@ -568,6 +568,19 @@ def test_trusted_app_skips_consent(signed_in, clinic):
     assert "code" in redirect_params(response)
 
 
+def test_trusted_app_asking_for_consent_gets_the_consent_page(signed_in, clinic):
+    # OIDC Core §3.1.2.1: prompt=consent, the user is asked, whatever the app's policy.
+    set_policy(clinic.tenant, clinic.public_app, trusted=True)
+    params = authorization_params(clinic, prompt="consent")
+
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params)
+
+    assert page.status_code == 200 and 'name="decision"' in page.get_data(as_text=True)
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))
+    denied = authorize(signed_in, clinic, params, decision="deny")
+    error_redirect(denied, "access_denied")
+
+
 def test_prompt_none_with_consent_due_is_consent_required(signed_in, clinic):
     params = authorization_params(clinic, prompt="none")
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "consent_required")
