@@ -17,6 +17,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 
 from authserver.accounts.models import User
+from authserver.clients.metadata import MAX_SCOPES
 from authserver.extensions import db
 from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
@@ -82,9 +83,14 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
     def validate_requested_scope(self) -> None:
         """Parse the SMART scopes; malformed ones are dropped (AUTHZ-15, SCOPE-02).
 
-        :raises InvalidScopeError: when no valid scope remains.
+        :raises InvalidScopeError: when no valid scope remains, or more than an app may
+            register were asked for.
         """
         requested = parse_scopes(self.request.payload.scope or "")
+        if len(requested) + len(requested.dropped) > MAX_SCOPES:
+            # Narrowing and consent take time quadratic in the scopes: a long list would hold
+            # a worker for seconds. No app may register more than this, nor need to ask for it.
+            raise InvalidScopeError(f"At most {MAX_SCOPES} scopes may be requested.")
         if requested.dropped:
             log.info("dropped malformed scopes: %s", " ".join(requested.dropped))
         if not len(requested):
