@@ -36,6 +36,7 @@ from authserver.clients import service as clients
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import jwks_cache
 from authserver.clients.models import Client
+from authserver.inputs import describable
 from authserver.keys.crypto import thumbprint
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
@@ -90,7 +91,8 @@ class PrivateKeyJWTAuthentication(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=list(SIGNING_ALGS))
         except JoseError as error:
-            reason = error.description or "The assertion's signature does not verify."
+            # joserfc's reason may quote the assertion's header (its alg, a crit name).
+            reason = describable(error.description or "The assertion's signature does not verify.")
             log.info("refused a client assertion: %s", reason)
             raise InvalidClientError(description=reason) from error
         self.verify_claims(token.claims)
