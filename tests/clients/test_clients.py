@@ -272,6 +272,19 @@ def test_a_relative_redirect_uri_is_refused(cli, tenant, uri):
 
 
 @pytest.mark.parametrize(
+    "uri", ["https://*.app.example.test/cb", "https://*/cb", "http://*.localhost/cb"]
+)
+def test_a_redirect_uri_with_a_wildcard_host_is_refused(cli, tenant, uri):
+    # Redirect URIs match exactly: a pattern would be stored as a host no browser can reach.
+    assert "wildcard" in assert_refused(cli, "--public", "--redirect-uri", uri)
+
+
+@pytest.mark.parametrize("uri", [f"{REDIRECT}\x7f", f"{REDIRECT}\x1b[2J", f"{REDIRECT}\u200b"])
+def test_a_redirect_uri_with_an_invisible_character_is_refused(cli, tenant, uri):
+    assert "redirect URI" in assert_refused(cli, "--public", "--redirect-uri", uri)
+
+
+@pytest.mark.parametrize(
     "uri", ["javascript:alert(1)", "data:text/html,hello", "ftp://app.example.test/cb"]
 )
 def test_a_redirect_uri_of_another_scheme_is_refused(cli, tenant, uri):
