@@ -338,6 +338,52 @@ def test_a_jwks_holding_a_symmetric_key_is_refused(cli, tenant, tmp_path):
     assert "jwks must hold public keys only" in message
 
 
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        {"use": "enc"},
+        {"key_ops": ["encrypt"]},
+        {"alg": "RS512"},
+        {"alg": "PS384"},
+        {"kid": 7},
+    ],
+    ids=["for-encryption", "encrypt-only", "alg-not-accepted", "alg-other-family", "kid-not-text"],
+)
+def test_a_jwks_no_key_of_which_can_verify_an_assertion_is_refused(cli, tenant, tmp_path, unusable):
+    # The client could never authenticate (as with no keys at all): refused, not stored.
+    path = jwks_file(tmp_path, {**rsa_jwk(), **unusable})
+
+    message = assert_refused(cli, "--jwks-file", path, "--scope", "system/*.rs")
+
+    assert "no key" in message and "verify" in message
+
+
+def test_a_jwks_with_an_okp_key_only_is_refused(cli, tenant, tmp_path):
+    ed25519 = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+
+    message = assert_refused(cli, "--jwks-file", jwks_file(tmp_path, ed25519))
+
+    assert "no key" in message and "verify" in message
+
+
+def test_a_jwks_naming_two_keys_of_one_type_alike_is_refused(cli, tenant, tmp_path):
+    # An assertion naming that kid would match both: refused every time (SMART asymmetric step 3).
+    path = jwks_file(tmp_path, rsa_jwk(), rsa_jwk())
+
+    message = assert_refused(cli, "--jwks-file", path, "--scope", "system/*.rs")
+
+    assert "'app-key-1'" in message
+
+
+def test_a_jwks_with_a_key_for_encryption_beside_one_for_signing_is_accepted(cli, tenant, tmp_path):
+    signing = rsa_jwk()
+    encryption = {**rsa_jwk(), "kid": "app-enc-1", "use": "enc", "alg": "RSA-OAEP"}
+
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, signing, encryption))
+
+    assert stored(created["client_id"]).jwks == {"keys": [signing, encryption]}
+
+
 def test_a_jwks_file_that_is_not_json_is_refused(cli, tenant, tmp_path):
     path = tmp_path / "jwks.json"
     path.write_text("{not json")

@@ -18,7 +18,6 @@ from werkzeug.datastructures import MultiDict
 
 from authserver.keys import service as keys
 from tests.fixtures.assertions import assertion_claims
-from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 
@@ -247,14 +246,17 @@ def test_new_assertion_reusing_a_jti_is_refused(client, backend):
     )
 
 
-def test_two_registered_keys_with_the_assertions_kid_are_refused(client, tenant, make_client):
-    # CA-09: more than one candidate key is a failure, never a guess.
+def test_two_published_keys_with_the_assertions_kid_are_refused(
+    client, tenant, make_client, jwks_host
+):
+    # CA-09: more than one candidate key is a failure, never a guess. (Registration refuses
+    # such an inline jwks; what a jwks_uri serves can change at any time.)
     key, twin = make_client_key("RS384", kid="same"), make_client_key("RS384", kid="same")
     registration = make_client(
         tenant,
         auth_method="private_key_jwt",
         scopes=["system/Patient.rs"],
-        jwks=jwks_of(key, twin),
+        jwks_uri=jwks_host.publish(key, twin),
     )
     claims = assertion_claims(registration.client.client_id, TOKEN_URL)
     assert_invalid_client(post_token(client, key.sign(claims)), "kid")
