@@ -58,6 +58,18 @@ def test_key_from_jwks_uri_authenticates(client, tenant, make_backend_client, jw
     assert jwks_host.hits["/jwks.json"] == 1
 
 
+def test_a_key_for_encryption_beside_the_signing_key_does_not_spoil_the_set(
+    client, tenant, make_backend_client, jwks_host
+):
+    key = make_client_key("RS384")
+    encryption = {**make_client_key("RS384").public_jwk, "use": "enc", "alg": "RSA-OAEP-256"}
+    encryption.pop("key_ops")
+    url = jwks_host.publish(body=json.dumps({"keys": [key.public_jwk, encryption]}).encode())
+    backend = make_backend_client(tenant, key=key, jwks_uri=url)
+    response = post_token(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 200, response.json
+
+
 def test_jwks_is_cached_between_requests(client, tenant, make_backend_client, jwks_host):
     key = make_client_key()
     backend = make_backend_client(tenant, key=key, jwks_uri=jwks_host.publish(key))
