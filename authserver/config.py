@@ -59,6 +59,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 ENVIRONMENTS = ("production", "development")
+# The least each number may be: below it a setting breaks requests instead of the start
+# (requests refuses a timeout of 0, argon2 refuses to hash with no time, lanes or memory).
+MINIMUMS: dict[str, float] = {
+    "AUTHSERVER_LOGIN_SESSION_LIFETIME": 1,
+    "AUTHSERVER_ARGON2_TIME_COST": 1,
+    "AUTHSERVER_ARGON2_PARALLELISM": 1,
+    "AUTHSERVER_JWKS_FETCH_TIMEOUT": 0.001,
+    "AUTHSERVER_JWKS_MAX_BYTES": 1,
+    "AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL": 0,
+    "AUTHSERVER_JWKS_DEFAULT_MAX_AGE": 0,
+    "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 0,
+    "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 0,
+}
+ARGON2_MEMORY_PER_LANE = 8  # KiB: argon2's least memory for each lane of parallelism
 KEK_HELP = (
     "set AUTHSERVER_KEY_ENCRYPTION_KEY to 32 random bytes in base64, "
     "for example the output of: openssl rand -base64 32"
@@ -90,7 +104,19 @@ def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
     settings.update(overrides or {})
     if settings["AUTHSERVER_ENV"] not in ENVIRONMENTS:
         raise ConfigError(f"AUTHSERVER_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    _check_ranges(settings)
     return settings
+
+
+def _check_ranges(settings: dict[str, Any]) -> None:
+    """:raises ConfigError: for a number below what its use can work with."""
+    least = dict(MINIMUMS)
+    least["AUTHSERVER_ARGON2_MEMORY_COST"] = ARGON2_MEMORY_PER_LANE * max(
+        1, settings["AUTHSERVER_ARGON2_PARALLELISM"]
+    )
+    for name, minimum in least.items():
+        if settings[name] < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {settings[name]!r}")
 
 
 def _coerce(value: str, default: Any) -> Any:

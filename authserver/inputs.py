@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -33,6 +34,8 @@ NUL = "\x00"
 # is verified, or looked up by digest), and anything not a token of ours has an answer of its
 # own there: ``{"active": false}``, or a 200 that changes nothing.
 ANSWERED_AS_UNKNOWN = frozenset({"token"})
+# RFC 6749 §5.2: an error_description holds only %x20-21 / %x23-5B / %x5D-7E.
+NOT_DESCRIBABLE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def init_app(app: Flask) -> None:
@@ -76,3 +79,10 @@ def basic_credentials_readable(authorization: str) -> bool:
         return False
     # RFC 6749 §2.3.1: the client id and secret are form-encoded before base64.
     return ":" in text and all(NUL not in unquote(part) for part in text.split(":", 1))
+
+
+def describable(text: str) -> str:
+    """``text`` (which quotes the request) fit for an ``error_description``: every character
+    RFC 6749 §5.2 keeps out (``"``, ``\\``, controls, non-ASCII) becomes ``?``. Authlib refuses
+    them with a ValueError, which would answer the client's mistake with a 500."""
+    return NOT_DESCRIBABLE.sub("?", text)

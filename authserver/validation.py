@@ -34,7 +34,8 @@ def text(value: str | None, field: str, *, max_length: int, required: bool = Tru
 def web_url(
     value: str, field: str, *, allow_query: bool = True, allow_loopback_http: bool = True
 ) -> str:
-    """An absolute https URL (http only for loopback hosts, if allowed), without a fragment.
+    """An absolute https URL (http only for loopback hosts, if allowed), without a fragment, a
+    wildcard host or a character that does not print.
 
     :raises ValidationError: for anything else.
     """
@@ -48,6 +49,11 @@ def web_url(
         raise ValidationError(f"{field} is not a valid URL: {value!r}") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ValidationError(f"{field} must be an absolute https URL: {value!r}")
+    if not value.isprintable():
+        raise ValidationError(f"{field} must not contain control or invisible characters")
+    if "*" in host:
+        # Matched exactly, a pattern would only be a host no browser can reach.
+        raise ValidationError(f"{field} must name one host, not a wildcard: {value!r}")
     if parts.scheme == "http" and not allow_loopback_http:
         raise ValidationError(f"{field} must use https: {value!r}")
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:

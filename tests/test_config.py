@@ -236,6 +236,29 @@ def test_a_non_integer_in_an_integer_setting_is_refused(monkeypatch, settings):
         create_app(settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTHSERVER_JWKS_FETCH_TIMEOUT", 0),  # requests raises ValueError: a 500 per token
+        ("AUTHSERVER_JWKS_FETCH_TIMEOUT", -1.0),
+        ("AUTHSERVER_JWKS_MAX_BYTES", 0),
+        ("AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL", -1),
+        ("AUTHSERVER_JWKS_DEFAULT_MAX_AGE", -1),
+        ("AUTHSERVER_JWKS_MAX_AGE_LIMIT", -1),
+        ("AUTHSERVER_LOGIN_SESSION_LIFETIME", 0),
+        ("AUTHSERVER_ARGON2_TIME_COST", 0),  # argon2 refuses to hash: every login a 500
+        ("AUTHSERVER_ARGON2_PARALLELISM", 0),
+        ("AUTHSERVER_ARGON2_MEMORY_COST", 8),  # below 8 KiB per lane (4 lanes)
+        ("AUTHSERVER_INTROSPECTION_CACHE_SECONDS", -5.0),
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused_at_start(settings, name, value):
+    settings[name] = value
+
+    with pytest.raises(ConfigError, match=name):
+        create_app(settings)
+
+
 def test_the_default_database_is_sqlite_in_the_instance_folder(settings, tmp_path):
     del settings["AUTHSERVER_DATABASE_URL"]
 

@@ -61,3 +61,5 @@ def _parse_json(text: str | None) -> object:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValidationError(f"--fhir-context is not JSON: {error.msg}") from None
+    except RecursionError:
+        raise ValidationError("--fhir-context nests too deeply to be fhirContext") from None

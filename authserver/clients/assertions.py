@@ -35,7 +35,10 @@ from joserfc.jwk import Key
 from authserver.clients import service as clients
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import jwks_cache
+from authserver.clients.metadata import SIGNING_ALGS
+from authserver.clients.metadata import can_verify
 from authserver.clients.models import Client
+from authserver.inputs import describable
 from authserver.keys.crypto import thumbprint
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
@@ -45,9 +48,6 @@ from authserver.tenancy.urls import TOKEN_PATH
 log = logging.getLogger(__name__)
 
 PRIVATE_KEY_JWT = "private_key_jwt"
-# SMART asks for RS384 and ES384; RS256 and ES256 are what most client libraries sign with.
-SIGNING_ALGS = ("RS384", "ES384", "RS256", "ES256")
-KEY_TYPE_OF_ALG = {"RS": "RSA", "ES": "EC"}
 MAX_LIFETIME = 300  # SMART Backend Services: exp "no more than five minutes in the future"
 CLOCK_SKEW = 60  # Inferno sends exactly now+300; a client clock a little ahead still passes.
 MAX_JTI_LENGTH = 255
@@ -90,7 +90,8 @@ class PrivateKeyJWTAuthentication(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=list(SIGNING_ALGS))
         except JoseError as error:
-            reason = error.description or "The assertion's signature does not verify."
+            # joserfc's reason may quote the assertion's header (its alg, a crit name).
+            reason = describable(error.description or "The assertion's signature does not verify.")
             log.info("refused a client assertion: %s", reason)
             raise InvalidClientError(description=reason) from error
         self.verify_claims(token.claims)
@@ -171,7 +172,7 @@ def select_key(keys: Iterable[dict[str, Any]], kid: str, alg: Any) -> dict[str, 
 
     :raises InvalidClientError: when more than one key fits.
     """
-    candidates = [key for key in keys if _names(key, kid) and _can_verify(key, alg)]
+    candidates = [key for key in keys if _names(key, kid) and can_verify(key, alg)]
     if len(candidates) > 1:
         raise InvalidClientError(description="More than one registered key matches the kid.")
     return candidates[0] if candidates else None
@@ -184,11 +185,3 @@ def _names(key: dict[str, Any], kid: str) -> bool:
         return thumbprint(key) == kid
     except KeyError:
         return False
-
-
-def _can_verify(key: dict[str, Any], alg: Any) -> bool:
-    if not isinstance(alg, str) or key.get("kty") != KEY_TYPE_OF_ALG.get(alg[:2]):
-        return False
-    if key.get("alg", alg) != alg or key.get("use", "sig") != "sig":
-        return False
-    return "verify" in key.get("key_ops", ["verify"])

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from flask import Flask
 from flask import current_app
 from werkzeug.datastructures import ResponseCacheControl
@@ -151,7 +152,7 @@ def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
                 raise JWKSFetchError(f"the client's jwks_uri answered HTTP {response.status_code}")
             body = _read_limited(response, policy.max_bytes, deadline)
             headers = response.headers
-    except requests.RequestException:
+    except (requests.RequestException, urllib3.exceptions.HTTPError):
         raise JWKSFetchError("the client's jwks_uri could not be reached in time") from None
     return _parse(body), cache_lifetime(headers, policy)
 
@@ -170,11 +171,14 @@ def _read_limited(response: requests.Response, max_bytes: int, deadline: float) 
     if declared.isdigit() and int(declared) > max_bytes:
         raise JWKSFetchError("the client's JWK Set is too large")
     body = bytearray()
-    for chunk in response.iter_content(CHUNK_BYTES):
+    # read1, not iter_content: a chunk of iter_content waits for all its bytes (or the end), so
+    # a server dripping a byte now and then, each within the read timeout, would hold us for
+    # as long as it likes. read1 returns what one socket read brings, and the deadline is
+    # checked after each: the whole answer takes at most the timeout plus one read's.
+    while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
         body += chunk
         if len(body) > max_bytes:
             raise JWKSFetchError("the client's JWK Set is too large")
-        # The read timeout is per socket read; a server dripping bytes must not outlast this.
         if time.monotonic() > deadline:
             raise JWKSFetchError("the client's jwks_uri could not be reached in time")
     return bytes(body)

@@ -8,6 +8,7 @@ import jwt
 
 from authserver import validation
 from authserver.errors import ValidationError
+from authserver.keys.crypto import thumbprint
 from authserver.smart.scopes import InvalidScope
 from authserver.smart.scopes import parse_scope
 
@@ -19,6 +20,10 @@ MAX_REDIRECT_URIS = 20
 MAX_SCOPES = 200
 MAX_SCOPE_LENGTH = 512
 MAX_JWKS_KEYS = 20
+# private_key_jwt assertions: SMART asks for RS384 and ES384; RS256 and ES256 are what most
+# client libraries sign with (clients/assertions.py verifies with these).
+SIGNING_ALGS = ("RS384", "ES384", "RS256", "ES256")
+KEY_TYPE_OF_ALG = {"RS": "RSA", "ES": "EC"}
 
 
 def redirect_uris(uris: list[str]) -> list[str]:
@@ -104,6 +109,42 @@ def jwks(document: Any) -> dict[str, Any]:
     return {"keys": keys}
 
 
+def assertion_jwks(document: Any) -> dict[str, Any]:
+    """:func:`jwks`, for a client registering it to sign its assertions: at least one key can
+    verify one (:func:`can_verify`), and no two such keys of one type share a name, which an
+    assertion's ``kid`` would match both of (SMART asymmetric auth, step 3).
+
+    :raises ValidationError: otherwise; the client could never authenticate.
+    """
+    keys = jwks(document)["keys"]
+    signing = [key for key in keys if any(can_verify(key, alg) for alg in SIGNING_ALGS)]
+    if not signing:
+        raise ValidationError(
+            "jwks has no key that can verify a client assertion: "
+            f"a public RSA or EC key for {', '.join(SIGNING_ALGS)}, with a text kid"
+        )
+    named: set[tuple[str, str]] = set()
+    for key in signing:
+        name = (key.get("kid") or thumbprint(key), key["kty"])
+        if name in named:
+            raise ValidationError(f"jwks holds two {name[1]} keys named {name[0]!r}")
+        named.add(name)
+    return {"keys": keys}
+
+
+def can_verify(key: dict[str, Any], alg: Any) -> bool:
+    """Whether the JWK may verify a client assertion signed with ``alg``: its type fits the
+    algorithm (Inferno's JWKS holds an RSA and an EC key), and an ``alg``, ``use``,
+    ``key_ops`` or ``kid`` it states allows this use."""
+    if alg not in SIGNING_ALGS or key.get("kty") != KEY_TYPE_OF_ALG[alg[:2]]:
+        return False
+    if key.get("alg", alg) != alg or key.get("use", "sig") != "sig":
+        return False
+    if not isinstance(key.get("kid", "-"), str) or not key.get("kid", "-"):
+        return False
+    return "verify" in key.get("key_ops", ["verify"])
+
+
 def _public_jwk(key: Any, *, several: bool) -> None:
     if not isinstance(key, dict):
         raise ValidationError("every jwks key must be a JSON object")
@@ -114,7 +155,8 @@ def _public_jwk(key: Any, *, several: bool) -> None:
     if several and not key.get("kid"):
         raise ValidationError("every key needs a kid when jwks holds several")
     try:
-        jwt.PyJWK(key)
+        # The key material, whatever its alg: a set may hold keys for other uses (encryption).
+        jwt.PyJWK({name: value for name, value in key.items() if name != "alg"})
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
         raise ValidationError(
             f"jwks key {key.get('kid', '')!r} is not a usable public key"

@@ -138,7 +138,7 @@ def _key_source(auth_method: str, jwks: Any, jwks_uri: str | None) -> dict[str, 
         raise ValidationError("a private_key_jwt client needs exactly one of jwks or jwks_uri")
     if jwks_uri:
         return {"jwks_uri": validation.web_url(jwks_uri, "jwks_uri")}
-    return {"jwks": metadata.jwks(jwks)}
+    return {"jwks": metadata.assertion_jwks(jwks)}
 
 
 def _resource_server_shape(

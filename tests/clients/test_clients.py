@@ -272,6 +272,19 @@ def test_a_relative_redirect_uri_is_refused(cli, tenant, uri):
 
 
 @pytest.mark.parametrize(
+    "uri", ["https://*.app.example.test/cb", "https://*/cb", "http://*.localhost/cb"]
+)
+def test_a_redirect_uri_with_a_wildcard_host_is_refused(cli, tenant, uri):
+    # Redirect URIs match exactly: a pattern would be stored as a host no browser can reach.
+    assert "wildcard" in assert_refused(cli, "--public", "--redirect-uri", uri)
+
+
+@pytest.mark.parametrize("uri", [f"{REDIRECT}\x7f", f"{REDIRECT}\x1b[2J", f"{REDIRECT}\u200b"])
+def test_a_redirect_uri_with_an_invisible_character_is_refused(cli, tenant, uri):
+    assert "redirect URI" in assert_refused(cli, "--public", "--redirect-uri", uri)
+
+
+@pytest.mark.parametrize(
     "uri", ["javascript:alert(1)", "data:text/html,hello", "ftp://app.example.test/cb"]
 )
 def test_a_redirect_uri_of_another_scheme_is_refused(cli, tenant, uri):
@@ -323,6 +336,52 @@ def test_a_jwks_holding_a_symmetric_key_is_refused(cli, tenant, tmp_path):
     )
 
     assert "jwks must hold public keys only" in message
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        {"use": "enc"},
+        {"key_ops": ["encrypt"]},
+        {"alg": "RS512"},
+        {"alg": "PS384"},
+        {"kid": 7},
+    ],
+    ids=["for-encryption", "encrypt-only", "alg-not-accepted", "alg-other-family", "kid-not-text"],
+)
+def test_a_jwks_no_key_of_which_can_verify_an_assertion_is_refused(cli, tenant, tmp_path, unusable):
+    # The client could never authenticate (as with no keys at all): refused, not stored.
+    path = jwks_file(tmp_path, {**rsa_jwk(), **unusable})
+
+    message = assert_refused(cli, "--jwks-file", path, "--scope", "system/*.rs")
+
+    assert "no key" in message and "verify" in message
+
+
+def test_a_jwks_with_an_okp_key_only_is_refused(cli, tenant, tmp_path):
+    ed25519 = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+
+    message = assert_refused(cli, "--jwks-file", jwks_file(tmp_path, ed25519))
+
+    assert "no key" in message and "verify" in message
+
+
+def test_a_jwks_naming_two_keys_of_one_type_alike_is_refused(cli, tenant, tmp_path):
+    # An assertion naming that kid would match both: refused every time (SMART asymmetric step 3).
+    path = jwks_file(tmp_path, rsa_jwk(), rsa_jwk())
+
+    message = assert_refused(cli, "--jwks-file", path, "--scope", "system/*.rs")
+
+    assert "'app-key-1'" in message
+
+
+def test_a_jwks_with_a_key_for_encryption_beside_one_for_signing_is_accepted(cli, tenant, tmp_path):
+    signing = rsa_jwk()
+    encryption = {**rsa_jwk(), "kid": "app-enc-1", "use": "enc", "alg": "RSA-OAEP"}
+
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, signing, encryption))
+
+    assert stored(created["client_id"]).jwks == {"keys": [signing, encryption]}
 
 
 def test_a_jwks_file_that_is_not_json_is_refused(cli, tenant, tmp_path):

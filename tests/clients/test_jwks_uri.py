@@ -8,6 +8,7 @@ the server goes on serving everyone else.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -55,6 +56,18 @@ def test_key_from_jwks_uri_authenticates(client, tenant, make_backend_client, jw
     response = post_token(client, backend.assertion(TOKEN_URL))
     assert response.status_code == 200, response.json
     assert jwks_host.hits["/jwks.json"] == 1
+
+
+def test_a_key_for_encryption_beside_the_signing_key_does_not_spoil_the_set(
+    client, tenant, make_backend_client, jwks_host
+):
+    key = make_client_key("RS384")
+    encryption = {**make_client_key("RS384").public_jwk, "use": "enc", "alg": "RSA-OAEP-256"}
+    encryption.pop("key_ops")
+    url = jwks_host.publish(body=json.dumps({"keys": [key.public_jwk, encryption]}).encode())
+    backend = make_backend_client(tenant, key=key, jwks_uri=url)
+    response = post_token(client, backend.assertion(TOKEN_URL))
+    assert response.status_code == 200, response.json
 
 
 def test_jwks_is_cached_between_requests(client, tenant, make_backend_client, jwks_host):
@@ -122,6 +135,22 @@ def test_jwks_uri_too_slow(make_instance, tenant, make_backend_client, jwks_host
     key = make_client_key()
     backend = make_backend_client(tenant, key=key, jwks_uri=jwks_host.publish(key, delay=1.0))
     assert_invalid_client(post_token(http, backend.assertion(TOKEN_URL)), "in time")
+    assert_others_still_served(http, inline_backend)
+
+
+@pytest.mark.parametrize("content_length", [True, False], ids=["declared", "streamed"])
+def test_jwks_uri_dripping_its_answer_is_given_up_on_in_time(
+    make_instance, tenant, make_backend_client, jwks_host, inline_backend, content_length
+):
+    # Each byte comes well within the read timeout; the whole answer would take ~100 s.
+    http = make_instance(AUTHSERVER_JWKS_FETCH_TIMEOUT=0.5).test_client()
+    key = make_client_key()
+    url = jwks_host.publish(key, drip=0.1, content_length=content_length)
+    backend = make_backend_client(tenant, key=key, jwks_uri=url)
+    started = time.monotonic()
+    response = post_token(http, backend.assertion(TOKEN_URL))
+    assert time.monotonic() - started < 2.0
+    assert_invalid_client(response, "in time")
     assert_others_still_served(http, inline_backend)
 
 

@@ -437,6 +437,7 @@ def test_cli_launch_create(cli, clinic):
     [
         (["--patient", "a/b"], "patient must be a FHIR id"),
         (["--patient", "p", "--fhir-context", "{"], "not JSON"),
+        (["--patient", "p", "--fhir-context", "[" * 100_000], "nests too deeply"),
         (["--patient", "p", "--fhir-context", "[{}]"], "fhirContext[0]"),
         (["--patient", "p", "--fhir-context", '[{"canonical": "urn:x\\u0000"}]'], "NUL"),
         (["--patient", "p", "--client", "app_nope"], "no client"),

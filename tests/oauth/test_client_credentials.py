@@ -14,10 +14,10 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from werkzeug.datastructures import MultiDict
 
 from authserver.keys import service as keys
 from tests.fixtures.assertions import assertion_claims
-from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 
@@ -110,6 +110,14 @@ def test_scope_partly_outside_the_registration_is_down_scoped(client, tenant, ba
     assert response.json["scope"] == "system/Patient.rs system/Observation.rs"
 
 
+@pytest.mark.parametrize("name", ['x"', "caf\u00e9"])
+def test_a_repeated_parameter_is_invalid_request_whatever_its_name(client, backend, name):
+    form = [*token_form(backend.assertion(TOKEN_URL)).items(), (name, "1"), (name, "2")]
+    response = client.post(TOKEN_PATH, data=MultiDict(form))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
 def test_asymmetric_client_sending_its_own_client_id_in_the_body_is_accepted(client, backend):
     response = post_token(client, backend.assertion(TOKEN_URL), client_id=backend.client_id)
     assert response.status_code == 200
@@ -141,6 +149,17 @@ def test_patient_or_user_scopes_are_never_granted_to_a_backend(client, tenant, m
 
 def test_malformed_scope_is_invalid_scope(client, tenant, backend):
     response = post_token(client, backend.assertion(TOKEN_URL), scope="system/Patient.sr")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_scope"
+
+
+@pytest.mark.parametrize("scope", ['system/Patient.rs"', "system/Patient.rs\\", "syst\u00e8m/*.rs"])
+def test_malformed_scope_with_characters_no_description_may_hold_is_invalid_scope(
+    client, backend, scope
+):
+    # RFC 6749 §5.2 keeps '"', '\\' and non-ASCII out of error_description: quoting the
+    # scope must not turn the client's mistake into a 500.
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=scope)
     assert response.status_code == 400
     assert response.json["error"] == "invalid_scope"
 
@@ -227,14 +246,17 @@ def test_new_assertion_reusing_a_jti_is_refused(client, backend):
     )
 
 
-def test_two_registered_keys_with_the_assertions_kid_are_refused(client, tenant, make_client):
-    # CA-09: more than one candidate key is a failure, never a guess.
+def test_two_published_keys_with_the_assertions_kid_are_refused(
+    client, tenant, make_client, jwks_host
+):
+    # CA-09: more than one candidate key is a failure, never a guess. (Registration refuses
+    # such an inline jwks; what a jwks_uri serves can change at any time.)
     key, twin = make_client_key("RS384", kid="same"), make_client_key("RS384", kid="same")
     registration = make_client(
         tenant,
         auth_method="private_key_jwt",
         scopes=["system/Patient.rs"],
-        jwks=jwks_of(key, twin),
+        jwks_uri=jwks_host.publish(key, twin),
     )
     claims = assertion_claims(registration.client.client_id, TOKEN_URL)
     assert_invalid_client(post_token(client, key.sign(claims)), "kid")
@@ -310,6 +332,20 @@ def test_wrong_client_assertion_type_is_refused(client, backend):
 
 def test_garbage_assertion_is_refused(client, backend):
     assert_invalid_client(post_token(client, "not.a.jwt"), "Invalid JWT assertion")
+
+
+def test_unknown_alg_named_with_a_quote_is_refused(client, backend):
+    header = {"alg": 'RS384"', "typ": "JWT", "kid": backend.key.kid}
+    claims = assertion_claims(backend.client_id, TOKEN_URL)
+    signing_input = ".".join(_b64(json.dumps(part).encode()) for part in (header, claims))
+    assert_invalid_client(post_token(client, f"{signing_input}.AAAA"), "not supported")
+
+
+@pytest.mark.parametrize("name", ['x"y', "\u00e9t\u00e9"])
+def test_critical_header_the_server_does_not_know_is_refused(client, backend, name):
+    # joserfc quotes the header name in its message; the client chose it.
+    token = backend.key.sign(assertion_claims(backend.client_id, TOKEN_URL), crit=[name])
+    assert_invalid_client(post_token(client, token), "critical")
 
 
 def test_client_of_another_tenant_is_refused(client, tenant, other_tenant, make_backend_client):

@@ -8,6 +8,8 @@ from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
+from authserver.inputs import describable
+
 # private_key_jwt is registered on the server by the Backend Services work (clients/assertions.py).
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
@@ -26,7 +28,7 @@ class TokenRequestChecks:
         request = self.request
         for name, values in request.payload.datalist.items():
             if len(values) > 1:
-                raise InvalidRequestError(f"Multiple '{name}' in request.")
+                raise InvalidRequestError(f"Multiple '{describable(name)}' in request.")
         methods = [name for name in ("client_secret", "client_assertion") if request.form.get(name)]
         if request.headers.get("Authorization", "").lower().startswith("basic "):
             methods.append("Authorization")

@@ -24,6 +24,7 @@ from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.clients.assertions import PRIVATE_KEY_JWT
+from authserver.inputs import describable
 from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.tokens import token_request
 from authserver.smart.backend import backend_grant
@@ -54,7 +55,8 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
         try:
             granted = backend_grant(requested, client.allowed_scope, *ceilings)
         except InvalidScope as error:
-            raise InvalidScopeError(description=f"Malformed scope {error.scope[:80]!r}.") from None
+            malformed = describable(error.scope[:80])
+            raise InvalidScopeError(description=f"Malformed scope '{malformed}'.") from None
         if not granted:
             raise InvalidScopeError(description="None of the requested scopes can be granted.")
         self.granted_scope = str(granted)
