@@ -23,6 +23,7 @@ from authserver.oauth.views import FAST_TOKEN_HEADERS
 from authserver.tenancy.urls import SLUG
 from authserver.tokens import fastpath as introspection_fastpath
 from authserver.tokens.introspection import MAX_TOKEN_LENGTH
+from authserver.web import NO_STORE
 
 log = logging.getLogger(__name__)
 Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
@@ -31,11 +32,7 @@ Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
 ROUTE = re.compile(rf"/t/({SLUG.pattern})/(introspect|token)")
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY = MAX_TOKEN_LENGTH + 1024  # larger bodies go to Flask, which refuses them properly
-INTROSPECTION_HEADERS = [
-    ("Content-Type", "application/json"),
-    ("Cache-Control", "no-store"),
-    ("Pragma", "no-cache"),
-]
+INTROSPECTION_HEADERS = [("Content-Type", "application/json"), *NO_STORE.items()]
 
 
 class HotPaths:

@@ -22,15 +22,16 @@ from authserver.tenancy.resolution import current_view_has
 log = logging.getLogger(__name__)
 
 PUBLIC_DOCUMENT_MAX_AGE = 300
+# An answer no browser or proxy may keep (RFC 6749 §5.1; Pragma for HTTP/1.0 caches).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # A page that signs in or consents must not be framed by another site (clickjacking): CSP for
 # today's browsers, X-Frame-Options for those that predate frame-ancestors. Nor be kept by a
 # browser or proxy cache: pages hold CSRF tokens, who is signed in and the patients a picker
-# found, and the authorization endpoint's redirects carry codes (Pragma for HTTP/1.0 caches).
+# found, and the authorization endpoint's redirects carry codes.
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
+    **NO_STORE,
 }
 
 

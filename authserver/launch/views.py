@@ -15,12 +15,11 @@ from authserver.extensions import db
 from authserver.launch import service
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
+from authserver.web import NO_STORE
 
 bp = Blueprint("launch", __name__)
 # Called by a server with its own credentials, never from a browser session.
 csrf.exempt(bp)
-
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @bp.post("/launch")

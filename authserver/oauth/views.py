@@ -15,6 +15,7 @@ from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import serves_suspended
 from authserver.tokens import fastpath
+from authserver.web import NO_STORE
 
 bp = Blueprint("oauth", __name__)
 # OAuth endpoints authenticate clients, not browser sessions: CSRF tokens do not apply.
@@ -23,7 +24,6 @@ csrf.exempt(bp)
 # What Authlib's token response carries (Content-Type among them), for the fast path's answer
 # (authserver/hotpaths.py).
 TOKEN_RESPONSE_HEADERS = dict(TokenGrant.TOKEN_RESPONSE_HEADER)
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 CORS_HEADERS = {
     # Browser apps call the token endpoint cross-origin (SMART 2.2 CORS-02); no credentials.
     "Access-Control-Allow-Origin": "*",
