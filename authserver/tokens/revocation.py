@@ -46,8 +46,11 @@ def revoke_family(tenant: Tenant, grant_id: str, *, actor: str | None = None) ->
 
 def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
     """A refresh replaces the family's access tokens: they stop being active (INT-05, RFC 7662
-    §2.2). Routine rotation, not an operator's revocation: not audited. Returns how many."""
-    return _revoke(tenant, IssuedToken.grant_id == grant_id, IssuedToken.kind == ACCESS)
+    §2.2). Routine rotation, not an operator's revocation: not audited. Returns how many.
+
+    The caller holds the family's rows already (:func:`lock_family`).
+    """
+    return _update(_live(tenant, IssuedToken.grant_id == grant_id, IssuedToken.kind == ACCESS))
 
 
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
@@ -76,8 +79,16 @@ def lock_family(tenant: Tenant, grant_id: str) -> None:
 
 
 def _revoke(tenant: Tenant, *conditions: Any) -> int:
-    live = (IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
+    live = _live(tenant, *conditions)
     _lock(*live)
+    return _update(live)
+
+
+def _live(tenant: Tenant, *conditions: Any) -> tuple[Any, ...]:
+    return (IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
+
+
+def _update(live: tuple[Any, ...]) -> int:
     statement = update(IssuedToken).where(*live).values(revoked_at=utcnow())
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount
