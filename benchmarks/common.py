@@ -237,6 +237,8 @@ def oidc_provider_installed(bench_dir: Path) -> Iterator[Path]:
     try:
         for name in ("oidc_server.mjs", "package.json"):
             shutil.copy(bench_dir / name, workdir / name)
+        for script in Path(__file__).parent.glob("oidc_*.mjs"):  # our own set-ups of it
+            shutil.copy(script, workdir / script.name)
         subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund", "--silent"],
             cwd=workdir,

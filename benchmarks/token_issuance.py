@@ -4,8 +4,9 @@
 Both run in one go at the same concurrency (wrk -t2 -c8), since only ratios from one run mean
 anything on a shared machine:
 
-- oidc-provider 9 (``../shared/bench``), one process (WORKERS=1), client_secret_basic, opaque
-  tokens in memory: the reference figure;
+- oidc-provider 9, one process, opaque tokens in memory, twice: as ``../shared/bench`` ships it
+  (client_secret_basic), and with a ``private_key_jwt`` client sent the same RS384 assertions
+  as authserver (``oidc_private_key_jwt.mjs``: verified, replays refused in memory);
 - on PostgreSQL, the floor (``issuance_floor.py``): a bare WSGI app on the same server stack
   that does only what every Backend Services server must (verify the assertion, sign a token,
   record both durably), once with two minimal tables and once with authserver's own write;
@@ -68,6 +69,7 @@ from common import wsgi_command
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "system/Patient.rs"
 CLIENT_KID = "bench-rs384"
+NODE_ASSERTING_CLIENT = "bench-backend"
 ASSERTIONS = ROOT / "benchmarks" / "wrk" / "assertions.lua"
 
 
@@ -80,9 +82,10 @@ def main() -> None:
         f"{options.duration} s; WSGI: granian, {options.workers} workers x "
         f"{options.blocking_threads} thread\n"
     )
-    results = [measure_oidc_provider(options)]
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="authserver-bench-") as tmp:
         work = Path(tmp)
+        node = stack.enter_context(oidc_provider_installed(options.bench_dir))
+        results = [measure_oidc_provider(options, node)]
         if options.db == "postgresql":
             cluster = ThrowawayPostgres().start()
             stack.callback(cluster.stop)
@@ -93,6 +96,7 @@ def main() -> None:
         env = authserver_environment(database, work, port)
         with environment(env):
             clients, pem, jwk = prepare_authserver()
+        results.append(measure_oidc_private_key_jwt(options, work, node, pem, jwk))
         if options.floor and options.db == "postgresql":
             issuance_floor.create_minimal_tables(database)
             for write in ("minimal", "authserver"):
@@ -134,23 +138,43 @@ def parse_args() -> argparse.Namespace:
 # -- oidc-provider ---------------------------------------------------------------------------
 
 
-def measure_oidc_provider(options: argparse.Namespace) -> Result:
+def measure_oidc_provider(options: argparse.Namespace, workdir: Path) -> Result:
+    """The reference as ``../shared/bench`` ships it: client_secret_basic, one process."""
     body = urlencode({"grant_type": "client_credentials", "scope": "system/Patient.read"})
     authorization = basic(*NODE_CLIENT)
-    with oidc_provider_installed(options.bench_dir) as workdir:
-        port = free_port()
-        with oidc_provider(workdir, port):
-            address = url(port, "/token")
-            status, answer = post(address, body, authorization)
-            if status != 200:
-                sys.exit(f"oidc-provider refused the check request: {status} {answer!r}")
-            env = {"WRK_PATH": "/token", "WRK_BODY": body, "WRK_AUTH": authorization}
-            script = options.bench_dir / "wrk" / "post.lua"
-            name = "oidc-provider 9, 1 process"
-            wrk(options, name, address, script, env, options.warmup)
-            result = wrk(options, name, address, script, env)
+    port = free_port()
+    with oidc_provider(workdir, port):
+        address = url(port, "/token")
+        status, answer = post(address, body, authorization)
+        if status != 200:
+            sys.exit(f"oidc-provider refused the check request: {status} {answer!r}")
+        env = {"WRK_PATH": "/token", "WRK_BODY": body, "WRK_AUTH": authorization}
+        script = options.bench_dir / "wrk" / "post.lua"
+        name = "oidc-provider 9, 1 process (client_secret_basic)"
+        wrk(options, name, address, script, env, options.warmup)
+        result = wrk(options, name, address, script, env)
     print(result.line(), flush=True)
     return result
+
+
+def measure_oidc_private_key_jwt(
+    options: argparse.Namespace, work: Path, workdir: Path, pem: bytes, jwk: dict[str, str]
+) -> Result:
+    """oidc-provider doing authserver's work: the same RS384 assertions, never used twice."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "NODE_ENV": "production",
+        "BENCH_CLIENT_ID": NODE_ASSERTING_CLIENT,
+        "BENCH_CLIENT_JWK": json.dumps(jwk),
+        "SCOPE": SCOPE,
+    }
+    ready = url(port, "/.well-known/openid-configuration")
+    with serving(["node", "oidc_private_key_jwt.mjs"], cwd=workdir, env=env, ready=ready):
+        name = "oidc-provider 9, 1 process (private_key_jwt)"
+        address = url(port, "/token")
+        return measure_assertions(options, work, name, address, NODE_ASSERTING_CLIENT, pem)
 
 
 # -- authserver ------------------------------------------------------------------------------
@@ -279,12 +303,16 @@ def measure_floor(
 
 
 def report(results: list[Result]) -> None:
-    reference = results[0]
-    print(f"\n{'what':52} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ref':>6}")
+    """The table, with each row's ratio to both oidc-provider set-ups (the first two rows)."""
+    secret, asserting = results[:2]
+    print(
+        f"\n{'what':52} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'x secret':>8} {'x pkjwt':>8}"
+    )
     for result in results:
         print(
             f"{result.name:52} {result.rps:8.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f}"
-            f" {result.errors:7d} {result.rps / reference.rps:6.2f}"
+            f" {result.errors:7d} {result.rps / secret.rps:8.2f} {result.rps / asserting.rps:8.2f}"
         )
     if any(result.errors for result in results):
         print(
