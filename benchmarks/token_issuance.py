@@ -200,7 +200,7 @@ def prepare_authserver() -> tuple[dict[str, str], bytes, dict[str, str]]:
         upgrade(directory=app.extensions["migrate"].directory)
         for alg in ("RS256", "ES256"):
             tenant = tenants.create_tenant(f"bench-{alg.lower()}", f"Bench {alg}")
-            tenants.set_access_token_alg(tenant, alg)
+            tenants.set_access_token_alg(tenant, alg, now=True)
             registration = clients.register(
                 tenant,
                 name="Bench backend",

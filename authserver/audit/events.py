@@ -11,6 +11,7 @@ class AuditEvent(StrEnum):
     TENANT_ACTIVATED = "tenant:activated"
     TENANT_BRANDED = "tenant:branded"
     TENANT_PATIENT_SEARCH_SET = "tenant:patient-search-set"
+    TENANT_TOKEN_ALG_STAGED = "tenant:token-alg-staged"
     TENANT_TOKEN_ALG_SET = "tenant:token-alg-set"
     KEY_CREATED = "key:created"
     KEY_STAGED = "key:staged"

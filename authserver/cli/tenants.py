@@ -10,6 +10,7 @@ from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.tenancy import service
+from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 
 @click.group()
@@ -90,9 +91,41 @@ def set_patient_search(slug: str, url: str) -> None:
 
 @tenant.command("set-token-alg")
 @click.argument("slug")
-@click.argument("alg", type=click.Choice(["RS256", "ES256"]))
+@click.argument("alg")
+@click.option(
+    "--now",
+    is_flag=True,
+    help="Switch at once (a new tenant, an emergency), before every verifier's cached JWKS "
+    "holds the new key.",
+)
 @with_appcontext
 @service_command
-def set_token_alg(slug: str, alg: str) -> None:
-    """Sign SLUG's access tokens with ALG (id_tokens stay RS256); makes the key if missing."""
-    emit(service.describe(service.set_access_token_alg(tenant_named(slug), alg, actor=ACTOR)))
+def set_token_alg(slug: str, alg: str, now: bool) -> None:
+    """Sign SLUG's access tokens with ALG, RS256 or ES256 (id_tokens stay RS256).
+
+    When SLUG has no ALG signing key yet, this takes two runs, like `keys stage` and `keys
+    rotate`: the first publishes a new key in the JWKS and switches nothing; the second, once
+    the key has been there as long as verifiers may cache the JWKS (the first says when),
+    switches. With --now the first run switches.
+    """
+    change = service.set_access_token_alg(tenant_named(slug), alg, now=now, actor=ACTOR)
+    described = service.describe(change.tenant)
+    if change.staged_key is None:
+        emit(described)
+        return
+    switch_after = change.switch_after.isoformat()
+    emit(
+        {
+            **described,
+            "staged_access_token_alg": alg,
+            "staged_key": change.staged_key.describe(),
+            "switch_after": switch_after,
+        }
+    )
+    click.echo(
+        f"Nothing switched yet: access tokens stay {described['access_token_alg']} while "
+        f"{alg} key {change.staged_key.kid!r} is published in the JWKS. Verifiers may cache the "
+        f"JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: run `authserver tenant set-token-alg {slug} "
+        f"{alg}` again after {switch_after} to switch, or with --now to switch at once.",
+        err=True,
+    )

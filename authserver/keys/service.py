@@ -82,11 +82,7 @@ def stage(tenant: Tenant, alg: str = "RS256", *, actor: str | None = None) -> Si
             f"tenant {tenant.slug!r} has no active {alg} key for a staged key to succeed; "
             "rotate with --now to make one"
         )
-    staged = _staged(tenant, alg)
-    if staged is not None:
-        raise ValidationError(
-            f"{alg} key {staged.kid!r} is staged already; rotate to it, or retire it first"
-        )
+    _check_none_staged(tenant, alg)
     return _stage(tenant, alg, actor=actor)
 
 
@@ -120,20 +116,89 @@ def rotate(
     return key
 
 
+def stage_first(tenant: Tenant, alg: str, *, actor: str | None = None) -> SigningKey:
+    """Publish the tenant's first ``alg`` key: in the JWKS at once, signing nothing until
+    :func:`activate_first` makes it the signer (a new access-token algorithm).
+
+    :raises ValidationError: for an algorithm we do not sign with, when the tenant has an active
+        ``alg`` key (:func:`stage` stages its successor), or when an ``alg`` key is staged
+        already.
+    :raises Conflict: when another ``alg`` key was staged at the same time.
+    """
+    _check_algorithm(alg)
+    _check_none_active(tenant, alg)
+    _check_none_staged(tenant, alg)
+    return _stage(tenant, alg, actor=actor)
+
+
+def activate_first(
+    tenant: Tenant, alg: str, *, at_once: bool, actor: str | None = None
+) -> SigningKey:
+    """Make the tenant's first ``alg`` signer: its staged ``alg`` key, or a new key when none is
+    staged. No successor is staged, as for a new tenant's first key.
+
+    The caller decides whether the staged key has been in the JWKS long enough
+    (:func:`seconds_until_it_may_sign`); ``at_once`` records that it did not wait.
+
+    :raises ValidationError: for an algorithm we do not sign with, or when the tenant has an
+        active ``alg`` key already.
+    :raises Conflict: when another command made, promoted or retired an ``alg`` key at the
+        same time.
+    """
+    _check_algorithm(alg)
+    _check_none_active(tenant, alg)
+    staged = _staged(tenant, alg)
+    if staged is None:
+        return create_key(tenant, alg, actor=actor)
+    return _promote(tenant, staged, at_once=at_once, actor=actor)
+
+
+def staged_key(tenant: Tenant, alg: str) -> SigningKey | None:
+    """The tenant's staged (``next``) ``alg`` key, if any."""
+    return _staged(tenant, alg)
+
+
+def seconds_in_jwks(key: SigningKey) -> float:
+    """How long ``key`` has been in the JWKS; never below 0, as another instance's clock may
+    run ahead of this one's."""
+    return max(0.0, (utcnow() - key.created_at).total_seconds())
+
+
+def seconds_until_it_may_sign(key: SigningKey) -> int:
+    """Whole seconds until ``key`` has been in the JWKS for as long as verifiers may cache it:
+    0 once it may sign, at most ``PUBLIC_DOCUMENT_MAX_AGE``."""
+    return max(0, math.ceil(PUBLIC_DOCUMENT_MAX_AGE - seconds_in_jwks(key)))
+
+
+def _check_none_staged(tenant: Tenant, alg: str) -> None:
+    staged = _staged(tenant, alg)
+    if staged is not None:
+        raise ValidationError(
+            f"{alg} key {staged.kid!r} is staged already; rotate to it, or retire it first"
+        )
+
+
+def _check_none_active(tenant: Tenant, alg: str) -> None:
+    active = _active(tenant, alg)
+    if active is not None:
+        raise ValidationError(
+            f"tenant {tenant.slug!r} signs with {alg} key {active.kid!r} already; "
+            "rotate it instead (keys stage, keys rotate)"
+        )
+
+
 def _check_published_long_enough(tenant: Tenant, alg: str, staged: SigningKey | None) -> None:
     if staged is None:
         raise ValidationError(
             f"tenant {tenant.slug!r} has no staged {alg} key: stage one (keys stage) and rotate "
             f"{PUBLIC_DOCUMENT_MAX_AGE} s later, or rotate with --now to switch at once"
         )
-    # Never below 0: another instance's clock may run ahead of this one's.
-    published_for = max(0.0, (utcnow() - staged.created_at).total_seconds())
-    if published_for < PUBLIC_DOCUMENT_MAX_AGE:
+    wait = seconds_until_it_may_sign(staged)
+    if wait > 0:
         raise ValidationError(
-            f"{alg} key {staged.kid!r} was staged {int(published_for)} s ago and verifiers may "
-            f"cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: rotate again in "
-            f"{math.ceil(PUBLIC_DOCUMENT_MAX_AGE - published_for)} s, or with --now to switch "
-            "at once"
+            f"{alg} key {staged.kid!r} was staged {int(seconds_in_jwks(staged))} s ago and "
+            f"verifiers may cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: rotate again in "
+            f"{wait} s, or with --now to switch at once"
         )
 
 

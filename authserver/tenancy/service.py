@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -18,6 +21,7 @@ from authserver.extensions import db
 from authserver.extensions import flush_or_conflict
 from authserver.keys import service as keys
 from authserver.keys.crypto import SUPPORTED_ALGORITHMS
+from authserver.keys.models import SigningKey
 from authserver.tenancy.models import ACTIVE
 from authserver.tenancy.models import SUSPENDED
 from authserver.tenancy.models import Tenant
@@ -27,6 +31,7 @@ from authserver.tenancy.urls import OPENID_CONFIGURATION_PATH
 from authserver.tenancy.urls import SLUG
 from authserver.tenancy.urls import SMART_CONFIGURATION_PATH
 from authserver.tenancy.urls import TenantURLs
+from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 # Path segments the deployment may want for itself one day, or that read as something else.
 RESERVED_SLUGS = frozenset(
@@ -179,22 +184,102 @@ def set_patient_search_url(tenant: Tenant, url: str, *, actor: str | None = None
     return tenant
 
 
-def set_access_token_alg(tenant: Tenant, alg: str, *, actor: str | None = None) -> Tenant:
-    """Sign the tenant's access tokens with ``alg`` (RS256 or ES256), making its key if needed.
+@dataclass(frozen=True)
+class AccessTokenAlgChange:
+    """What :func:`set_access_token_alg` did: switched the tenant's access tokens to ``alg``
+    (``staged_key`` is None), or staged ``staged_key`` in the JWKS and switched nothing."""
+
+    tenant: Tenant
+    alg: str
+    staged_key: SigningKey | None = None
+
+    @property
+    def switch_after(self) -> datetime:
+        """When the staged key will have been in the JWKS as long as verifiers may cache it.
+
+        :raises ValueError: when nothing was staged (the switch is made).
+        """
+        if self.staged_key is None:
+            raise ValueError(f"access tokens switched to {self.alg}; nothing is staged")
+        return self.staged_key.created_at + timedelta(seconds=PUBLIC_DOCUMENT_MAX_AGE)
+
+
+def set_access_token_alg(
+    tenant: Tenant, alg: str, *, now: bool = False, actor: str | None = None
+) -> AccessTokenAlgChange:
+    """Sign the tenant's access tokens with ``alg`` (RS256 or ES256) once verifiers can know
+    its key.
+
+    An ``alg`` the tenant has a signer for switches at once. Otherwise this works like
+    :func:`keys.service.rotate`: the first call stages a key (in the JWKS, signing nothing) and
+    switches nothing; a call once the key has been in the JWKS for ``PUBLIC_DOCUMENT_MAX_AGE``
+    seconds, as long as verifiers may cache it, makes it the signer and switches. ``now``
+    switches at once (a new tenant, the demo, an emergency) with the staged key or a new one;
+    verifiers holding an older JWKS refuse its tokens until they fetch it again.
 
     ES256 signs about twenty times faster than RS256; id_tokens stay RS256 whatever this says,
     as SMART requires.
 
-    :raises ValidationError: for an algorithm we do not sign with.
+    :raises ValidationError: for an algorithm we do not sign with; without ``now``, when the
+        staged key has not been in the JWKS long enough (nothing changes).
+    :raises Conflict: when another command staged or promoted an ``alg`` key at the same time.
     """
     if alg not in SUPPORTED_ALGORITHMS:
         raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
-    if alg not in keys.active_algorithms(tenant):
-        keys.create_key(tenant, alg, actor=actor)
+    if alg in keys.active_algorithms(tenant):
+        return _switch_access_token_alg(tenant, alg, at_once=False, actor=actor)
+    staged = keys.staged_key(tenant, alg)
+    if not now:
+        if staged is None:
+            return _stage_access_token_alg(tenant, alg, actor)
+        _check_staged_long_enough(tenant, staged)
+    keys.activate_first(tenant, alg, at_once=now, actor=actor)
+    return _switch_access_token_alg(tenant, alg, at_once=now, actor=actor)
+
+
+def _stage_access_token_alg(tenant: Tenant, alg: str, actor: str | None) -> AccessTokenAlgChange:
+    key = keys.stage_first(tenant, alg, actor=actor)
+    change = AccessTokenAlgChange(tenant, alg, staged_key=key)
+    audit.record(
+        tenant,
+        AuditEvent.TENANT_TOKEN_ALG_STAGED,
+        actor=actor,
+        subject=tenant.slug,
+        alg=alg,
+        kid=key.kid,
+        access_token_alg=tenant.access_token_alg,
+        switch_after=change.switch_after.isoformat(),
+    )
+    return change
+
+
+def _check_staged_long_enough(tenant: Tenant, staged: SigningKey) -> None:
+    wait = keys.seconds_until_it_may_sign(staged)
+    if wait > 0:
+        raise ValidationError(
+            f"{staged.alg} key {staged.kid!r} was staged {int(keys.seconds_in_jwks(staged))} s "
+            f"ago and verifiers may cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s; access "
+            f"tokens stay {tenant.access_token_alg}: run set-token-alg again in {wait} s, or "
+            "with --now to switch at once"
+        )
+
+
+def _switch_access_token_alg(
+    tenant: Tenant, alg: str, *, at_once: bool, actor: str | None
+) -> AccessTokenAlgChange:
+    previous_alg = tenant.access_token_alg
     tenant.access_token_alg = alg
     db.session.flush()
-    audit.record(tenant, AuditEvent.TENANT_TOKEN_ALG_SET, actor=actor, alg=alg)
-    return tenant
+    audit.record(
+        tenant,
+        AuditEvent.TENANT_TOKEN_ALG_SET,
+        actor=actor,
+        subject=tenant.slug,
+        alg=alg,
+        previous_alg=previous_alg,
+        at_once=at_once,
+    )
+    return AccessTokenAlgChange(tenant, alg)
 
 
 def urls(tenant: Tenant) -> TenantURLs:

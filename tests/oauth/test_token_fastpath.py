@@ -189,7 +189,7 @@ def test_staged_key_promoted_elsewhere_signs_the_next_token(client, tenant, back
 def test_access_token_alg_changed_elsewhere_applies_at_once(client, tenant, backend, answers):
     first = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
     assert jwt.get_unverified_header(first)["alg"] == "RS256"
-    tenants.set_access_token_alg(tenant, "ES256")
+    tenants.set_access_token_alg(tenant, "ES256", now=True)
     db.session.commit()
     second = post(client, backend.assertion(TOKEN_URL)).json["access_token"]
     assert jwt.get_unverified_header(second)["alg"] == "ES256"
