@@ -14,7 +14,7 @@ from jinja2 import ChoiceLoader
 from jinja2 import FileSystemLoader
 
 from authserver import config
-from authserver.sessions import LeanSessionInterface
+from authserver.sessions import TenantSessionInterface
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -52,7 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.session_interface = LeanSessionInterface()
+    app.session_interface = TenantSessionInterface()
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(settings["AUTHSERVER_TEMPLATE_DIR"]), app.jinja_loader]  # type: ignore[list-item]
     )

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from authserver.errors import ServiceError
 from authserver.tenancy.resolution import current_view_has
+from authserver.tenancy.resolution import load_tenant_of_refused_method
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        if current_view_has("is_page"):
+            load_tenant_of_refused_method()
         code = (error.name or "error").lower().replace(" ", "_")
         response = make_response(
             error_response(error.code or 500, code, error.description or error.name)

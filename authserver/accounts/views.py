@@ -52,9 +52,9 @@ def login() -> Response | tuple[str, int] | str:
         db.session.commit()  # keep the audit record of the failure
         page_html = render_tenant_page("accounts/login.html", form=form, error=LOGIN_FAILED)
         return page_html, 401
-    # A new login replaces the browser's previous one (whoever it was), ended and audited as a
-    # logout; the Flask session (its CSRF secret) starts afresh, so nothing fixed before the
-    # sign-in carries over.
+    # A new login replaces the browser's previous one here (whoever it was), ended and audited
+    # as a logout; this tenant's Flask session (its CSRF secret) starts afresh, so nothing fixed
+    # before the sign-in carries over. Other tenants' sessions are other cookies, left alone.
     previous = sessions.current_login()
     if previous is not None:
         service.end_session(tenant, previous)

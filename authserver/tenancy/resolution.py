@@ -8,6 +8,7 @@ back to another tenant.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 from typing import TypeVar
 
@@ -18,6 +19,8 @@ from flask import request
 from flask import url_for
 from sqlalchemy import bindparam
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed
 
 from authserver.errors import NotFound
 from authserver.errors import ServiceError
@@ -52,8 +55,40 @@ def serves_suspended(view: View) -> View:
 
 
 def current_view_has(flag: str) -> bool:
-    view = current_app.view_functions.get(request.endpoint or "")
-    return bool(getattr(view, flag, False))
+    """Whether this request's view is marked with ``flag``; for a method its path does not
+    allow (a 405), whether every view its path has is, so that it answers as they would."""
+    views = [current_app.view_functions.get(endpoint) for endpoint, _ in _routes()]
+    return bool(views) and all(getattr(view, flag, False) for view in views)
+
+
+def _routes() -> list[tuple[str, dict[str, Any]]]:
+    """``(endpoint, URL values)`` of the rule this request was routed to or, when routing refused
+    only its method, of the rule for each method its path allows."""
+    if request.endpoint is not None:
+        return [(request.endpoint, request.view_args or {})]
+    refused = request.routing_exception
+    if not isinstance(refused, MethodNotAllowed):
+        return []
+    adapter = current_app.create_url_adapter(request)
+    routes = []
+    for method in refused.valid_methods or ():
+        try:
+            routes.append(adapter.match(method=method))  # type: ignore[union-attr]
+        except HTTPException:
+            continue
+    return routes
+
+
+def load_tenant_of_refused_method() -> None:
+    """For a 405, which routing answers before any tenant is loaded, load the tenant the path
+    names, so that the error page is that tenant's page. The 405 stays the answer: an unknown
+    tenant is no tenant, and a suspended one is loaded all the same, as its 403 page is."""
+    routes = _routes()
+    if not isinstance(request.routing_exception, MethodNotAllowed) or "tenant" in g or not routes:
+        return
+    _, values = routes[0]
+    with suppress(ServiceError):
+        load_tenant_by_slug(values.get("tenant_slug"))
 
 
 def tenant_blueprint(*children: Blueprint) -> Blueprint:

@@ -365,7 +365,7 @@ def test_signing_in_again_ends_the_previous_login_and_starts_a_fresh_session(
     make_user(tenant, "bob")
     first = cookie_value(login_cookie(login(client, "clinic-a", "alice")))
     client.get("/t/clinic-a/")  # a page with a form (logout): the session holds a CSRF secret
-    with client.session_transaction() as flask_session:
+    with client.session_transaction("/t/clinic-a/") as flask_session:
         csrf_secret = flask_session.get("csrf_token")
     assert csrf_secret
 
@@ -377,7 +377,7 @@ def test_signing_in_again_ends_the_previous_login_and_starts_a_fresh_session(
     ended = db.session.scalars(select(LoginSession).where(LoginSession.ended_at.is_not(None)))
     assert [row.user.username for row in ended] == ["alice"]
     client.get("/t/clinic-a/")
-    with client.session_transaction() as flask_session:
+    with client.session_transaction("/t/clinic-a/") as flask_session:
         assert flask_session.get("csrf_token") not in (None, csrf_secret)
 
 

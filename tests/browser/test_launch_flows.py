@@ -296,3 +296,32 @@ def test_a_riverside_login_does_not_carry_over_to_hillcrest(
     # Still signed in at Riverside: its next request goes straight to the consent page.
     page.goto(at_riverside.authorization_url())
     assert consent_page_title(page) == "Allow Growth chart? · Riverside Family Clinic"
+
+
+def test_signing_in_at_riverside_in_another_tab_leaves_hillcrests_open_consent_page_working(
+    browser, site, riverside, hillcrest, app_server
+):
+    hillcrest_tab = browser.new_page()
+    at_hillcrest = app_client(site, hillcrest, app_server, "openid fhirUser")
+    hillcrest_tab.goto(at_hillcrest.authorization_url())
+    sign_in(hillcrest_tab, "dr.adams", "hillcrest-password")
+    assert consent_page_title(hillcrest_tab) == "Allow Growth chart? · Hillcrest Hospital"
+
+    # While Hillcrest's consent page waits, the same person signs in at Riverside in a new tab.
+    riverside_tab = browser.new_page()
+    riverside_tab.goto(f"{site.url}/t/riverside/login")
+    sign_in(riverside_tab, "dr.adams")
+    riverside_tab.wait_for_url(f"{site.url}/t/riverside/")
+
+    allow_button(hillcrest_tab).click()
+    assert back_at_app(hillcrest_tab, app_server)["state"] == at_hillcrest.state
+    token = at_hillcrest.fetch_token(app_server.redirects[-1])
+    assert token["scope"] == "openid fhirUser"
+
+    # Signing out of Riverside leaves the Hillcrest login alone.
+    riverside_tab.get_by_role("button", name="Sign out").click()
+    riverside_tab.wait_for_url(f"{site.url}/t/riverside/login")
+    hillcrest_tab.goto(f"{site.url}/t/hillcrest/")
+    assert (
+        "signed in to Hillcrest Hospital as dr.adams" in hillcrest_tab.locator("main").inner_text()
+    )

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.tenancy.models import Tenant
+from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
 
@@ -329,6 +330,58 @@ def test_an_unknown_tenant_login_page_is_an_html_404(client, tenant):
     assert "Not found" in page
     assert "Clinic A" not in page
     assert "csrf_token" not in page
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/t/clinic-a/login", {"GET", "POST"}),
+        ("DELETE", "/t/clinic-a/logout", {"GET", "POST"}),
+        ("POST", "/t/clinic-a/", {"GET"}),
+        ("PATCH", "/t/clinic-a/authorize", {"GET", "POST"}),
+    ],
+)
+def test_a_wrong_method_on_a_page_is_the_tenants_html_405(client, tenant, method, path, allowed):
+    response = client.open(path, method=method)
+
+    assert response.status_code == 405
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "<title>405 · Clinic A</title>" in page
+    assert "method_not_allowed" in page
+    assert allowed <= set(response.allow)  # RFC 9110 §15.5.6
+    assert_not_framable(response)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_wrong_method_on_an_unknown_tenants_page_is_an_html_405(client, tenant):
+    response = client.put("/t/nope/login")
+
+    assert response.status_code == 405
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "<title>405 · authserver</title>" in page
+    assert "Clinic A" not in page
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/t/clinic-a/token"),
+        ("GET", "/t/clinic-a/introspect"),
+        ("PUT", "/t/clinic-a/revoke"),
+        ("GET", "/t/clinic-a/launch"),
+        ("POST", "/t/clinic-a/.well-known/jwks.json"),
+        ("DELETE", "/t/clinic-a/.well-known/smart-configuration"),
+    ],
+)
+def test_a_wrong_method_on_an_api_endpoint_stays_a_json_405(client, tenant, method, path):
+    response = client.open(path, method=method, headers={"Accept": "text/html"})
+
+    assert response.status_code == 405
+    assert response.mimetype == "application/json"
+    assert response.json["error"] == "method_not_allowed"
+    assert response.allow
 
 
 @pytest.mark.parametrize("path", TENANT_URLS)
