@@ -79,6 +79,15 @@ def lock_family(tenant: Tenant, grant_id: str) -> None:
 
 
 def _revoke(tenant: Tenant, *conditions: Any) -> int:
+    """Lock the live rows matching ``conditions`` in id order, then revoke the live rows.
+
+    Two statements on purpose (PostgreSQL, READ COMMITTED: a statement sees the rows committed
+    before it began). A refresh of one of these families holds all its rows (:func:`lock_family`)
+    until it commits a new access and refresh token: the lock waits for it and cannot see that
+    pair; the update, begun after, sees and revokes it. A later refresh of these families waits
+    for the locked rows and is refused. The update alone would wait for the refresh and leave its
+    new pair active; a lock on the user's or client's row would cost every refresh a statement.
+    """
     live = _live(tenant, *conditions)
     _lock(*live)
     return _update(live)

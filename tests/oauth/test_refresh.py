@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import jwt
 import pytest
 from flask import current_app
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy import update
@@ -18,6 +20,7 @@ from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
@@ -25,6 +28,7 @@ from tests.fixtures.accounts import login
 from tests.fixtures.database import backend as backend_name
 from tests.fixtures.live import Browser
 from tests.oauth.conftest import PATIENT_SCOPE
+from tests.oauth.conftest import Clinic
 from tests.oauth.conftest import app_session
 from tests.oauth.conftest import exchange
 from tests.oauth.conftest import get_code
@@ -353,6 +357,156 @@ def wait_for_a_backend_waiting_on_a_lock():
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
         while not watcher.scalar(waiting):
             assert time.monotonic() < deadline, "the refresh never waited for the revocation"
+            time.sleep(0.01)
+
+
+# --- A revocation that waits for a refresh of a family it revokes (PostgreSQL) --------------
+
+
+@dataclass
+class Race:
+    """What another process needs to revoke the family of ``first``; rows by id, read again
+    through that thread's own database session."""
+
+    client: FlaskClient
+    clinic: Clinic
+    tenant_id: int
+    user_id: int
+    app_pk: int
+    code: str
+    first: dict
+
+    def tenant(self) -> Tenant:
+        return db.session.get(Tenant, self.tenant_id)
+
+
+def revoke_the_users_tokens(race):  # `authserver token revoke --user`, a disabled user
+    revocation.revoke_for_user(race.tenant(), race.user_id)
+    db.session.commit()
+
+
+def revoke_the_clients_tokens(race):  # `authserver token revoke --client`, a deleted client
+    revocation.revoke_for_client(race.tenant(), race.app_pk)
+    db.session.commit()
+
+
+def revoke_the_refresh_token(race):  # RFC 7009: the app revokes the refresh token it holds
+    response = race.client.post(
+        f"/t/{race.clinic.slug}/revoke",
+        data={"token": race.first["refresh_token"], "client_id": race.clinic.public_app.client_id},
+    )
+    assert response.status_code == 200
+
+
+def present_the_code_again(race):  # RFC 6749 §4.1.2: a replayed code revokes its family
+    assert_error(exchange(race.client, race.clinic, race.code, VERIFIER), 400, "invalid_grant")
+
+
+class HeldRefresh:
+    """A refresh in another thread, held after it wrote its new tokens and before it commits,
+    with every row of its family locked."""
+
+    def __init__(self, monkeypatch, client, clinic, refresh_token):
+        self.written, self.release = threading.Event(), threading.Event()
+        self.answers, self.pid = [], None
+        issue = tokens.issue_refresh_token
+
+        def issue_then_hold(*args, **kwargs):
+            token = issue(*args, **kwargs)
+            self.pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+            self.written.set()
+            assert self.release.wait(10), "the test never released the refresh"
+            return token
+
+        monkeypatch.setattr(tokens, "issue_refresh_token", issue_then_hold)
+        app = current_app._get_current_object()
+
+        def run():
+            with app.app_context():
+                self.answers.append(refresh(client, clinic, refresh_token))
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.written.wait(10), "the refresh never wrote its tokens"
+
+    def commit(self):
+        self.release.set()
+        self.thread.join(timeout=10)
+        return self.answers[0]
+
+
+class InThread:
+    """``work(race)`` in another thread with an app context of its own, as another process."""
+
+    def __init__(self, work, race):
+        self.errors = []
+        app = current_app._get_current_object()
+
+        def run():
+            with app.app_context():
+                try:
+                    work(race)
+                except Exception as error:  # an assertion, a deadlock: the test shows it
+                    self.errors.append(error)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "still running"
+        assert not self.errors, self.errors
+
+
+@pytest.mark.skipif(backend_name() != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.parametrize(
+    "revoke",
+    [
+        revoke_the_users_tokens,
+        revoke_the_clients_tokens,
+        revoke_the_refresh_token,
+        present_the_code_again,
+    ],
+)
+def test_a_revocation_ends_what_a_refresh_it_waited_for_issued(
+    signed_in, clinic, make_gateway, monkeypatch, revoke
+):
+    gateway = make_gateway(clinic.tenant)
+    code = get_code(signed_in, clinic, VERIFIER)
+    first = exchange(signed_in, clinic, code, VERIFIER).json
+    ids = {"tenant_id": clinic.tenant.id, "user_id": clinic.patient.id}
+    race = Race(signed_in, clinic, app_pk=clinic.public_app.id, code=code, first=first, **ids)
+    held = HeldRefresh(monkeypatch, signed_in, clinic, first["refresh_token"])
+
+    revoking = InThread(revoke, race)
+    wait_until_blocked_by(held.pid)  # the revocation waits for the refresh's family
+    answer = held.commit()
+    revoking.join()
+    monkeypatch.undo()  # the refreshes below are not held
+
+    assert answer.status_code == 200  # committed first: what it issued is revoked with the rest
+    second = answer.json
+    assert gateway.introspect(signed_in, second["access_token"]).json == {"active": False}
+    assert gateway.introspect(signed_in, second["refresh_token"]).json == {"active": False}
+    assert_error(refresh(signed_in, clinic, second["refresh_token"]), 400, "invalid_grant")
+    db.session.expire_all()
+    rows = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert len(rows) == 4 and all(row.revoked_at is not None for row in rows)
+    revoked = db.session.scalar(
+        AuditRecord.for_tenant(clinic.tenant).where(AuditRecord.event == "token:revoked")
+    )
+    assert revoked.details["count"] == 3  # the spent refresh token and the new pair
+
+
+def wait_until_blocked_by(pid):
+    """Until another backend waits for a lock that backend ``pid`` holds."""
+    blocked = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+    ).bindparams(pid=pid)
+    deadline = time.monotonic() + 10
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+        while not watcher.scalar(blocked):
+            assert time.monotonic() < deadline, f"nothing waited for backend {pid}"
             time.sleep(0.01)
 
 
