@@ -1,8 +1,9 @@
-"""Revoking issued tokens: one token, its family, everything of a user or of a client.
+"""Revoking issued tokens: one token, its family, everything of a user or of a client (with
+the codes they have not exchanged yet).
 
 Revocation is a row update (``revoked_at``) that introspection reads on every request, so it
-counts at once on every instance sharing the database. This module needs only the token table,
-so the account and client services can revoke without importing the token issuer.
+counts at once on every instance sharing the database. This module needs only the token and
+code tables, so the account and client services can revoke without importing the token issuer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.oauth.models import AuthorizationCode
 from authserver.tenancy.models import Tenant
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
@@ -54,22 +56,53 @@ def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
 
 
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
-    """Revoke every live token issued for the user; returns how many."""
+    """Revoke every live token issued for the user, and end the codes they have not exchanged
+    yet; returns how many tokens."""
     count = _revoke(tenant, IssuedToken.user_id == user_id)
-    _audit(tenant, actor, str(user_id), "user", count)
+    codes = _expire_codes(tenant, AuthorizationCode.user_id == user_id)
+    _audit(tenant, actor, str(user_id), "user", count, codes=codes)
     return count
 
 
 def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
-    """Revoke every live token issued to the client (by primary key); returns how many."""
+    """Revoke every live token issued to the client (by primary key), and end the codes it has
+    not exchanged yet; returns how many tokens."""
     count = _revoke(tenant, IssuedToken.client_pk == client_pk)
-    _audit(tenant, actor, str(client_pk), "client", count)
+    codes = _expire_codes(tenant, AuthorizationCode.client_pk == client_pk)
+    _audit(tenant, actor, str(client_pk), "client", count, codes=codes)
     return count
 
 
-def _audit(tenant: Tenant, actor: str | None, subject: str, scope: str, count: int) -> None:
+def _expire_codes(tenant: Tenant, condition: Any) -> int:
+    """A code issued before a revocation would otherwise still buy fresh tokens. It expires
+    rather than counting as used, so its exchange is a plain ``invalid_grant``, not a replay, and
+    its nonce stays on record (OpenID Connect Core §15.5.2)."""
+    now = utcnow()
+    statement = (
+        update(AuthorizationCode)
+        .where(
+            AuthorizationCode.tenant_id == tenant.id,
+            condition,
+            AuthorizationCode.used_at.is_(None),
+            AuthorizationCode.expires_at > now,
+        )
+        .values(expires_at=now)
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount
+
+
+def _audit(
+    tenant: Tenant, actor: str | None, subject: str, scope: str, count: int, **more: Any
+) -> None:
     audit.record(
-        tenant, AuditEvent.TOKEN_REVOKED, actor=actor, subject=subject, of=scope, count=count
+        tenant,
+        AuditEvent.TOKEN_REVOKED,
+        actor=actor,
+        subject=subject,
+        of=scope,
+        count=count,
+        **more,
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy import update
 from werkzeug.datastructures import MultiDict
 
+from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
@@ -332,6 +333,28 @@ def test_code_replay_is_refused_and_revokes_the_first_tokens(signed_in, clinic):
     issued = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
     assert {row.kind for row in issued} == {"access", "refresh"}
     assert all(row.revoked_at is not None for row in issued)
+
+
+@pytest.mark.parametrize("revoke", ["--user", "--client"])
+def test_a_code_not_yet_exchanged_buys_nothing_after_its_user_or_client_is_revoked(
+    signed_in, clinic, cli, make_client, revoke
+):
+    # `authserver token revoke` ends what was issued before it, the codes in flight included.
+    other_app = make_client(clinic.tenant, name="Other app", redirect_uris=[REDIRECT_URI]).client
+    code = get_code(signed_in, clinic, VERIFIER)
+    target = {"--user": "pat", "--client": clinic.public_app.client_id}[revoke]
+
+    result = cli.invoke(args=["token", "revoke", "--tenant", clinic.slug, revoke, target])
+
+    assert result.exit_code == 0, result.output
+    assert_error(exchange(signed_in, clinic, code, VERIFIER), 400, "invalid_grant")
+    record = db.session.scalars(
+        select(AuditRecord).where(AuditRecord.event == "token:revoked")
+    ).one()
+    assert record.details["codes"] == 1
+    # A code issued afterwards works, and so does one of another client (after --client).
+    later = get_code(signed_in, clinic, VERIFIER, app=other_app)
+    assert exchange(signed_in, clinic, later, VERIFIER, app=other_app).status_code == 200
 
 
 def test_expired_code_is_invalid_grant(signed_in, clinic):
