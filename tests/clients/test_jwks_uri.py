@@ -220,7 +220,8 @@ POLICY = FetchPolicy(
     min_refetch_interval=30,
     default_max_age=300,
     max_age_limit=86400,
-    allow_loopback_http=False,
+    allow_loopback=False,
+    allow_private=False,
 )
 
 
