@@ -9,8 +9,10 @@ for on-premises partners (``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE``). Pure: no Flask
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Address
 from ipaddress import IPv6Address
+from ipaddress import ip_address
 from ipaddress import ip_network
 
 Address = IPv4Address | IPv6Address
@@ -52,6 +54,22 @@ def refusal(address: Address, *, allow_loopback: bool, allow_private: bool) -> s
     if found == LOOPBACK and allow_loopback or found == PRIVATE and allow_private:
         return None
     return found
+
+
+def literal(host: str) -> Address | None:
+    """The address ``host`` spells, in any form the resolver reads as one (``127.1``,
+    ``2130706433``, ``0x7f.0.0.1``, ``::ffff:7f00:1``), or None for a name. Asks no DNS."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    return ip_address(found[0][4][0].partition("%")[0])
+
+
+def is_loopback_name(host: str) -> bool:
+    """``localhost`` and the names under it, which always name this machine (RFC 6761 §6.3)."""
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def _reached(address: Address) -> Address:

@@ -184,13 +184,41 @@ def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
     return _parse(body), cache_lifetime(headers, policy)
 
 
+def registration_problem(url: str, policy: FetchPolicy) -> str | None:
+    """Why :func:`fetch` would refuse ``url`` whatever its host resolved to, or None.
+
+    Registration asks, so that a URL the server would never fetch is refused there and then.
+    Only a host that is an address, or ``localhost``, is judged without DNS: what a name
+    resolves to may change after registration, so each fetch checks it again.
+    """
+    problem = _url_problem(url, policy)
+    if problem:
+        return problem
+    host = urlsplit(url).hostname or ""
+    address = addresses.literal(host)
+    if address is not None:
+        refused = _refusal(address, policy)
+    else:
+        loopback = addresses.is_loopback_name(host) and not policy.allow_loopback
+        refused = addresses.LOOPBACK if loopback else None
+    if refused:
+        return f"is at an address this server does not fetch from ({refused}){_hint(refused)}"
+    return None
+
+
 def _check_url(url: str, policy: FetchPolicy) -> None:
+    problem = _url_problem(url, policy)
+    if problem:
+        raise JWKSFetchError(f"the client's jwks_uri {problem}")
+
+
+def _url_problem(url: str, policy: FetchPolicy) -> str | None:
     parts = urlsplit(url)
     if parts.scheme == "https":
-        return
+        return None
     if parts.scheme == "http" and policy.allow_loopback and parts.hostname in LOOPBACK_HOSTS:
-        return
-    raise JWKSFetchError("the client's jwks_uri must use https")
+        return None
+    return "must use https"
 
 
 def _session(policy: FetchPolicy) -> requests.Session:
@@ -250,17 +278,19 @@ def checked_address(host: str, port: int, policy: FetchPolicy) -> addresses.Addr
         raise JWKSFetchError(UNREACHABLE, f"{host} does not resolve") from None
     resolved = [entry[4][0] for entry in found]
     for address in resolved:
-        refused = addresses.refusal(
-            ip_address(address.partition("%")[0]),
-            allow_loopback=policy.allow_loopback,
-            allow_private=policy.allow_private,
-        )
+        refused = _refusal(ip_address(address.partition("%")[0]), policy)
         if refused:
             raise JWKSFetchError(
                 "the client's jwks_uri is at an address this server does not fetch from",
-                f"{host} resolves to {address}, a {refused} address{_hint(refused)}",
+                f"{host} resolves to {address} ({refused}){_hint(refused)}",
             )
     return ip_address(resolved[0].partition("%")[0])
+
+
+def _refusal(address: addresses.Address, policy: FetchPolicy) -> str | None:
+    return addresses.refusal(
+        address, allow_loopback=policy.allow_loopback, allow_private=policy.allow_private
+    )
 
 
 def _hint(refused: str) -> str:

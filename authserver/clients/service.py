@@ -18,6 +18,7 @@ from authserver.accounts import service as accounts
 from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
+from authserver.clients import jwks_fetch
 from authserver.clients import metadata
 from authserver.clients.models import ACTIVE
 from authserver.clients.models import APP
@@ -137,8 +138,18 @@ def _key_source(auth_method: str, jwks: Any, jwks_uri: str | None) -> dict[str, 
     if (jwks is None) == (not jwks_uri):
         raise ValidationError("a private_key_jwt client needs exactly one of jwks or jwks_uri")
     if jwks_uri:
-        return {"jwks_uri": validation.web_url(jwks_uri, "jwks_uri")}
+        return {"jwks_uri": _jwks_uri(jwks_uri)}
     return {"jwks": metadata.assertion_jwks(jwks)}
+
+
+def _jwks_uri(url: str) -> str:
+    # Refused here when this server's fetcher would refuse it (plain http or a loopback host
+    # in production, an address it does not fetch from): the client could never authenticate.
+    url = validation.web_url(url, "jwks_uri")
+    problem = jwks_fetch.registration_problem(url, jwks_fetch.jwks_cache().policy)
+    if problem:
+        raise ValidationError(f"jwks_uri {problem}")
+    return url
 
 
 def _resource_server_shape(

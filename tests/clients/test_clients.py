@@ -416,6 +416,84 @@ def test_an_http_jwks_uri_is_refused(cli, tenant):
     )
 
 
+@pytest.fixture
+def production_cli(make_instance):
+    """``authserver`` as a production deployment runs it (the suite's app is TESTING)."""
+    production = make_instance(TESTING=False)
+    with production.app_context():  # a command runs in the app whose context is current
+        yield production.test_cli_runner()
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("http://localhost:8080/jwks.json", "jwks_uri must use https"),
+        ("http://127.0.0.1/jwks.json", "jwks_uri must use https"),
+        ("http://[::1]/jwks.json", "jwks_uri must use https"),
+        (
+            "https://localhost/jwks.json",
+            "is at an address this server does not fetch from (loopback)",
+        ),
+        ("https://keys.localhost/jwks.json", "(loopback)"),
+        ("https://127.0.0.1/jwks.json", "(loopback)"),
+        ("https://2130706433/jwks.json", "(loopback)"),  # 127.0.0.1 as a number
+        ("https://[::ffff:127.0.0.1]/jwks.json", "(loopback)"),
+        ("https://169.254.169.254/latest/meta-data", "(link-local)"),
+        ("https://[fe80::1]/jwks.json", "(link-local)"),
+        ("https://10.0.0.7/jwks.json", "(private)"),
+        ("https://0.0.0.0/jwks.json", "(unspecified)"),  # noqa: S104 - refused, not bound
+    ],
+)
+def test_production_refuses_a_jwks_uri_its_fetcher_would_refuse(
+    production_cli, tenant, uri, expected
+):
+    message = assert_refused(production_cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert expected in message
+
+
+def test_a_refused_private_jwks_uri_names_the_setting_that_allows_it(production_cli, tenant):
+    message = assert_refused(production_cli, "--jwks-uri", "https://192.168.3.3/jwks.json")
+
+    assert "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE=true" in message
+
+
+def test_an_on_premises_deployment_registers_a_private_jwks_uri(make_instance, tenant):
+    on_premises = make_instance(TESTING=False, AUTHSERVER_JWKS_URI_ALLOW_PRIVATE=True)
+
+    with on_premises.app_context():
+        created = run(
+            on_premises.test_cli_runner(),
+            "client", "create", "clinic-a", "--name", "Lab feed",
+            "--jwks-uri", "https://10.0.0.7/jwks.json", "--scope", "system/*.rs",
+        )  # fmt: skip
+
+    assert created["jwks_uri"] == "https://10.0.0.7/jwks.json"
+
+
+def test_production_registers_a_jwks_uri_host_name_without_asking_dns(
+    production_cli, tenant, fake_dns
+):
+    # What a name resolves to may change: each fetch checks it, registration does not ask.
+    fake_dns.add("keys.partner.test", "10.9.9.9")
+
+    created = run(
+        production_cli,
+        "client", "create", "clinic-a", "--name", "Lab feed",
+        "--jwks-uri", "https://keys.partner.test/jwks.json", "--scope", "system/*.rs",
+    )  # fmt: skip
+
+    assert created["jwks_uri"] == "https://keys.partner.test/jwks.json"
+    assert fake_dns.lookups == []
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:8080/jwks.json", "https://127.0.0.1/jwks"])
+def test_development_and_tests_register_a_loopback_jwks_uri(cli, tenant, uri):
+    created = create(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert created["jwks_uri"] == uri
+
+
 def test_an_unknown_grant_type_is_refused(cli, tenant):
     message = assert_refused(
         cli, "--secret", "--redirect-uri", REDIRECT, "--grant-type", "password"

@@ -106,7 +106,7 @@ def test_production_refuses_a_host_resolving_to_a_special_address(
     assert_invalid_client(response, REFUSED)
     assert address not in response.json["error_description"]  # the internal address stays ours
     assert not fake_dns.connected_to(address)
-    assert f"keys.partner.test resolves to {address}, a {kind} address" in caplog.text
+    assert f"keys.partner.test resolves to {address} ({kind})" in caplog.text
 
 
 def test_production_refuses_a_host_with_any_special_address(
