@@ -142,15 +142,24 @@ class JWKSCache:
         try:
             jwks, max_age = fetch(url, self.policy)
         except JWKSFetchError as error:
-            log.warning(
-                "jwks_uri %s: %s%s", url, error, f" ({error.detail})" if error.detail else ""
-            )
+            detail = f" ({error.detail})" if error.detail else ""
+            log.warning("jwks_uri %s: %s%s", loggable_url(url), error, detail)
             # A failed refresh leaves a still-fresh set usable; an expired one stays expired.
             if previous is not None and now < previous.fresh_until:
                 return _Entry(previous.jwks, previous.fresh_until, now, str(error))
             return _Entry(None, 0.0, now, str(error))
         lifetime = max(self.policy.min_refetch_interval, max_age)
         return _Entry(jwks, now + lifetime, now)
+
+
+def loggable_url(url: str) -> str:
+    """``url`` without the parts that may be a secret: user name and password, query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
+    query = "?(query not shown)" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}{query}"
 
 
 def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
@@ -214,6 +223,9 @@ def _check_url(url: str, policy: FetchPolicy) -> None:
 
 def _url_problem(url: str, policy: FetchPolicy) -> str | None:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # requests would send them as Basic credentials, and they would end up in logs.
+        return "must not hold a user name or password: publish the JWK Set openly"
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and policy.allow_loopback and parts.hostname in LOOPBACK_HOSTS:

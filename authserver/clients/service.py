@@ -143,9 +143,10 @@ def _key_source(auth_method: str, jwks: Any, jwks_uri: str | None) -> dict[str, 
 
 
 def _jwks_uri(url: str) -> str:
-    # Refused here when this server's fetcher would refuse it (plain http or a loopback host
-    # in production, an address it does not fetch from): the client could never authenticate.
-    url = validation.web_url(url, "jwks_uri")
+    # Refused here when this server's fetcher would refuse it (credentials in it, plain http
+    # or a loopback host in production, an address it does not fetch from): the client could
+    # never authenticate. Never quoted in an error: its query may hold a token.
+    url = validation.web_url(url, "jwks_uri", quote=False)
     problem = jwks_fetch.registration_problem(url, jwks_fetch.jwks_cache().policy)
     if problem:
         raise ValidationError(f"jwks_uri {problem}")

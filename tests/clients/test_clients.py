@@ -416,6 +416,39 @@ def test_an_http_jwks_uri_is_refused(cli, tenant):
     )
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://partner:s3cret-pw@keys.partner.test/jwks.json",
+        "https://s3cret-token@keys.partner.test/jwks.json",
+        "https://partner:s3cret-pw@127.0.0.1:8443/jwks.json",
+    ],
+)
+def test_a_jwks_uri_with_credentials_is_refused_without_showing_them(cli, tenant, uri):
+    message = assert_refused(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert "jwks_uri must not hold a user name or password" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://partner:s3cret-pw@keys.partner.test/jwks.json",
+        "https://keys.partner.test/jwks.json?token=s3cret-query#top",
+        "https://keys.partner.test/jwks.json?token=s3cret query",
+        "https://partner:s3cret-pw@[::1/jwks.json",
+    ],
+    ids=["http", "fragment", "space", "malformed"],
+)
+def test_a_refused_jwks_uri_is_not_quoted_in_the_error(cli, tenant, uri):
+    # Its user name, password or query may be a credential: the error names the rule only.
+    message = assert_refused(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert message.startswith("Error: jwks_uri ")
+    assert "s3cret" not in message
+
+
 @pytest.fixture
 def production_cli(make_instance):
     """``authserver`` as a production deployment runs it (the suite's app is TESTING)."""
