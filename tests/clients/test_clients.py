@@ -221,6 +221,31 @@ def test_loopback_http_redirect_uris_are_accepted(cli, tenant, uri):
     assert stored(created["client_id"]).check_redirect_uri(uri)
 
 
+@pytest.mark.parametrize(
+    ("uri", "lowercase"),
+    [
+        ("HTTPS://app.example.test/callback", "https://app.example.test/callback"),
+        ("Https://App.Example.test/callback", "https://app.example.test/callback"),
+        ("https://APP.example.test:8443/Callback", "https://app.example.test:8443/Callback"),
+        ("HTTP://LOCALHOST:8000/cb", "http://localhost:8000/cb"),
+    ],
+)
+def test_a_redirect_uri_with_an_upper_case_scheme_or_host_is_refused(cli, tenant, uri, lowercase):
+    # Case-insensitive by RFC 3986, but matched exactly: stored so, it would match only itself.
+    message = assert_refused(cli, "--public", "--redirect-uri", uri)
+
+    assert f"write its scheme and host in lower case, as {lowercase!r}" in message
+
+
+def test_the_path_of_a_redirect_uri_keeps_its_case(cli, tenant):
+    uri = "https://app.example.test/Auth/CallBack?Tab=Main"
+
+    row = stored(create(cli, "--public", "--redirect-uri", uri)["client_id"])
+
+    assert row.redirect_uris == [uri]
+    assert not row.check_redirect_uri(uri.lower())
+
+
 def test_redirect_uris_match_exactly(cli, tenant):
     row = stored(create(cli, "--public", "--redirect-uri", REDIRECT)["client_id"])
 
