@@ -91,7 +91,7 @@ def register(
     uris = metadata.redirect_uris(redirect_uris or [])
     keys = _key_source(auth_method, jwks, jwks_uri)
     if kind == RESOURCE_SERVER:
-        grants = _resource_server_shape(auth_method, uris, grant_types)
+        grants = _resource_server_shape(auth_method, uris, grant_types, scopes)
     else:
         grants = metadata.grant_types(
             grant_types or metadata.default_grant_types(auth_method, bool(uris)),
@@ -154,13 +154,18 @@ def _jwks_uri(url: str) -> str:
 
 
 def _resource_server_shape(
-    auth_method: str, uris: list[str], grants: list[str] | None
+    auth_method: str, uris: list[str], grants: list[str] | None, scopes: list[str] | None
 ) -> list[str]:
     # A resource server only calls introspection: it authenticates, it never gets user tokens.
     if auth_method == "none":
         raise ValidationError("a resource server needs credentials; it cannot be public")
     if uris or grants:
         raise ValidationError("a resource server has no redirect URIs or grant types")
+    if scopes:
+        # Stored, they would bound nothing: no token is ever issued to a resource server.
+        raise ValidationError(
+            "a resource server has no scopes: it introspects tokens, it is never issued one"
+        )
     return []
 
 

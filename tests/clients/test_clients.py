@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditRecord
 from authserver.clients import service
+from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
@@ -597,6 +599,56 @@ def test_a_resource_server_with_redirect_uris_is_refused(cli, tenant):
     message = assert_refused(cli, "--resource-server", "--redirect-uri", REDIRECT)
 
     assert "a resource server has no redirect URIs or grant types" in message
+
+
+@pytest.mark.parametrize(
+    ("choice", "flag"),
+    [
+        (["--public", "--redirect-uri", REDIRECT], "--public"),
+        (["--jwks-uri", "https://app.example.test/jwks", "--scope", "system/*.rs"], "--jwks-uri"),
+        (["--jwks-file", "JWKS", "--scope", "system/*.rs"], "--jwks-file"),
+        (["--resource-server", "--jwks-uri", "https://gw.example.test/jwks"], "--jwks-uri"),
+    ],
+    ids=["public", "jwks-uri", "jwks-file", "resource-server-with-keys"],
+)
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+def test_auth_method_without_a_secret_is_refused_naming_both_flags(
+    cli, tenant, tmp_path, choice, flag, method
+):
+    # Given explicitly, even as the default: it would be dropped without a word.
+    choice = [jwks_file(tmp_path, rsa_jwk()) if arg == "JWKS" else arg for arg in choice]
+
+    message = assert_refused(cli, *choice, "--auth-method", method)
+
+    assert f"--auth-method conflicts with {flag}" in message
+
+
+def test_a_resource_server_sends_its_secret_as_auth_method_says(cli, tenant):
+    created = run(
+        cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server",
+        "--auth-method", "client_secret_post",
+    )  # fmt: skip
+
+    assert created["token_endpoint_auth_method"] == "client_secret_post"
+    assert created["client_secret"]
+
+
+def test_a_resource_server_with_scopes_is_refused(cli, tenant):
+    # Stored, its scopes would be used for nothing: no token is ever issued to it.
+    message = assert_refused(cli, "--resource-server", "--scope", "system/Patient.rs")
+
+    assert "a resource server has no scopes" in message
+
+
+def test_the_service_refuses_a_resource_server_with_scopes(tenant):
+    with pytest.raises(ValidationError, match="a resource server has no scopes"):
+        service.register(
+            tenant,
+            name="FHIR gateway",
+            kind=RESOURCE_SERVER,
+            auth_method="client_secret_basic",
+            scopes=["system/Patient.rs"],
+        )
 
 
 def test_a_client_at_an_unknown_tenant_is_refused(cli, tenant):
