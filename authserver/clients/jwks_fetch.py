@@ -287,8 +287,10 @@ def checked_address(host: str, port: int, policy: FetchPolicy) -> addresses.Addr
     try:
         found = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        raise JWKSFetchError(UNREACHABLE, f"{host} does not resolve") from None
+        found = []
     resolved = [entry[4][0] for entry in found]
+    if not resolved:
+        raise JWKSFetchError(UNREACHABLE, f"{host} does not resolve")
     for address in resolved:
         refused = _refusal(ip_address(address.partition("%")[0]), policy)
         if refused:

@@ -10,6 +10,7 @@ name. ``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE`` lets on-premises deployments reach p
 from __future__ import annotations
 
 import logging
+import socket
 from ipaddress import ip_address
 
 import pytest
@@ -219,3 +220,21 @@ def test_a_certificate_for_another_name_is_refused(tls_jwks_host, fake_dns, test
 
     assert refused.value.detail == "SSLError"
     assert tls_jwks_host.hits == {}
+
+
+@pytest.mark.parametrize("answer", [[], None], ids=["no-address", "no-such-name"])
+def test_a_host_that_does_not_resolve_is_unreachable(fake_dns, testing_policy, monkeypatch, answer):
+    if answer is None:
+        monkeypatch.setattr(fake_dns, "real_getaddrinfo", _no_such_name)
+    else:
+        fake_dns.add("gone.partner.test", *answer)
+
+    with pytest.raises(JWKSFetchError, match="could not be reached") as refused:
+        fetch("https://gone.partner.test/jwks.json", testing_policy)
+
+    assert refused.value.detail == "gone.partner.test does not resolve"
+    assert fake_dns.connections == []
+
+
+def _no_such_name(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
