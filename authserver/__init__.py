@@ -19,8 +19,9 @@ from authserver.sessions import TenantSessionInterface
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 # Authlib logs every issued token response, access and refresh tokens included, at DEBUG
-# ("Issue token %r to %r"): its loggers never go below INFO, however verbose the rest is.
-QUIET_LOGGERS = ("authlib",)
+# ("Issue token %r to %r"), and urllib3 every request's path and query (a client's jwks_uri
+# may carry a token there): these loggers never go below INFO, however verbose the rest is.
+QUIET_LOGGERS = ("authlib", "urllib3.connectionpool")
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 

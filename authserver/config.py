@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     # How long a jwks_uri answer is kept when it sends no cache headers, and at most.
     "AUTHSERVER_JWKS_DEFAULT_MAX_AGE": 300,
     "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 24 * 3600,
+    # A jwks_uri is only fetched from public addresses (clients/addresses.py): anyone registering
+    # a client picks it. True also allows private networks (10/8, 172.16/12, 192.168/16,
+    # fc00::/7), for on-premises deployments whose partners live there; never loopback,
+    # link-local (cloud metadata) or other special addresses.
+    "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE": False,
     # On PostgreSQL, keep a live token's state in each worker for up to this many seconds
     # between introspections, dropped at once by NOTIFY from triggers when any instance changes
     # it (authserver/tokens/statecache.py); the age limit only bounds the damage of a listener
@@ -59,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 ENVIRONMENTS = ("production", "development")
+# How an on/off setting may be spelled in the environment.
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True}
+BOOLEANS |= {"false": False, "no": False, "off": False, "0": False}
 # The least each number may be: below it a setting breaks requests instead of the start
 # (requests refuses a timeout of 0, argon2 refuses to hash with no time, lanes or memory).
 MINIMUMS: dict[str, float] = {
@@ -100,7 +108,7 @@ def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
     settings = dict(DEFAULTS)
     for name, default in DEFAULTS.items():
         if name in os.environ:
-            settings[name] = _coerce(os.environ[name], default)
+            settings[name] = _coerce(name, os.environ[name], default)
     settings.update(overrides or {})
     if settings["AUTHSERVER_ENV"] not in ENVIRONMENTS:
         raise ConfigError(f"AUTHSERVER_ENV must be one of {', '.join(ENVIRONMENTS)}")
@@ -119,17 +127,22 @@ def _check_ranges(settings: dict[str, Any]) -> None:
             raise ConfigError(f"{name} must be at least {minimum}, got {settings[name]!r}")
 
 
-def _coerce(value: str, default: Any) -> Any:
+def _coerce(name: str, value: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        try:
+            return BOOLEANS[value.strip().lower()]
+        except KeyError:
+            raise ConfigError(f"{name}: expected true or false, got {value!r}") from None
     if isinstance(default, float):
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"expected a number, got {value!r}") from None
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
     if isinstance(default, int):
         try:
             return int(value)
         except ValueError:
-            raise ConfigError(f"expected an integer, got {value!r}") from None
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
     return value
 
 

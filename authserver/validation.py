@@ -32,13 +32,20 @@ def text(value: str | None, field: str, *, max_length: int, required: bool = Tru
 
 
 def web_url(
-    value: str, field: str, *, allow_query: bool = True, allow_loopback_http: bool = True
+    value: str,
+    field: str,
+    *,
+    allow_query: bool = True,
+    allow_loopback_http: bool = True,
+    quote: bool = True,
 ) -> str:
     """An absolute https URL (http only for loopback hosts, if allowed), without a fragment, a
     wildcard host or a character that does not print.
 
+    :param quote: whether errors quote the URL; not for one that may hold a credential.
     :raises ValidationError: for anything else.
     """
+    shown = f": {value!r}" if quote else ""
     if len(value) > MAX_URL_LENGTH:
         raise ValidationError(f"{field} is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -46,24 +53,24 @@ def web_url(
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
-        raise ValidationError(f"{field} is not a valid URL: {value!r}") from None
+        raise ValidationError(f"{field} is not a valid URL{shown}") from None
     if parts.scheme not in ("https", "http") or not host:
-        raise ValidationError(f"{field} must be an absolute https URL: {value!r}")
+        raise ValidationError(f"{field} must be an absolute https URL{shown}")
     if not value.isprintable():
         raise ValidationError(f"{field} must not contain control or invisible characters")
     if "*" in host:
         # Matched exactly, a pattern would only be a host no browser can reach.
-        raise ValidationError(f"{field} must name one host, not a wildcard: {value!r}")
+        raise ValidationError(f"{field} must name one host, not a wildcard{shown}")
     if parts.scheme == "http" and not allow_loopback_http:
-        raise ValidationError(f"{field} must use https: {value!r}")
+        raise ValidationError(f"{field} must use https{shown}")
     if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
-        raise ValidationError(f"{field} must use https (http only for loopback): {value!r}")
+        raise ValidationError(f"{field} must use https (http only for loopback){shown}")
     if parts.fragment or value.endswith("#"):
-        raise ValidationError(f"{field} must not have a fragment: {value!r}")
+        raise ValidationError(f"{field} must not have a fragment{shown}")
     if "?" in value and not allow_query:
-        raise ValidationError(f"{field} must not have a query: {value!r}")
+        raise ValidationError(f"{field} must not have a query{shown}")
     if any(char.isspace() for char in value):
-        raise ValidationError(f"{field} must not contain spaces: {value!r}")
+        raise ValidationError(f"{field} must not contain spaces{shown}")
     return value
 
 

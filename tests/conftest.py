@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.live",
     "tests.fixtures.tokens",
     "tests.fixtures.assertions",
+    "tests.fixtures.network",
 ]

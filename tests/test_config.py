@@ -287,3 +287,23 @@ def test_postgresql_urls_use_the_psycopg_driver(settings, url, expected):
         assert db.engine.dialect.name == expected.split(":")[0].split("+")[0]
         if db.engine.dialect.name == "postgresql":
             assert db.engine.dialect.driver == "psycopg"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("Yes", True), ("on", True), ("false", False), ("0", False)],
+)
+def test_an_on_off_setting_is_read_from_the_environment(monkeypatch, settings, value, expected):
+    monkeypatch.setenv("AUTHSERVER_JWKS_URI_ALLOW_PRIVATE", value)
+
+    app = create_app(settings)
+
+    assert app.config["AUTHSERVER_JWKS_URI_ALLOW_PRIVATE"] is expected
+    assert app.extensions["authserver.jwks_cache"].policy.allow_private is expected
+
+
+def test_an_on_off_setting_that_is_neither_is_refused_naming_it(monkeypatch, settings):
+    monkeypatch.setenv("AUTHSERVER_JWKS_URI_ALLOW_PRIVATE", "maybe")
+
+    with pytest.raises(ConfigError, match="AUTHSERVER_JWKS_URI_ALLOW_PRIVATE: expected true or"):
+        create_app(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from click.core import ParameterSource
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
@@ -39,7 +40,7 @@ def client() -> None:
     type=click.Choice(["client_secret_basic", "client_secret_post"]),
     default="client_secret_basic",
     show_default=True,
-    help="How a --secret client sends its secret.",
+    help="How a --secret client or a resource server sends its secret.",
 )
 @click.option(
     "--scope", "scopes", multiple=True, help="A scope the client may be granted (repeat)."
@@ -86,6 +87,7 @@ def create(
         )
     if not chosen and not resource_server:
         raise ValidationError("choose one of --public, --secret, --jwks-uri, --jwks-file")
+    _check_auth_method_given_alone(chosen)
     registration = service.register(
         tenant_named(tenant),
         name=name,
@@ -100,6 +102,17 @@ def create(
         actor=ACTOR,
     )
     emit(service.describe(registration.client, registration.client_secret))
+
+
+def _check_auth_method_given_alone(chosen: list[str]) -> None:
+    # --auth-method picks how a secret is sent; with no secret it would be dropped unsaid.
+    given = click.get_current_context().get_parameter_source("auth_method")
+    others = [flag for flag in chosen if flag != "--secret"]
+    if given is not ParameterSource.DEFAULT and others:
+        raise ValidationError(
+            f"--auth-method conflicts with {others[0]}: it says how a --secret client "
+            "or a resource server sends its secret"
+        )
 
 
 def _auth_method(public: bool, jwks_uri: str | None, jwks_file: object, secret_method: str) -> str:

@@ -7,13 +7,18 @@ fetched again when an assertion names a ``kid`` it does not hold (the client rot
 The URL belongs to someone else, so every fetch is bounded: a short timeout for the whole
 answer, a size limit, https only (plain http to a loopback host in development and tests), no
 redirects, and at most one fetch per URL per :attr:`FetchPolicy.min_refetch_interval`, whatever
-asks for it. A failure is a :class:`JWKSFetchError` whose message is safe to show the client.
+asks for it. Its host must resolve to addresses :mod:`addresses` allows, and the connection goes
+to the address that was checked (:class:`CheckedAddressAdapter`); so it goes direct, never
+through a proxy named in the environment, which would resolve the name again itself. A failure
+is a :class:`JWKSFetchError` whose message is safe to show the client.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,10 +34,13 @@ import requests
 import urllib3
 from flask import Flask
 from flask import current_app
+from requests.adapters import HTTPAdapter
+from urllib3.util.connection import allowed_gai_family
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header
 from werkzeug.http import parse_date
 
+from authserver.clients import addresses
 from authserver.clients import metadata
 from authserver.errors import ValidationError
 from authserver.validation import LOOPBACK_HOSTS
@@ -40,10 +49,19 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "authserver.jwks_cache"
 CHUNK_BYTES = 8192
+DEFAULT_PORTS = {"https": 443, "http": 80}
+UNREACHABLE = "the client's jwks_uri could not be reached in time"
 
 
 class JWKSFetchError(Exception):
-    """The client's JWK Set could not be had; the message names why, never a key or a body."""
+    """The client's JWK Set could not be had; the message names why, never a key or a body.
+
+    ``detail`` is what only the log says: the address a host resolved to, what failed.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -55,7 +73,9 @@ class FetchPolicy:
     min_refetch_interval: float
     default_max_age: int
     max_age_limit: int
-    allow_loopback_http: bool
+    # Development and tests: plain http to a loopback host, and loopback addresses.
+    allow_loopback: bool
+    allow_private: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FetchPolicy:
@@ -65,8 +85,8 @@ class FetchPolicy:
             min_refetch_interval=float(config["AUTHSERVER_JWKS_MIN_REFETCH_INTERVAL"]),
             default_max_age=int(config["AUTHSERVER_JWKS_DEFAULT_MAX_AGE"]),
             max_age_limit=int(config["AUTHSERVER_JWKS_MAX_AGE_LIMIT"]),
-            allow_loopback_http=config["AUTHSERVER_ENV"] == "development"
-            or bool(config.get("TESTING")),
+            allow_loopback=config["AUTHSERVER_ENV"] == "development" or bool(config.get("TESTING")),
+            allow_private=bool(config["AUTHSERVER_JWKS_URI_ALLOW_PRIVATE"]),
         )
 
 
@@ -122,7 +142,8 @@ class JWKSCache:
         try:
             jwks, max_age = fetch(url, self.policy)
         except JWKSFetchError as error:
-            log.warning("jwks_uri %s: %s", url, error)
+            detail = f" ({error.detail})" if error.detail else ""
+            log.warning("jwks_uri %s: %s%s", loggable_url(url), error, detail)
             # A failed refresh leaves a still-fresh set usable; an expired one stays expired.
             if previous is not None and now < previous.fresh_until:
                 return _Entry(previous.jwks, previous.fresh_until, now, str(error))
@@ -131,39 +152,165 @@ class JWKSCache:
         return _Entry(jwks, now + lifetime, now)
 
 
+def loggable_url(url: str) -> str:
+    """``url`` without the parts that may be a secret: user name and password, query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
+    query = "?(query not shown)" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}{query}"
+
+
 def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
     """GET the JWK Set at ``url`` within ``policy``.
 
     :returns: the validated public JWK Set and how many seconds its headers let us keep it.
-    :raises JWKSFetchError: for a refused URL, a network failure, a non-200 answer, a slow or
-        oversized body, or anything that is not a JWK Set of public keys.
+    :raises JWKSFetchError: for a refused URL or address, a network failure, a non-200 answer,
+        a slow or oversized body, or anything that is not a JWK Set of public keys.
     """
     _check_url(url, policy)
     deadline = time.monotonic() + policy.timeout
     try:
-        with requests.get(
-            url,
-            headers={"Accept": "application/json"},
-            timeout=policy.timeout,
-            stream=True,
-            allow_redirects=False,
-        ) as response:
+        with (
+            _session(policy) as session,
+            session.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=policy.timeout,
+                stream=True,
+                allow_redirects=False,
+                verify=_trusted_certificates(),
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise JWKSFetchError(f"the client's jwks_uri answered HTTP {response.status_code}")
             body = _read_limited(response, policy.max_bytes, deadline)
             headers = response.headers
-    except (requests.RequestException, urllib3.exceptions.HTTPError):
-        raise JWKSFetchError("the client's jwks_uri could not be reached in time") from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        # Not str(error): requests names the URL in it, query string and all.
+        raise JWKSFetchError(UNREACHABLE, type(error).__name__) from None
     return _parse(body), cache_lifetime(headers, policy)
 
 
+def registration_problem(url: str, policy: FetchPolicy) -> str | None:
+    """Why :func:`fetch` would refuse ``url`` whatever its host resolved to, or None.
+
+    Registration asks, so that a URL the server would never fetch is refused there and then.
+    Only a host that is an address, or ``localhost``, is judged without DNS: what a name
+    resolves to may change after registration, so each fetch checks it again.
+    """
+    problem = _url_problem(url, policy)
+    if problem:
+        return problem
+    host = urlsplit(url).hostname or ""
+    address = addresses.literal(host)
+    if address is not None:
+        refused = _refusal(address, policy)
+    else:
+        loopback = addresses.is_loopback_name(host) and not policy.allow_loopback
+        refused = addresses.LOOPBACK if loopback else None
+    if refused:
+        return f"is at an address this server does not fetch from ({refused}){_hint(refused)}"
+    return None
+
+
 def _check_url(url: str, policy: FetchPolicy) -> None:
+    problem = _url_problem(url, policy)
+    if problem:
+        raise JWKSFetchError(f"the client's jwks_uri {problem}")
+
+
+def _url_problem(url: str, policy: FetchPolicy) -> str | None:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # requests would send them as Basic credentials, and they would end up in logs.
+        return "must not hold a user name or password: publish the JWK Set openly"
     if parts.scheme == "https":
-        return
-    if parts.scheme == "http" and policy.allow_loopback_http and parts.hostname in LOOPBACK_HOSTS:
-        return
-    raise JWKSFetchError("the client's jwks_uri must use https")
+        return None
+    if parts.scheme == "http" and policy.allow_loopback and parts.hostname in LOOPBACK_HOSTS:
+        return None
+    return "must use https"
+
+
+def _session(policy: FetchPolicy) -> requests.Session:
+    session = requests.Session()
+    # No proxy or .netrc from the environment: a proxy would resolve the host itself, past the
+    # address check, and .netrc would hand this machine's credentials to the client's server.
+    session.trust_env = False
+    adapter = CheckedAddressAdapter(policy)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _trusted_certificates() -> str | bool:
+    # The CA bundle requests itself would take from the environment (trust_env is off).
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+
+
+class CheckedAddressAdapter(HTTPAdapter):
+    """Connects to the address it checked, never to what the host name resolves to later.
+
+    The host is resolved once, each of its addresses must be one the policy allows, and the
+    connection goes to the first: a name that resolves elsewhere by the time of connecting
+    (DNS rebinding) changes nothing. TLS still sends the host name (SNI) and checks the
+    certificate against it, and the ``Host`` header still names it.
+    """
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        host, port = host_params["host"], host_params["port"]
+        address = checked_address(host, port or DEFAULT_PORTS[host_params["scheme"]], self.policy)
+        named = f"[{host}]" if ":" in host else host
+        request.headers["Host"] = f"{named}:{port}" if port else named
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = host
+            pool_kwargs["assert_hostname"] = host
+        host_params["host"] = f"[{address}]" if address.version == 6 else str(address)
+        return host_params, pool_kwargs
+
+
+def checked_address(host: str, port: int, policy: FetchPolicy) -> addresses.Address:
+    """``host`` resolved once; the first of its addresses, when ``policy`` allows them all.
+
+    :raises JWKSFetchError: when it does not resolve, or resolves to a refused address.
+    """
+    try:
+        found = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        found = []
+    resolved = [entry[4][0] for entry in found]
+    if not resolved:
+        raise JWKSFetchError(UNREACHABLE, f"{host} does not resolve")
+    for address in resolved:
+        refused = _refusal(ip_address(address.partition("%")[0]), policy)
+        if refused:
+            raise JWKSFetchError(
+                "the client's jwks_uri is at an address this server does not fetch from",
+                f"{host} resolves to {address} ({refused}){_hint(refused)}",
+            )
+    return ip_address(resolved[0].partition("%")[0])
+
+
+def _refusal(address: addresses.Address, policy: FetchPolicy) -> str | None:
+    return addresses.refusal(
+        address, allow_loopback=policy.allow_loopback, allow_private=policy.allow_private
+    )
+
+
+def _hint(refused: str) -> str:
+    if refused == addresses.PRIVATE:
+        return "; AUTHSERVER_JWKS_URI_ALLOW_PRIVATE=true allows private networks"
+    return ""
 
 
 def _read_limited(response: requests.Response, max_bytes: int, deadline: float) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -27,10 +28,39 @@ KEY_TYPE_OF_ALG = {"RS": "RSA", "ES": "EC"}
 
 
 def redirect_uris(uris: list[str]) -> list[str]:
-    """Exact, absolute https redirect URIs (http only for loopback), no fragment."""
+    """Exact, absolute https redirect URIs (http only for loopback), no fragment, their scheme
+    and host in lower case (:func:`lowercase_redirect_uri`)."""
     if len(uris) > MAX_REDIRECT_URIS:
         raise ValidationError(f"at most {MAX_REDIRECT_URIS} redirect URIs")
-    return list(dict.fromkeys(validation.web_url(uri, "redirect URI") for uri in uris))
+    return list(
+        dict.fromkeys(
+            lowercase_redirect_uri(validation.web_url(uri, "redirect URI")) for uri in uris
+        )
+    )
+
+
+def lowercase_redirect_uri(uri: str) -> str:
+    """``uri``, when its scheme and host are in lower case.
+
+    RFC 3986 §6.2.2.1 makes scheme and host case-insensitive, so ``HTTPS://App.example/cb`` is
+    ``https://app.example/cb``; but redirect URIs are compared as strings (RFC 6749 §3.1.2.3,
+    simple string comparison, RFC 3986 §6.2.1), so a registration stores one spelling and
+    matches only it. Refused rather than stored lowered: the app sends what it was configured
+    with, so a quiet change would fail at its first launch instead of here, where the message
+    gives the spelling to configure on both sides.
+
+    :raises ValidationError: naming the lower-case form to register instead.
+    """
+    parts = urlsplit(uri)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    rest = uri[len(parts.scheme) + len("://") + len(parts.netloc) :]
+    lowered = f"{parts.scheme}://{userinfo}{at}{host.lower()}{rest}"
+    if lowered != uri:
+        raise ValidationError(
+            f"redirect URI {uri!r}: write its scheme and host in lower case, as {lowered!r}"
+            " (they are case-insensitive, but redirect URIs are matched exactly)"
+        )
+    return uri
 
 
 def auth_method(method: str) -> str:

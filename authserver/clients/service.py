@@ -18,6 +18,7 @@ from authserver.accounts import service as accounts
 from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
+from authserver.clients import jwks_fetch
 from authserver.clients import metadata
 from authserver.clients.models import ACTIVE
 from authserver.clients.models import APP
@@ -90,7 +91,7 @@ def register(
     uris = metadata.redirect_uris(redirect_uris or [])
     keys = _key_source(auth_method, jwks, jwks_uri)
     if kind == RESOURCE_SERVER:
-        grants = _resource_server_shape(auth_method, uris, grant_types)
+        grants = _resource_server_shape(auth_method, uris, grant_types, scopes)
     else:
         grants = metadata.grant_types(
             grant_types or metadata.default_grant_types(auth_method, bool(uris)),
@@ -137,18 +138,34 @@ def _key_source(auth_method: str, jwks: Any, jwks_uri: str | None) -> dict[str, 
     if (jwks is None) == (not jwks_uri):
         raise ValidationError("a private_key_jwt client needs exactly one of jwks or jwks_uri")
     if jwks_uri:
-        return {"jwks_uri": validation.web_url(jwks_uri, "jwks_uri")}
+        return {"jwks_uri": _jwks_uri(jwks_uri)}
     return {"jwks": metadata.assertion_jwks(jwks)}
 
 
+def _jwks_uri(url: str) -> str:
+    # Refused here when this server's fetcher would refuse it (credentials in it, plain http
+    # or a loopback host in production, an address it does not fetch from): the client could
+    # never authenticate. Never quoted in an error: its query may hold a token.
+    url = validation.web_url(url, "jwks_uri", quote=False)
+    problem = jwks_fetch.registration_problem(url, jwks_fetch.jwks_cache().policy)
+    if problem:
+        raise ValidationError(f"jwks_uri {problem}")
+    return url
+
+
 def _resource_server_shape(
-    auth_method: str, uris: list[str], grants: list[str] | None
+    auth_method: str, uris: list[str], grants: list[str] | None, scopes: list[str] | None
 ) -> list[str]:
     # A resource server only calls introspection: it authenticates, it never gets user tokens.
     if auth_method == "none":
         raise ValidationError("a resource server needs credentials; it cannot be public")
     if uris or grants:
         raise ValidationError("a resource server has no redirect URIs or grant types")
+    if scopes:
+        # Stored, they would bound nothing: no token is ever issued to a resource server.
+        raise ValidationError(
+            "a resource server has no scopes: it introspects tokens, it is never issued one"
+        )
     return []
 
 

@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditRecord
 from authserver.clients import service
+from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
@@ -221,6 +223,31 @@ def test_loopback_http_redirect_uris_are_accepted(cli, tenant, uri):
     assert stored(created["client_id"]).check_redirect_uri(uri)
 
 
+@pytest.mark.parametrize(
+    ("uri", "lowercase"),
+    [
+        ("HTTPS://app.example.test/callback", "https://app.example.test/callback"),
+        ("Https://App.Example.test/callback", "https://app.example.test/callback"),
+        ("https://APP.example.test:8443/Callback", "https://app.example.test:8443/Callback"),
+        ("HTTP://LOCALHOST:8000/cb", "http://localhost:8000/cb"),
+    ],
+)
+def test_a_redirect_uri_with_an_upper_case_scheme_or_host_is_refused(cli, tenant, uri, lowercase):
+    # Case-insensitive by RFC 3986, but matched exactly: stored so, it would match only itself.
+    message = assert_refused(cli, "--public", "--redirect-uri", uri)
+
+    assert f"write its scheme and host in lower case, as {lowercase!r}" in message
+
+
+def test_the_path_of_a_redirect_uri_keeps_its_case(cli, tenant):
+    uri = "https://app.example.test/Auth/CallBack?Tab=Main"
+
+    row = stored(create(cli, "--public", "--redirect-uri", uri)["client_id"])
+
+    assert row.redirect_uris == [uri]
+    assert not row.check_redirect_uri(uri.lower())
+
+
 def test_redirect_uris_match_exactly(cli, tenant):
     row = stored(create(cli, "--public", "--redirect-uri", REDIRECT)["client_id"])
 
@@ -416,6 +443,117 @@ def test_an_http_jwks_uri_is_refused(cli, tenant):
     )
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://partner:s3cret-pw@keys.partner.test/jwks.json",
+        "https://s3cret-token@keys.partner.test/jwks.json",
+        "https://partner:s3cret-pw@127.0.0.1:8443/jwks.json",
+    ],
+)
+def test_a_jwks_uri_with_credentials_is_refused_without_showing_them(cli, tenant, uri):
+    message = assert_refused(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert "jwks_uri must not hold a user name or password" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://partner:s3cret-pw@keys.partner.test/jwks.json",
+        "https://keys.partner.test/jwks.json?token=s3cret-query#top",
+        "https://keys.partner.test/jwks.json?token=s3cret query",
+        "https://partner:s3cret-pw@[::1/jwks.json",
+    ],
+    ids=["http", "fragment", "space", "malformed"],
+)
+def test_a_refused_jwks_uri_is_not_quoted_in_the_error(cli, tenant, uri):
+    # Its user name, password or query may be a credential: the error names the rule only.
+    message = assert_refused(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert message.startswith("Error: jwks_uri ")
+    assert "s3cret" not in message
+
+
+@pytest.fixture
+def production_cli(make_instance):
+    """``authserver`` as a production deployment runs it (the suite's app is TESTING)."""
+    production = make_instance(TESTING=False)
+    with production.app_context():  # a command runs in the app whose context is current
+        yield production.test_cli_runner()
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("http://localhost:8080/jwks.json", "jwks_uri must use https"),
+        ("http://127.0.0.1/jwks.json", "jwks_uri must use https"),
+        ("http://[::1]/jwks.json", "jwks_uri must use https"),
+        (
+            "https://localhost/jwks.json",
+            "is at an address this server does not fetch from (loopback)",
+        ),
+        ("https://keys.localhost/jwks.json", "(loopback)"),
+        ("https://127.0.0.1/jwks.json", "(loopback)"),
+        ("https://2130706433/jwks.json", "(loopback)"),  # 127.0.0.1 as a number
+        ("https://[::ffff:127.0.0.1]/jwks.json", "(loopback)"),
+        ("https://169.254.169.254/latest/meta-data", "(link-local)"),
+        ("https://[fe80::1]/jwks.json", "(link-local)"),
+        ("https://10.0.0.7/jwks.json", "(private)"),
+        ("https://0.0.0.0/jwks.json", "(unspecified)"),  # noqa: S104 - refused, not bound
+    ],
+)
+def test_production_refuses_a_jwks_uri_its_fetcher_would_refuse(
+    production_cli, tenant, uri, expected
+):
+    message = assert_refused(production_cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert expected in message
+
+
+def test_a_refused_private_jwks_uri_names_the_setting_that_allows_it(production_cli, tenant):
+    message = assert_refused(production_cli, "--jwks-uri", "https://192.168.3.3/jwks.json")
+
+    assert "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE=true" in message
+
+
+def test_an_on_premises_deployment_registers_a_private_jwks_uri(make_instance, tenant):
+    on_premises = make_instance(TESTING=False, AUTHSERVER_JWKS_URI_ALLOW_PRIVATE=True)
+
+    with on_premises.app_context():
+        created = run(
+            on_premises.test_cli_runner(),
+            "client", "create", "clinic-a", "--name", "Lab feed",
+            "--jwks-uri", "https://10.0.0.7/jwks.json", "--scope", "system/*.rs",
+        )  # fmt: skip
+
+    assert created["jwks_uri"] == "https://10.0.0.7/jwks.json"
+
+
+def test_production_registers_a_jwks_uri_host_name_without_asking_dns(
+    production_cli, tenant, fake_dns
+):
+    # What a name resolves to may change: each fetch checks it, registration does not ask.
+    fake_dns.add("keys.partner.test", "10.9.9.9")
+
+    created = run(
+        production_cli,
+        "client", "create", "clinic-a", "--name", "Lab feed",
+        "--jwks-uri", "https://keys.partner.test/jwks.json", "--scope", "system/*.rs",
+    )  # fmt: skip
+
+    assert created["jwks_uri"] == "https://keys.partner.test/jwks.json"
+    assert fake_dns.lookups == []
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:8080/jwks.json", "https://127.0.0.1/jwks"])
+def test_development_and_tests_register_a_loopback_jwks_uri(cli, tenant, uri):
+    created = create(cli, "--jwks-uri", uri, "--scope", "system/*.rs")
+
+    assert created["jwks_uri"] == uri
+
+
 def test_an_unknown_grant_type_is_refused(cli, tenant):
     message = assert_refused(
         cli, "--secret", "--redirect-uri", REDIRECT, "--grant-type", "password"
@@ -461,6 +599,56 @@ def test_a_resource_server_with_redirect_uris_is_refused(cli, tenant):
     message = assert_refused(cli, "--resource-server", "--redirect-uri", REDIRECT)
 
     assert "a resource server has no redirect URIs or grant types" in message
+
+
+@pytest.mark.parametrize(
+    ("choice", "flag"),
+    [
+        (["--public", "--redirect-uri", REDIRECT], "--public"),
+        (["--jwks-uri", "https://app.example.test/jwks", "--scope", "system/*.rs"], "--jwks-uri"),
+        (["--jwks-file", "JWKS", "--scope", "system/*.rs"], "--jwks-file"),
+        (["--resource-server", "--jwks-uri", "https://gw.example.test/jwks"], "--jwks-uri"),
+    ],
+    ids=["public", "jwks-uri", "jwks-file", "resource-server-with-keys"],
+)
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+def test_auth_method_without_a_secret_is_refused_naming_both_flags(
+    cli, tenant, tmp_path, choice, flag, method
+):
+    # Given explicitly, even as the default: it would be dropped without a word.
+    choice = [jwks_file(tmp_path, rsa_jwk()) if arg == "JWKS" else arg for arg in choice]
+
+    message = assert_refused(cli, *choice, "--auth-method", method)
+
+    assert f"--auth-method conflicts with {flag}" in message
+
+
+def test_a_resource_server_sends_its_secret_as_auth_method_says(cli, tenant):
+    created = run(
+        cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server",
+        "--auth-method", "client_secret_post",
+    )  # fmt: skip
+
+    assert created["token_endpoint_auth_method"] == "client_secret_post"
+    assert created["client_secret"]
+
+
+def test_a_resource_server_with_scopes_is_refused(cli, tenant):
+    # Stored, its scopes would be used for nothing: no token is ever issued to it.
+    message = assert_refused(cli, "--resource-server", "--scope", "system/Patient.rs")
+
+    assert "a resource server has no scopes" in message
+
+
+def test_the_service_refuses_a_resource_server_with_scopes(tenant):
+    with pytest.raises(ValidationError, match="a resource server has no scopes"):
+        service.register(
+            tenant,
+            name="FHIR gateway",
+            kind=RESOURCE_SERVER,
+            auth_method="client_secret_basic",
+            scopes=["system/Patient.rs"],
+        )
 
 
 def test_a_client_at_an_unknown_tenant_is_refused(cli, tenant):

@@ -8,6 +8,7 @@ the server goes on serving everyone else.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from authserver.clients.jwks_fetch import FetchPolicy
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import cache_lifetime
 from authserver.clients.jwks_fetch import fetch
+from authserver.clients.jwks_fetch import jwks_cache
 from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
@@ -202,6 +204,33 @@ def test_failing_url_is_not_fetched_again_within_the_interval(
     assert jwks_host.hits["/jwks.json"] == 1
 
 
+def test_the_fetch_failure_log_shows_neither_the_query_nor_credentials(
+    client, tenant, make_backend_client, jwks_host, caplog
+):
+    url = jwks_host.publish(body=b"oops", status=500, path="/jwks.json?token=s3cret-query")
+    backend = make_backend_client(tenant, jwks_uri=url)
+
+    with caplog.at_level(logging.DEBUG):
+        assert_invalid_client(post_token(client, backend.assertion(TOKEN_URL)), "HTTP 500")
+
+    assert jwks_host.hits == {"/jwks.json?token=s3cret-query": 1}
+    assert "s3cret" not in caplog.text
+    port = jwks_host.server.server_port
+    assert f"jwks_uri http://127.0.0.1:{port}/jwks.json?(query not shown): " in caplog.text
+
+
+def test_a_stored_jwks_uri_with_credentials_is_not_fetched(app, jwks_host, caplog):
+    # Registration refuses one now; a row from before is refused where it is used.
+    url = jwks_host.publish(make_client_key()).replace("http://", "http://partner:s3cret-pw@")
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(JWKSFetchError, match="user name or pass"):
+        jwks_cache().get(url)
+
+    assert jwks_host.hits == {}
+    assert "s3cret" not in caplog.text
+    assert f"jwks_uri http://127.0.0.1:{jwks_host.server.server_port}/jwks.json: " in caplog.text
+
+
 def test_plain_http_jwks_uri_is_refused_outside_development_and_tests(
     make_instance, tenant, make_backend_client, jwks_host
 ):
@@ -220,7 +249,8 @@ POLICY = FetchPolicy(
     min_refetch_interval=30,
     default_max_age=300,
     max_age_limit=86400,
-    allow_loopback_http=False,
+    allow_loopback=False,
+    allow_private=False,
 )
 
 
