@@ -8,6 +8,7 @@ use revokes every token issued from the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
@@ -97,7 +98,7 @@ def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode 
         revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(tenant, AuditEvent.CODE_REPLAYED, subject=client.client_id, revoked=revoked)
         return None
-    if row.expires_at <= utcnow():
+    if _expiry_now(row) <= utcnow():
         return None
     return row
 
@@ -113,6 +114,13 @@ def _claim(row: AuthorizationCode | IssuedToken, *still: Any) -> bool:
     )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount == 1
+
+
+def _expiry_now(row: AuthorizationCode) -> datetime:
+    """The code's expiry as it is now, not as it was read: a revocation of its user or client
+    (:func:`revocation.revoke_for_user`) may have ended it since, and the claim waited for it."""
+    query = select(AuthorizationCode.expires_at).where(AuthorizationCode.id == row.id)
+    return db.session.scalar(query)
 
 
 def _revoked_since(row: IssuedToken) -> bool:

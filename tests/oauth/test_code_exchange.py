@@ -14,7 +14,9 @@ from werkzeug.datastructures import MultiDict
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.oauth import service as oauth_service
 from authserver.oauth.models import AuthorizationCode
+from authserver.tokens import revocation
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
 from tests.fixtures.assertions import ASSERTION_TYPE
@@ -355,6 +357,28 @@ def test_a_code_not_yet_exchanged_buys_nothing_after_its_user_or_client_is_revok
     # A code issued afterwards works, and so does one of another client (after --client).
     later = get_code(signed_in, clinic, VERIFIER, app=other_app)
     assert exchange(signed_in, clinic, later, VERIFIER, app=other_app).status_code == 200
+
+
+@pytest.mark.parametrize("revoke", ["user", "client"])
+def test_a_revocation_between_reading_a_code_and_claiming_it_still_ends_the_code(
+    signed_in, clinic, monkeypatch, revoke
+):
+    # `token revoke` committed by another process after the exchange read the code (so its
+    # expires_at as read is still in the future) and before it claimed it: no tokens.
+    code = get_code(signed_in, clinic, VERIFIER)
+    claim = oauth_service._claim
+
+    def revoked_then_claimed(row, *still):
+        if revoke == "user":
+            revocation.revoke_for_user(clinic.tenant, clinic.patient.id)
+        else:
+            revocation.revoke_for_client(clinic.tenant, clinic.public_app.id)
+        return claim(row, *still)
+
+    monkeypatch.setattr(oauth_service, "_claim", revoked_then_claimed)
+
+    assert_error(exchange(signed_in, clinic, code, VERIFIER), 400, "invalid_grant")
+    assert db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all() == []
 
 
 def test_expired_code_is_invalid_grant(signed_in, clinic):
