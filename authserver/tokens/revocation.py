@@ -58,8 +58,8 @@ def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued for the user, and end the codes they have not exchanged
     yet; returns how many tokens."""
-    count = _revoke(tenant, IssuedToken.user_id == user_id)
     codes = _expire_codes(tenant, AuthorizationCode.user_id == user_id)
+    count = _revoke(tenant, IssuedToken.user_id == user_id)
     _audit(tenant, actor, str(user_id), "user", count, codes=codes)
     return count
 
@@ -67,8 +67,8 @@ def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -
 def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued to the client (by primary key), and end the codes it has
     not exchanged yet; returns how many tokens."""
-    count = _revoke(tenant, IssuedToken.client_pk == client_pk)
     codes = _expire_codes(tenant, AuthorizationCode.client_pk == client_pk)
+    count = _revoke(tenant, IssuedToken.client_pk == client_pk)
     _audit(tenant, actor, str(client_pk), "client", count, codes=codes)
     return count
 
@@ -76,7 +76,12 @@ def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = Non
 def _expire_codes(tenant: Tenant, condition: Any) -> int:
     """A code issued before a revocation would otherwise still buy fresh tokens. It expires
     rather than counting as used, so its exchange is a plain ``invalid_grant``, not a replay, and
-    its nonce stays on record (OpenID Connect Core §15.5.2)."""
+    its nonce stays on record (OpenID Connect Core §15.5.2).
+
+    Before the tokens are revoked (PostgreSQL, READ COMMITTED): an exchange that has claimed one
+    of these codes holds its row until it commits its tokens; this waits for it, and the
+    revocation's statements after this one see those tokens and revoke them.
+    """
     now = utcnow()
     statement = (
         update(AuthorizationCode)

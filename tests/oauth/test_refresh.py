@@ -404,9 +404,10 @@ def present_the_code_again(race):  # RFC 6749 §4.1.2: a replayed code revokes i
 
 class HeldRefresh:
     """A refresh in another thread, held after it wrote its new tokens and before it commits,
-    with every row of its family locked."""
+    with every row of its family locked; or another token request, ``send``, held the same way
+    (a code exchange, holding its claimed code)."""
 
-    def __init__(self, monkeypatch, client, clinic, refresh_token):
+    def __init__(self, monkeypatch, client, clinic, refresh_token, send=None):
         self.written, self.release = threading.Event(), threading.Event()
         self.answers, self.pid = [], None
         issue = tokens.issue_refresh_token
@@ -423,7 +424,7 @@ class HeldRefresh:
 
         def run():
             with app.app_context():
-                self.answers.append(refresh(client, clinic, refresh_token))
+                self.answers.append(send() if send else refresh(client, clinic, refresh_token))
 
         self.thread = threading.Thread(target=run)
         self.thread.start()
@@ -496,6 +497,39 @@ def test_a_revocation_ends_what_a_refresh_it_waited_for_issued(
         AuditRecord.for_tenant(clinic.tenant).where(AuditRecord.event == "token:revoked")
     )
     assert revoked.details["count"] == 3  # the spent refresh token and the new pair
+
+
+@pytest.mark.skipif(backend_name() != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.parametrize("revoke", [revoke_the_users_tokens, revoke_the_clients_tokens])
+def test_a_revocation_ends_what_a_code_exchange_it_waited_for_issued(
+    signed_in, clinic, make_gateway, monkeypatch, revoke
+):
+    # The exchange has claimed its code and written its tokens when `token revoke` begins;
+    # the revocation waits for it, and what it issued is revoked with the rest.
+    gateway = make_gateway(clinic.tenant)
+    code = get_code(signed_in, clinic, VERIFIER)
+    ids = {"tenant_id": clinic.tenant.id, "user_id": clinic.patient.id}
+    race = Race(signed_in, clinic, app_pk=clinic.public_app.id, code=code, first={}, **ids)
+    held = HeldRefresh(
+        monkeypatch,
+        signed_in,
+        clinic,
+        None,
+        send=lambda: exchange(signed_in, clinic, code, VERIFIER),
+    )
+
+    revoking = InThread(revoke, race)
+    wait_until_blocked_by(held.pid)
+    answer = held.commit()
+    revoking.join()
+
+    assert answer.status_code == 200  # committed first
+    issued = answer.json
+    assert gateway.introspect(signed_in, issued["access_token"]).json == {"active": False}
+    assert gateway.introspect(signed_in, issued["refresh_token"]).json == {"active": False}
+    db.session.expire_all()
+    rows = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
+    assert len(rows) == 2 and all(row.revoked_at is not None for row in rows)
 
 
 def wait_until_blocked_by(pid):
