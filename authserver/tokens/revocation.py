@@ -91,7 +91,8 @@ def _expire_codes(tenant: Tenant, condition: Any) -> int:
             AuthorizationCode.used_at.is_(None),
             AuthorizationCode.expires_at > now,
         )
-        .values(expires_at=now)
+        # Its issue time, not this clock's now: an instance whose clock runs behind ends it too.
+        .values(expires_at=AuthorizationCode.issued_at)
     )
     result = db.session.execute(statement, execution_options={"synchronize_session": False})
     return result.rowcount

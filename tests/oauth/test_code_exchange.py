@@ -354,6 +354,9 @@ def test_a_code_not_yet_exchanged_buys_nothing_after_its_user_or_client_is_revok
         select(AuditRecord).where(AuditRecord.event == "token:revoked")
     ).one()
     assert record.details["codes"] == 1
+    # Ended as of its issue time, so an instance whose clock runs behind refuses it too.
+    ended = db.session.scalars(select(AuthorizationCode)).one()
+    assert ended.expires_at == ended.issued_at
     # A code issued afterwards works, and so does one of another client (after --client).
     later = get_code(signed_in, clinic, VERIFIER, app=other_app)
     assert exchange(signed_in, clinic, later, VERIFIER, app=other_app).status_code == 200
