@@ -193,11 +193,21 @@ def _check_published_long_enough(tenant: Tenant, alg: str, staged: SigningKey | 
             f"tenant {tenant.slug!r} has no staged {alg} key: stage one (keys stage) and rotate "
             f"{PUBLIC_DOCUMENT_MAX_AGE} s later, or rotate with --now to switch at once"
         )
+    check_may_sign(staged, retry="rotate")
+
+
+def check_may_sign(staged: SigningKey, *, retry: str) -> None:
+    """Refuse to sign with ``staged`` before it has been in the JWKS as long as verifiers may
+    cache it.
+
+    :param retry: what the operator is to run again, for the message.
+    :raises ValidationError: naming the wait.
+    """
     wait = seconds_until_it_may_sign(staged)
     if wait > 0:
         raise ValidationError(
-            f"{alg} key {staged.kid!r} was staged {int(seconds_in_jwks(staged))} s ago and "
-            f"verifiers may cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: rotate again in "
+            f"{staged.alg} key {staged.kid!r} was staged {int(seconds_in_jwks(staged))} s ago and "
+            f"verifiers may cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s: {retry} again in "
             f"{wait} s, or with --now to switch at once"
         )
 

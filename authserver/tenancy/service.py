@@ -232,7 +232,9 @@ def set_access_token_alg(
     if not now:
         if staged is None:
             return _stage_access_token_alg(tenant, alg, actor)
-        _check_staged_long_enough(tenant, staged)
+        keys.check_may_sign(
+            staged, retry=f"access tokens stay {tenant.access_token_alg}: run set-token-alg"
+        )
     keys.activate_first(tenant, alg, at_once=now, actor=actor)
     return _switch_access_token_alg(tenant, alg, at_once=now, actor=actor)
 
@@ -251,17 +253,6 @@ def _stage_access_token_alg(tenant: Tenant, alg: str, actor: str | None) -> Acce
         switch_after=change.switch_after.isoformat(),
     )
     return change
-
-
-def _check_staged_long_enough(tenant: Tenant, staged: SigningKey) -> None:
-    wait = keys.seconds_until_it_may_sign(staged)
-    if wait > 0:
-        raise ValidationError(
-            f"{staged.alg} key {staged.kid!r} was staged {int(keys.seconds_in_jwks(staged))} s "
-            f"ago and verifiers may cache the JWKS for {PUBLIC_DOCUMENT_MAX_AGE} s; access "
-            f"tokens stay {tenant.access_token_alg}: run set-token-alg again in {wait} s, or "
-            "with --now to switch at once"
-        )
 
 
 def _switch_access_token_alg(
