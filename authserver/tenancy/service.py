@@ -220,12 +220,15 @@ def set_access_token_alg(
     ES256 signs about twenty times faster than RS256; id_tokens stay RS256 whatever this says,
     as SMART requires.
 
-    :raises ValidationError: for an algorithm we do not sign with; without ``now``, when the
+    :raises ValidationError: for an algorithm we do not sign with, or the one in use already
+        (nothing changes and nothing is audited again); without ``now``, when the
         staged key has not been in the JWKS long enough (nothing changes).
     :raises Conflict: when another command staged or promoted an ``alg`` key at the same time.
     """
     if alg not in SUPPORTED_ALGORITHMS:
         raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
+    if alg == tenant.access_token_alg:
+        raise ValidationError(f"tenant {tenant.slug!r} signs its access tokens with {alg} already")
     if alg in keys.active_algorithms(tenant):
         return _switch_access_token_alg(tenant, alg, at_once=False, actor=actor)
     staged = keys.staged_key(tenant, alg)

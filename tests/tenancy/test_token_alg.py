@@ -190,11 +190,16 @@ def test_an_alg_with_a_signer_switches_at_once_both_ways(client, tenant, backend
     assert jwt.get_unverified_header(access_token(client, backend))["alg"] == "RS256"
 
 
-def test_setting_it_twice_keeps_one_key(tenant):
+def test_setting_the_alg_in_use_is_refused_and_changes_nothing(tenant):
     service.set_access_token_alg(tenant, "ES256", now=True)
-    service.set_access_token_alg(tenant, "ES256")
-    service.set_access_token_alg(tenant, "ES256", now=True)
+    events = db.session.scalar(select(func.count()).select_from(AuditRecord))
+
+    for now in (False, True):
+        with pytest.raises(ValidationError, match="signs its access tokens with ES256 already"):
+            service.set_access_token_alg(tenant, "ES256", now=now)
+
     assert [key.alg for key in keys.list_keys(tenant)].count("ES256") == 1
+    assert db.session.scalar(select(func.count()).select_from(AuditRecord)) == events
 
 
 def test_a_staged_key_dated_ahead_by_another_clock_never_asks_for_a_negative_or_longer_wait(
