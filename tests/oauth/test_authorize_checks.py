@@ -309,6 +309,51 @@ def test_nothing_grantable_to_the_user_is_invalid_scope(signed_in, clinic):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_scope")
 
 
+LABORATORY = (
+    "patient/Observation.rs?category="
+    "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+)
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_granular_scopes_arrive_decoded_and_are_echoed_exactly(signed_in, clinic, method):
+    """SCOPE-05: a granular scope travels percent-encoded (``?``, ``=``, ``|``, ``&``, ``:``,
+    ``/``), in the URL of a GET as in the body of a POST (``authorize-post``), and the token
+    response names it exactly as the app spelt it: with a code system, without one, and with
+    two ``&``-joined constraints."""
+    scope = f"launch/patient {LABORATORY} patient/Observation.rs?category=vital-signs&status=final"
+    encoded = urlencode(authorization_params(clinic, scope=scope))  # every reserved character
+    assert "%3F" in encoded and "%7C" in encoded and "%26" in encoded and "%3A%2F%2F" in encoded
+    if method == "POST":
+        moved = signed_in.post("/t/clinic-a/authorize", data=encoded, content_type=FORM)
+        assert moved.status_code == 303
+        encoded = urlsplit(moved.headers["Location"]).query
+
+    body = exchange(signed_in, clinic, approved_code(signed_in, encoded), "v" * 43).json
+
+    assert body["scope"] == scope
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["scope"] == scope
+
+
+def test_extension_scopes_are_echoed_when_granted(signed_in, clinic):
+    """SCOPE-11: extension scopes (a full URI, or a ``__`` prefix) the user allowed are in the
+    granted ``scope`` as sent."""
+    scope = "launch/patient __app_feature https://example.org/scopes/export patient/Patient.rs"
+    response = authorize(signed_in, clinic, authorization_params(clinic, scope=scope))
+
+    body = exchange(signed_in, clinic, redirect_params(response)["code"], "v" * 43).json
+
+    assert body["scope"] == scope
+
+
+def approved_code(client, query: str) -> str:
+    """The code of the authorization request ``query`` (as encoded) once the user allows it."""
+    page = client.get(f"/t/clinic-a/authorize?{query}").get_data(as_text=True)
+    response = client.post(f"/t/clinic-a/authorize?{query}", data=consent_form(page))
+    return redirect_params(response)["code"]
+
+
 # --- AUTHZ-16: denial -----------------------------------------------------------------------
 
 
@@ -345,6 +390,17 @@ def test_repeated_smart_parameter_is_invalid_request(signed_in, clinic, name):
 def test_unknown_parameters_are_ignored(signed_in, clinic):
     params = authorization_params(clinic, color="blue")
     assert "code" in redirect_params(authorize(signed_in, clinic, params))
+
+
+@pytest.mark.parametrize("state", [None, ""], ids=["missing", "empty"])
+def test_a_request_without_state_gets_a_code_and_no_state(signed_in, clinic, state):
+    """AUTHZ-21: a request without ``state`` is served (the server MAY refuse it; SMART obliges
+    the app to send one). AUTHZ-18: ``state=`` counts as not sent (RFC 6749 §3.1), and the
+    redirect carries ``state`` only when the request had one (§4.1.2)."""
+    response = authorize(signed_in, clinic, authorization_params(clinic, state=state))
+
+    query = parse_qs(urlsplit(response.headers["Location"]).query, keep_blank_values=True)
+    assert query["code"] and "state" not in query
 
 
 # --- Sign-in and consent ---------------------------------------------------------------------
