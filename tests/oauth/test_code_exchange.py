@@ -319,6 +319,42 @@ def test_unknown_client_in_basic_header_is_invalid_client(signed_in, clinic):
     assert_error(response, 401, "invalid_client")
 
 
+def percent_encoded(value: str) -> str:
+    """Every byte of ``value`` as ``%XX``, which a form-urlencoding decoder reads back."""
+    return "".join(f"%{byte:02X}" for byte in value.encode())
+
+
+def test_basic_credentials_are_form_decoded(signed_in, clinic):
+    """CA-05: the client id and secret of a Basic header are form-urlencoded before base64
+    (RFC 6749 §2.3.1), so a client whose encoder escapes every character still signs in."""
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    headers = basic(percent_encoded(app.client_id), percent_encoded(clinic.secret))
+
+    response = signed_in.post(
+        "/t/clinic-a/token", data=token_request(clinic, code), headers=headers
+    )
+
+    assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize("name, scheme", [("authorization", "basic"), ("AUTHORIZATION", "BASIC")])
+def test_the_authorization_header_is_read_in_any_case(signed_in, clinic, name, scheme):
+    """HDR-04: header names are case-insensitive, and so is the scheme of the Authorization
+    header (RFC 7235 §2.1): ``authorization: basic ...`` authenticates like ``Basic``."""
+    app = clinic.confidential_app
+    code = get_code(signed_in, clinic, VERIFIER, app)
+    credentials = basic(app.client_id, clinic.secret)["Authorization"].split(" ", 1)[1]
+
+    response = signed_in.post(
+        "/t/clinic-a/token",
+        data=token_request(clinic, code),
+        headers={name: f"{scheme} {credentials}"},
+    )
+
+    assert response.status_code == 200, response.json
+
+
 # --- TOK-13..17, 23: the code --------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.launch import patients
 from authserver.tenancy import service as tenants
+from authserver.tokens import fastpath
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from tests.fixtures.assertions import ASSERTION_TYPE
@@ -478,6 +479,37 @@ def test_an_unknown_token_type_hint_is_ignored(client, home, gateway, issue):
     response = gateway.introspect(client, issue(home).access_token, token_type_hint="id_token")
 
     assert response.json["active"] is True
+
+
+@pytest.mark.parametrize("name, scheme", [("authorization", "basic"), ("AUTHORIZATION", "BASIC")])
+def test_the_gateways_authorization_header_is_read_in_any_case(
+    client, home, gateway, issue, monkeypatch, name, scheme
+):
+    """HDR-04: header names are case-insensitive, and so is the scheme of the Authorization
+    header (RFC 7235 §2.1), on the first request (the full path) as on the next one (the
+    fast path)."""
+    issued = issue(home)
+    credentials = gateway.headers["Authorization"].split(" ", 1)[1]
+    fast_answers = []
+    original = fastpath.introspect
+    monkeypatch.setattr(
+        fastpath,
+        "introspect",
+        lambda *args: fast_answers.append(original(*args)) or fast_answers[-1],
+    )
+
+    answers = [
+        client.post(
+            f"/t/{home.slug}/introspect",
+            data={"token": issued.access_token},
+            headers={name: f"{scheme} {credentials}"},
+        )
+        for _ in range(2)
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert [answer.json["active"] for answer in answers] == [True, True]
+    assert fast_answers[0] is None and fast_answers[1]["active"] is True
 
 
 @pytest.mark.parametrize(
