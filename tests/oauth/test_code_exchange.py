@@ -16,6 +16,7 @@ from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth import service as oauth_service
 from authserver.oauth.models import AuthorizationCode
+from authserver.tenancy import service as tenants
 from authserver.tokens import revocation
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
@@ -177,6 +178,32 @@ def test_id_token(signed_in, clinic, client):
     assert claims["fhirUser"] == "https://auth.example.test/t/clinic-a/fhir/Patient/p-clinic-a"
     assert isinstance(claims["auth_time"], int) and claims["auth_time"] <= claims["iat"]
     assert claims["at_hash"]
+
+
+def test_id_token_stays_rs256_when_the_tenant_signs_access_tokens_with_es256(
+    signed_in, clinic, client
+):
+    """OIDC-02: the ID token is signed RS256 whatever the access tokens use (Inferno fails any
+    other alg), with a ``kid`` naming its key in a JWKS that then holds several keys."""
+    tenants.set_access_token_alg(clinic.tenant, "ES256", now=True)
+    db.session.commit()
+
+    body = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER), VERIFIER).json
+
+    assert jwt.get_unverified_header(body["access_token"])["alg"] == "ES256"
+    header = jwt.get_unverified_header(body["id_token"])
+    assert header["alg"] == "RS256"
+    jwks = client.get("/t/clinic-a/.well-known/jwks.json").json
+    assert len(jwks["keys"]) > 1
+    (key,) = [key for key in jwks["keys"] if key["kid"] == header["kid"]]
+    assert key["kty"] == "RSA"
+    claims = jwt.decode(
+        body["id_token"],
+        jwt.PyJWK(key).key,
+        algorithms=["RS256"],
+        audience=clinic.public_app.client_id,
+    )
+    assert claims["iss"] == "https://auth.example.test/t/clinic-a"
 
 
 def test_id_token_without_fhir_user_scope_has_no_fhir_user(signed_in, clinic):
