@@ -25,6 +25,7 @@ from authserver.tenancy import service as tenants
 from authserver.tokens import fastpath
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
+from tests.fixtures.accounts import login
 from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import jwks_of
@@ -32,6 +33,8 @@ from tests.fixtures.assertions import make_client_key
 from tests.fixtures.tokens import CONTEXT
 from tests.fixtures.tokens import SCOPE
 from tests.fixtures.tokens import basic
+from tests.oauth.conftest import exchange
+from tests.oauth.conftest import get_code
 
 
 @pytest.fixture(params=["clinic-a", "clinic-b"])
@@ -122,6 +125,26 @@ def test_backend_services_token_has_no_user_members(client, home, gateway, make_
     assert body["scope"] == "system/*.rs"
     for member in ("username", "roles", "patient", "fhirUser"):
         assert member not in body
+
+
+def test_an_app_token_agrees_with_its_token_response_and_id_token(client, clinic, make_gateway):
+    """INT-01 and INT-03: for a token from an app launch, introspection names the client, the
+    granted ``scope`` and ``exp`` as the token response did, and ``iss``, ``sub`` and
+    ``fhirUser`` as the ID token issued with it."""
+    login(client, clinic.slug, "pat")
+    verifier = "v" * 43
+    body = exchange(client, clinic, get_code(client, clinic, verifier), verifier).json
+    id_token = jwt.decode(body["id_token"], options={"verify_signature": False})
+
+    answer = make_gateway(clinic.tenant).introspect(client, body["access_token"]).json
+
+    assert answer["active"] is True
+    assert answer["client_id"] == clinic.public_app.client_id
+    assert answer["scope"].split() == body["scope"].split()
+    assert answer["exp"] - answer["iat"] == body["expires_in"]
+    assert {name: answer[name] for name in ("iss", "sub", "fhirUser")} == {
+        name: id_token[name] for name in ("iss", "sub", "fhirUser")
+    }
 
 
 @pytest.mark.parametrize("hint", [None, "refresh_token", "access_token"])
