@@ -14,8 +14,11 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
+from tests.fixtures.accounts import login
 from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.fixtures.tokens import basic
+from tests.oauth.conftest import REDIRECT_URI
+from tests.oauth.conftest import get_code
 
 
 @pytest.fixture
@@ -99,6 +102,60 @@ def test_a_confidential_app_with_a_wrong_secret_is_401(client, tenant, gateway, 
     assert response.status_code == 401
     assert response.json["error"] == "invalid_client"
     assert active(client, gateway, issued.access_token)
+
+
+def test_a_confidential_app_without_credentials_is_401(client, tenant, gateway, make_client, issue):
+    """REV-06: a confidential client that names itself but does not authenticate is
+    ``401 invalid_client`` (RFC 7009 §2.1, RFC 6749 §5.2), and its token stays active."""
+    registration = make_client(
+        tenant,
+        auth_method="client_secret_basic",
+        redirect_uris=["https://app.example.test/cb"],
+    )
+    issued = issue(tenant, client=registration.client)
+
+    response = revoke(client, issued.access_token, registration.client.client_id)
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_client"
+    assert active(client, gateway, issued.access_token)
+
+
+def test_a_refresh_token_revoked_by_its_app_refreshes_no_more(client, clinic, make_gateway):
+    """REV-04 (g10 9.3.03, with Basic authentication): once the app revokes its refresh token
+    at the revocation endpoint, refreshing with it is ``400 invalid_grant``, and the access
+    token of the same grant is inactive too."""
+    app = clinic.confidential_app
+    credentials = basic(app.client_id, clinic.secret)
+    login(client, clinic.slug, "pat")
+    verifier = "v" * 43
+    code = get_code(client, clinic, verifier, app)
+    granted = client.post(
+        "/t/clinic-a/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+        headers=credentials,
+    ).json
+
+    revoked = client.post(
+        "/t/clinic-a/revoke",
+        data={"token": granted["refresh_token"], "token_type_hint": "refresh_token"},
+        headers=credentials,
+    )
+    refreshed = client.post(
+        "/t/clinic-a/token",
+        data={"grant_type": "refresh_token", "refresh_token": granted["refresh_token"]},
+        headers=credentials,
+    )
+
+    assert revoked.status_code == 200
+    assert refreshed.status_code == 400 and refreshed.json["error"] == "invalid_grant"
+    gateway = make_gateway(clinic.tenant)
+    assert gateway.introspect(client, granted["access_token"]).json == {"active": False}
 
 
 @pytest.mark.parametrize("token", ["invalid_token_value", "asrt_unknown", "", "ä" * 10])
