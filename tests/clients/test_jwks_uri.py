@@ -51,6 +51,8 @@ def assert_others_still_served(http, inline_backend):
 
 @pytest.mark.parametrize("alg", ["RS384", "ES384"])
 def test_key_from_jwks_uri_authenticates(client, tenant, make_backend_client, jwks_host, alg):
+    """CA-11: the keys of a client registered with a JWKS URL are fetched from it with GET
+    (the only method the host answers), asking for JSON."""
     key = make_client_key(alg)
     # Inferno publishes an RSA and an EC key side by side; kid and kty pick the right one.
     url = jwks_host.publish(make_client_key("ES384"), key, make_client_key("RS384"))
@@ -58,6 +60,7 @@ def test_key_from_jwks_uri_authenticates(client, tenant, make_backend_client, jw
     response = post_token(client, backend.assertion(TOKEN_URL))
     assert response.status_code == 200, response.json
     assert jwks_host.hits["/jwks.json"] == 1
+    assert jwks_host.request_headers["/jwks.json"]["Accept"] == "application/json"
 
 
 def test_a_key_for_encryption_beside_the_signing_key_does_not_spoil_the_set(
