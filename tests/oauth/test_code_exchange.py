@@ -467,10 +467,17 @@ def test_redirect_uri_mismatch_is_invalid_grant(signed_in, clinic):
     assert_error(response, 400, "invalid_grant")
 
 
-def test_missing_redirect_uri_is_refused(signed_in, clinic):
+@pytest.mark.parametrize("redirect_uri", [None, ""], ids=["missing", "empty"])
+def test_missing_redirect_uri_is_invalid_request(signed_in, clinic, redirect_uri):
+    """TOK-16: the authorization request had a ``redirect_uri`` (SMART requires one), so the
+    token request must send it too (RFC 6749 §4.1.3); one left out, or sent empty (§3.2), is
+    a missing parameter, ``invalid_request`` (§5.2), not a mismatch. The code stays usable."""
     code = get_code(signed_in, clinic, VERIFIER)
-    response = exchange(signed_in, clinic, code, VERIFIER, redirect_uri=None)
-    assert_error(response, 400, "invalid_grant")
+
+    response = exchange(signed_in, clinic, code, VERIFIER, redirect_uri=redirect_uri)
+
+    assert_error(response, 400, "invalid_request")
+    assert exchange(signed_in, clinic, code, VERIFIER).status_code == 200
 
 
 def test_code_of_another_client_is_invalid_grant(signed_in, clinic, make_client):

@@ -122,6 +122,18 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
 
     # -- Token endpoint ----------------------------------------------------------------------
 
+    def validate_token_request(self) -> None:
+        """Authlib's checks, after one of its own: every code here was issued for a
+        ``redirect_uri`` (the authorization endpoint requires one), so RFC 6749 §4.1.3 requires
+        it back, and one left out (or sent empty, §3.2) is ``invalid_request`` (§5.2, TOK-16).
+        Authlib would call it a mismatch, ``invalid_grant``, once it had claimed the code.
+        """
+        if not self.request.payload.redirect_uri:
+            raise InvalidRequestError(
+                "Missing 'redirect_uri': send the one the code was issued for."
+            )
+        super().validate_token_request()
+
     def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
         row = service.redeem_code(current_tenant(), code, client)
         if row is None:
