@@ -389,6 +389,13 @@ def test_bad_code_is_exactly_400_invalid_grant(signed_in, clinic):
     assert_error(exchange(signed_in, clinic, "BAD_CODE", VERIFIER), 400, "invalid_grant")
 
 
+def test_an_empty_code_is_a_missing_code(signed_in, clinic):
+    """RFC 6749 §3.2: a parameter sent without a value is treated as omitted, so ``code=`` is
+    a missing parameter, ``invalid_request`` (§5.2), as a missing ``code`` is; only a code
+    that names none is ``invalid_grant`` (TOK-14)."""
+    assert_error(exchange(signed_in, clinic, "", VERIFIER), 400, "invalid_request")
+
+
 def test_code_replay_is_refused_and_revokes_the_first_tokens(signed_in, clinic):
     code = get_code(signed_in, clinic, VERIFIER)
     first = exchange(signed_in, clinic, code, VERIFIER)

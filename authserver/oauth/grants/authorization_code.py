@@ -123,11 +123,13 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
     # -- Token endpoint ----------------------------------------------------------------------
 
     def validate_token_request(self) -> None:
-        """Authlib's checks, after one of its own: every code here was issued for a
-        ``redirect_uri`` (the authorization endpoint requires one), so RFC 6749 §4.1.3 requires
-        it back, and one left out (or sent empty, §3.2) is ``invalid_request`` (§5.2, TOK-16).
-        Authlib would call it a mismatch, ``invalid_grant``, once it had claimed the code.
+        """Authlib's checks, after RFC 6749 §4.1.3's required parameters: a ``code``, and the
+        ``redirect_uri`` every code here was issued for (the authorization endpoint requires
+        one). One left out, or sent empty (§3.2), is ``invalid_request`` (§5.2, TOK-16), where
+        Authlib would call an empty code unknown and a missing URI a mismatch (``invalid_grant``).
         """
+        if not self.request.form.get("code"):
+            raise InvalidRequestError("Missing 'code'.")
         if not self.request.payload.redirect_uri:
             raise InvalidRequestError(
                 "Missing 'redirect_uri': send the one the code was issued for."
