@@ -218,6 +218,14 @@ def test_unknown_refresh_token_is_invalid_grant(signed_in, clinic):
     )
 
 
+@pytest.mark.parametrize("form", [{"refresh_token": ""}, {}], ids=["empty", "missing"])
+def test_a_refresh_without_a_refresh_token_is_invalid_request(signed_in, clinic, form):
+    # RFC 6749 §3.2: a parameter sent empty is one not sent; §5.2: missing is invalid_request.
+    tokens_for(signed_in, clinic)
+    data = {"grant_type": "refresh_token", "client_id": clinic.public_app.client_id, **form}
+    assert_error(signed_in.post(f"/t/{clinic.slug}/token", data=data), 400, "invalid_request")
+
+
 def test_refresh_token_of_another_client_is_invalid_grant(signed_in, clinic, make_client):
     first = tokens_for(signed_in, clinic)
     other = make_client(clinic.tenant).client

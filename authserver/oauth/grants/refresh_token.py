@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from authlib.oauth2.rfc6749 import grants
 
@@ -101,6 +102,14 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     # Rotation: every refresh returns a new refresh token and spends the old one.
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self) -> None:
+        """Authlib's checks, after RFC 6749 §6's required ``refresh_token``: left out or sent
+        empty (§3.2) it is ``invalid_request`` (§5.2), where Authlib would call an empty one
+        unknown (``invalid_grant``)."""
+        if not self.request.form.get("refresh_token"):
+            raise InvalidRequestError("Missing 'refresh_token'.")
+        super().validate_token_request()
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
         tenant = current_tenant()
