@@ -157,8 +157,9 @@ def identity_context(user: User) -> dict[str, Any]:
 
 
 def needs_patient(scope: ScopeSet) -> bool:
-    """``launch/patient``, or any ``patient/`` scope, needs a patient in context (TOK-08)."""
-    return scope.has("launch/patient") or any(
+    """``launch/patient`` (with a ``?role=`` too), or any ``patient/`` scope, needs a patient in
+    context (TOK-08, SCOPE-09)."""
+    return scope.asks_context("patient") or any(
         resource.level == "patient" for resource in scope.resource_scopes
     )
 

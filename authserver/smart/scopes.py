@@ -262,6 +262,13 @@ class ScopeSet:
         """Whether the non-resource scope ``name`` (``openid``, ``launch/patient``) is in."""
         return any(isinstance(scope, NamedScope) and scope.name == name for scope in self)
 
+    def asks_context(self, context_type: str) -> bool:
+        """Whether a launch scope asks for ``context_type`` (``patient``...), with a ``?role=``
+        or without: SCOPE-09, an unsupported role "SHOULD still yield context for the type"."""
+        return any(
+            isinstance(scope, LaunchScope) and scope.context_type == context_type for scope in self
+        )
+
     def covers(self, other: Scope | ScopeSet) -> bool:
         """Whether every access ``other`` describes is granted by this set.
 

@@ -105,6 +105,14 @@ def test_a_patient_scope_alone_puts_the_patient_in_context(signed_in, clinic):
     assert body["patient"] == "p-clinic-a"
 
 
+def test_launch_patient_with_a_role_still_puts_the_patient_in_context(signed_in, clinic):
+    # SCOPE-09: a role we do not know "SHOULD still yield context for the type".
+    scope = "launch/patient?role=https://example.org/referral openid fhirUser"
+    body = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER, scope=scope), VERIFIER)
+    assert body.json["scope"] == scope
+    assert body.json["patient"] == "p-clinic-a"
+
+
 def test_public_client_exchange(signed_in, clinic):
     response = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER), VERIFIER)
     assert response.status_code == 200
