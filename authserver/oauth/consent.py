@@ -30,6 +30,7 @@ from authserver.oauth.server import authorization_server
 from authserver.smart import context as launch_context
 from authserver.smart import granular
 from authserver.smart import policy
+from authserver.smart.scopes import LaunchScope
 from authserver.smart.scopes import Scope
 from authserver.smart.scopes import ScopeSet
 from authserver.smart.scopes import describe
@@ -138,10 +139,12 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
         parse_scopes(grant.client.allowed_scope),
         accounts.role_ceiling(user),
     )
+    launch = getattr(request, "launch", None)
+    if launch is None or not grantable.has("launch"):
+        grantable = without_standalone_unservable(grantable)
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
     offer = Offer(grant, login, params, grantable, identity_context(user))
-    launch = getattr(request, "launch", None)
     # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
     # gets none (and the launch stays unspent).
     if launch is not None and grantable.has("launch"):
@@ -154,6 +157,18 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
 def identity_context(user: User) -> dict[str, Any]:
     fhir_base = tenants.urls(current_tenant()).fhir_base_url
     return {"fhirUser": launch_context.fhir_user_url(fhir_base, user.fhir_user)}
+
+
+def without_standalone_unservable(scope: ScopeSet) -> ScopeSet:
+    """``scope`` less the context scopes only an EHR launch could fill. Outside one, the patient
+    is the only context we establish (the picker); ``launch/encounter`` and the experimental
+    ``launch/<type>`` would be granted with nothing in context, which an app may read as "there
+    is none" (we do not advertise ``context-standalone-encounter``, SA-02)."""
+    return ScopeSet(
+        granted
+        for granted in scope
+        if not isinstance(granted, LaunchScope) or granted.context_type in (None, "patient")
+    )
 
 
 def needs_patient(scope: ScopeSet) -> bool:

@@ -113,6 +113,15 @@ def test_launch_patient_with_a_role_still_puts_the_patient_in_context(signed_in,
     assert body.json["patient"] == "p-clinic-a"
 
 
+def test_a_standalone_launch_grants_no_encounter_scope_it_cannot_fill(signed_in, clinic):
+    # SA-02: no context-standalone-encounter, so launch/encounter is not granted empty.
+    scope = "launch/patient launch/encounter launch/imagingstudy openid fhirUser patient/*.rs"
+    body = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER, scope=scope), VERIFIER)
+    assert body.json["scope"] == "launch/patient openid fhirUser patient/*.rs"
+    assert body.json["patient"] == "p-clinic-a"
+    assert "encounter" not in body.json
+
+
 def test_public_client_exchange(signed_in, clinic):
     response = exchange(signed_in, clinic, get_code(signed_in, clinic, VERIFIER), VERIFIER)
     assert response.status_code == 200

@@ -80,6 +80,13 @@ def test_every_advertised_scope_of_the_code_grant_can_be_granted(app, client, cl
             launch_id, _ = launches.create_launch(clinic.tenant, patient="pt-1", actor="ehr")
             db.session.commit()
             assert granted_scope(doctor, clinic, scope, launch=launch_id) == scope
+        elif scope == "launch/encounter":  # an EHR launch's encounter (no standalone picker)
+            launch_id, _ = launches.create_launch(
+                clinic.tenant, patient="pt-1", encounter="enc-1", actor="ehr"
+            )
+            db.session.commit()
+            asked = f"launch {scope}"
+            assert granted_scope(doctor, clinic, asked, launch=launch_id) == asked
         else:
             assert granted_scope(patient, clinic, scope) == scope
 
