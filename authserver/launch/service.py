@@ -79,9 +79,16 @@ def create_launch(
 
 
 def _bound_app(tenant: Tenant, client_id: Any) -> int | None:
-    if not client_id:
+    """The app ``client_id`` names, or None when none is given.
+
+    :raises ValidationError: for a ``client_id`` that is not a non-empty string: an EHR that
+        meant to bind the launch and sent ``""`` would otherwise get a launch any app can use.
+    """
+    if client_id is None:
         return None
-    client = clients.get_client(tenant, str(client_id))
+    if not isinstance(client_id, str) or not client_id:
+        raise ValidationError("client_id must be the client_id of one of this tenant's apps")
+    client = clients.get_client(tenant, client_id)
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is not an app")
     return client.id
