@@ -50,8 +50,11 @@ def create_launch(
     """
     try:
         patient = launch_context.fhir_id(patient, "patient")
-        encounter = launch_context.fhir_id(encounter, "encounter") if encounter else None
-        fhir_context = launch_context.fhir_context(fhir_context) if fhir_context else None
+        # Only a member left out (or null) is absent: "" or {} is a mistake to refuse, not to drop.
+        if encounter is not None:
+            encounter = launch_context.fhir_id(encounter, "encounter")
+        if fhir_context is not None:
+            fhir_context = launch_context.fhir_context(fhir_context) or None
     except ValueError as error:
         raise ValidationError(str(error)) from None
     if not isinstance(need_patient_banner, bool):

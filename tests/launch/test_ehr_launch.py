@@ -374,6 +374,10 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         {"patient": "pt-1", "client_id": 0},
         {"patient": "pt-1", "client_id": False},
         {"patient": "pt-1", "client_id": []},
+        {"patient": "pt-1", "encounter": ""},
+        {"patient": "pt-1", "encounter": 0},
+        {"patient": "pt-1", "fhirContext": {}},
+        {"patient": "pt-1", "fhirContext": ""},
     ],
     ids=[
         "no-patient",
@@ -395,6 +399,11 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         "zero-client-id",
         "false-client-id",
         "empty-list-client-id",
+        # Context the EHR sent and we cannot use is refused, never silently left out.
+        "empty-encounter",
+        "zero-encounter",
+        "context-an-empty-object",
+        "context-an-empty-string",
     ],
 )
 def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
@@ -451,6 +460,8 @@ def test_cli_launch_create(cli, clinic):
         (["--patient", "p", "--fhir-context", '[{"canonical": "urn:x\\u0000"}]'], "NUL"),
         (["--patient", "p", "--client", "app_nope"], "no client"),
         (["--patient", "p", "--client", ""], "client_id"),
+        (["--patient", "p", "--encounter", ""], "encounter must be a FHIR id"),
+        (["--patient", "p", "--fhir-context", "{}"], "fhirContext must be a JSON array"),
     ],
 )
 def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):
