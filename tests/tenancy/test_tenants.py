@@ -305,6 +305,16 @@ def test_brand_refuses_an_over_long_display_name_and_changes_nothing(cli, tenant
     assert stored_tenants() == before
 
 
+def test_brand_with_no_field_is_refused_and_not_audited(cli, tenant):
+    before, audited = stored_tenants(), audit_count()
+
+    message = refused(cli, "tenant", "brand", "clinic-a")
+
+    assert "--display-name" in message and "--support-contact" in message
+    assert stored_tenants() == before
+    assert audit_count() == audited
+
+
 # --- Unknown and suspended tenants on the web -------------------------------------------------
 
 
