@@ -176,7 +176,9 @@ def brand(
     for name, value in changes.items():
         setattr(tenant, name, value)
     db.session.flush()
-    audit.record(tenant, AuditEvent.TENANT_BRANDED, actor=actor, fields=sorted(changes))
+    audit.record(
+        tenant, AuditEvent.TENANT_BRANDED, actor=actor, subject=tenant.slug, fields=sorted(changes)
+    )
     return tenant
 
 

@@ -315,6 +315,15 @@ def test_brand_with_no_field_is_refused_and_not_audited(cli, tenant):
     assert audit_count() == audited
 
 
+def test_brand_is_audited_about_the_tenant_with_the_fields_changed(cli, tenant):
+    run(cli, "tenant", "brand", "clinic-a", "--primary-color", "#123456", "--logo-url", "")
+
+    (record,) = run(cli, "audit", "list", "clinic-a", "--event", "tenant:branded")
+
+    assert (record["actor"], record["subject"]) == ("cli", "clinic-a")
+    assert record["details"] == {"fields": ["logo_url", "primary_color"]}
+
+
 # --- Unknown and suspended tenants on the web -------------------------------------------------
 
 
