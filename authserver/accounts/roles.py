@@ -9,6 +9,10 @@ the resource types its work needs and no more; a tenant changes them with
 
 from __future__ import annotations
 
+# Its holders sign in as patients: their context is pinned to their own record, which only
+# patient/ scopes respect (a user/ scope reaches every patient the FHIR server holds).
+PATIENT_ROLE = "patient"
+
 DEFAULT_ROLES: dict[str, str] = {
     "physician": "Physician",
     "nurse-practitioner": "Nurse practitioner",

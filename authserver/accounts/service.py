@@ -17,6 +17,7 @@ from authserver.accounts.models import User
 from authserver.accounts.passwords import passwords
 from authserver.accounts.roles import DEFAULT_CEILINGS
 from authserver.accounts.roles import DEFAULT_ROLES
+from authserver.accounts.roles import PATIENT_ROLE
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.errors import Conflict
@@ -95,10 +96,17 @@ def set_role_ceiling(
     """Replace the ceiling of role ``name``; tokens already issued keep their scope.
 
     :raises NotFound: for a role the tenant does not have.
-    :raises ValidationError: for a scope :func:`parse_ceiling` refuses.
+    :raises ValidationError: for a scope :func:`parse_ceiling` refuses, or a scope of the
+        patient role that is not a ``patient/`` scope (it would reach other patients).
     """
     role = get_role(tenant, name)
-    before, role.scope_ceiling = role.scope_ceiling, str(parse_ceiling(scope_list))
+    ceiling = parse_ceiling(scope_list)
+    if name == PATIENT_ROLE and any(scope.level != "patient" for scope in ceiling):
+        raise ValidationError(
+            "the patient role reaches the patient's own record only: use patient/ scopes, "
+            "e.g. patient/*.rs"
+        )
+    before, role.scope_ceiling = role.scope_ceiling, str(ceiling)
     db.session.flush()
     audit.record(
         tenant,

@@ -26,8 +26,19 @@ def record(
         tenant_id=tenant.id, event=str(event), actor=actor, subject=subject, details=details
     )
     db.session.add(entry)
-    log.info("%s tenant=%s actor=%s subject=%s", event, tenant.slug, actor, subject)
+    log.info(
+        "%s tenant=%s actor=%s subject=%s", event, tenant.slug, loggable(actor), loggable(subject)
+    )
     return entry
+
+
+def loggable(value: str | None) -> str | None:
+    """``value`` for one log line: a subject may be anything typed at a login page, and one
+    holding a line break or another control character would write a forged line of its own
+    (CWE-117), so such a value is logged as its escaped ``repr``."""
+    if value is None or value.isprintable():
+        return value
+    return repr(value)
 
 
 def recent(

@@ -50,8 +50,11 @@ def create_launch(
     """
     try:
         patient = launch_context.fhir_id(patient, "patient")
-        encounter = launch_context.fhir_id(encounter, "encounter") if encounter else None
-        fhir_context = launch_context.fhir_context(fhir_context) if fhir_context else None
+        # Only a member left out (or null) is absent: "" or {} is a mistake to refuse, not to drop.
+        if encounter is not None:
+            encounter = launch_context.fhir_id(encounter, "encounter")
+        if fhir_context is not None:
+            fhir_context = launch_context.fhir_context(fhir_context) or None
     except ValueError as error:
         raise ValidationError(str(error)) from None
     if not isinstance(need_patient_banner, bool):
@@ -79,9 +82,16 @@ def create_launch(
 
 
 def _bound_app(tenant: Tenant, client_id: Any) -> int | None:
-    if not client_id:
+    """The app ``client_id`` names, or None when none is given.
+
+    :raises ValidationError: for a ``client_id`` that is not a non-empty string: an EHR that
+        meant to bind the launch and sent ``""`` would otherwise get a launch any app can use.
+    """
+    if client_id is None:
         return None
-    client = clients.get_client(tenant, str(client_id))
+    if not isinstance(client_id, str) or not client_id:
+        raise ValidationError("client_id must be the client_id of one of this tenant's apps")
+    client = clients.get_client(tenant, client_id)
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is not an app")
     return client.id

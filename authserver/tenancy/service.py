@@ -148,7 +148,15 @@ def brand(
     """Change the branding fields given; an empty string clears an optional one.
 
     Everything is validated before anything changes, so a bad field changes nothing.
+
+    :raises ValidationError: for a bad field, or none given (nothing would change).
     """
+    given = (display_name, logo_url, primary_color, support_contact)
+    if all(value is None for value in given):
+        raise ValidationError(
+            "nothing to change: give --display-name, --logo-url, --primary-color or "
+            "--support-contact"
+        )
     changes: dict[str, Any] = {}
     if display_name is not None:
         changes["display_name"] = validation.text(display_name, "display name", max_length=200)
@@ -168,7 +176,9 @@ def brand(
     for name, value in changes.items():
         setattr(tenant, name, value)
     db.session.flush()
-    audit.record(tenant, AuditEvent.TENANT_BRANDED, actor=actor, fields=sorted(changes))
+    audit.record(
+        tenant, AuditEvent.TENANT_BRANDED, actor=actor, subject=tenant.slug, fields=sorted(changes)
+    )
     return tenant
 
 

@@ -20,6 +20,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.smart.policy import grantable
 from authserver.smart.scopes import parse_scopes
+from tests.fixtures.commands import refused
 from tests.fixtures.database import app_config
 
 CLINICAL = ("Observation", "Condition", "MedicationRequest", "AllergyIntolerance", "Procedure")
@@ -145,6 +146,20 @@ def test_ceiling_of_one_tenant_leaves_the_other_alone(tenant, other_tenant):
 
 
 # --- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["user/*.rs", "user/Observation.rs?category=laboratory"])
+def test_the_patient_role_ceiling_never_reaches_beyond_the_patients_own_record(
+    cli, tenant, make_user, scope
+):
+    patient = make_user(tenant, "pat", roles=["patient"], fhir_user="Patient/p1")
+
+    message = refused(cli, "role", "set-ceiling", "clinic-a", "patient", "patient/*.rs", scope)
+
+    assert "patient role" in message and "patient/" in message
+    db.session.expire_all()
+    assert str(ceiling_of(tenant, "patient")) == "patient/*.rs"
+    assert grant_for(patient, "user/Observation.rs") == ""
 
 
 def test_cli_role_list_shows_ceilings(cli, tenant):

@@ -1,7 +1,12 @@
 """``authserver audit list``: an operator reads one tenant's audit log, and only that one."""
 
+import logging
+
 from authserver.accounts import service as accounts
+from authserver.audit import service
+from authserver.audit.events import AuditEvent
 from authserver.extensions import db
+from tests.fixtures.accounts import login
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
 
@@ -71,3 +76,20 @@ def test_an_unknown_event_or_a_bad_limit_is_refused(cli, tenant):
         result = cli.invoke(args=["audit", "list", "clinic-a", *args])
         assert result.exit_code == 2, result.output
         assert "Invalid value" in result.output
+
+
+def test_a_username_typed_at_the_login_page_cannot_forge_a_line_of_the_log(
+    client, tenant, make_user, caplog
+):
+    make_user(tenant, "alice")
+    forged = "alice\nlogin:succeeded tenant=clinic-a actor=None subject=admin"
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+
+    login(client, "clinic-a", forged, "not the password")
+
+    lines = [line for record in caplog.records for line in record.getMessage().splitlines()]
+    assert [line.split()[0] for line in lines] == ["login:failed"]
+    assert not any(line.startswith("login:succeeded") for line in caplog.text.splitlines())
+    # The record keeps what was typed; only the log line shows it escaped.
+    (record,) = service.recent(tenant, limit=1, event=AuditEvent.LOGIN_FAILED)
+    assert record.subject == accounts.normalize_username(forged)

@@ -370,6 +370,14 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         {"patient": "pt-1", "fhirContext": [{"reference": "Patient/2", "type": "Observation"}]},
         {"patient": "pt-1", "fhirContext": [{"reference": f"Observation/{i}"} for i in range(21)]},
         {"patient": "pt-1", "fhirContext": [{"canonical": "https://x.test/" + "c" * 3000}]},
+        {"patient": "pt-1", "client_id": ""},
+        {"patient": "pt-1", "client_id": 0},
+        {"patient": "pt-1", "client_id": False},
+        {"patient": "pt-1", "client_id": []},
+        {"patient": "pt-1", "encounter": ""},
+        {"patient": "pt-1", "encounter": 0},
+        {"patient": "pt-1", "fhirContext": {}},
+        {"patient": "pt-1", "fhirContext": ""},
     ],
     ids=[
         "no-patient",
@@ -386,6 +394,16 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         "type-against-the-reference",
         "too-many-items",  # it rides in every access token: SMART asks for tokens under ~8 kB
         "too-long",
+        # A binding the EHR asked for and got wrong must not become a launch any app can use.
+        "empty-client-id",
+        "zero-client-id",
+        "false-client-id",
+        "empty-list-client-id",
+        # Context the EHR sent and we cannot use is refused, never silently left out.
+        "empty-encounter",
+        "zero-encounter",
+        "context-an-empty-object",
+        "context-an-empty-string",
     ],
 )
 def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
@@ -441,6 +459,9 @@ def test_cli_launch_create(cli, clinic):
         (["--patient", "p", "--fhir-context", "[{}]"], "fhirContext[0]"),
         (["--patient", "p", "--fhir-context", '[{"canonical": "urn:x\\u0000"}]'], "NUL"),
         (["--patient", "p", "--client", "app_nope"], "no client"),
+        (["--patient", "p", "--client", ""], "client_id"),
+        (["--patient", "p", "--encounter", ""], "encounter must be a FHIR id"),
+        (["--patient", "p", "--fhir-context", "{}"], "fhirContext must be a JSON array"),
     ],
 )
 def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):

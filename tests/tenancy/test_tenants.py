@@ -305,6 +305,25 @@ def test_brand_refuses_an_over_long_display_name_and_changes_nothing(cli, tenant
     assert stored_tenants() == before
 
 
+def test_brand_with_no_field_is_refused_and_not_audited(cli, tenant):
+    before, audited = stored_tenants(), audit_count()
+
+    message = refused(cli, "tenant", "brand", "clinic-a")
+
+    assert "--display-name" in message and "--support-contact" in message
+    assert stored_tenants() == before
+    assert audit_count() == audited
+
+
+def test_brand_is_audited_about_the_tenant_with_the_fields_changed(cli, tenant):
+    run(cli, "tenant", "brand", "clinic-a", "--primary-color", "#123456", "--logo-url", "")
+
+    (record,) = run(cli, "audit", "list", "clinic-a", "--event", "tenant:branded")
+
+    assert (record["actor"], record["subject"]) == ("cli", "clinic-a")
+    assert record["details"] == {"fields": ["logo_url", "primary_color"]}
+
+
 # --- Unknown and suspended tenants on the web -------------------------------------------------
 
 
