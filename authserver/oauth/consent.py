@@ -22,6 +22,7 @@ from werkzeug.datastructures import MultiDict
 from authserver.accounts import service as accounts
 from authserver.accounts.models import LoginSession
 from authserver.accounts.models import User
+from authserver.accounts.roles import PATIENT_ROLE
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.extensions import db
@@ -38,7 +39,6 @@ from authserver.smart.scopes import parse_scopes
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 
-PATIENT_ROLE = "patient"
 # What an EHR launch contributes to the context (everything but the user's own fhirUser).
 LAUNCH_MEMBERS = frozenset(launch_context.RESPONSE_MEMBERS)
 
