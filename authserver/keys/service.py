@@ -103,7 +103,7 @@ def rotate(
     :raises Conflict: when another rotation or staging of ``alg`` ran at the same time.
     """
     _check_algorithm(alg)
-    staged = _staged(tenant, alg)
+    staged = staged_key(tenant, alg)
     if not now:
         _check_published_long_enough(tenant, alg, staged)
     if staged is None:
@@ -147,15 +147,10 @@ def activate_first(
     """
     _check_algorithm(alg)
     _check_none_active(tenant, alg)
-    staged = _staged(tenant, alg)
+    staged = staged_key(tenant, alg)
     if staged is None:
         return create_key(tenant, alg, actor=actor)
     return _promote(tenant, staged, at_once=at_once, actor=actor)
-
-
-def staged_key(tenant: Tenant, alg: str) -> SigningKey | None:
-    """The tenant's staged (``next``) ``alg`` key, if any."""
-    return _staged(tenant, alg)
 
 
 def seconds_in_jwks(key: SigningKey) -> float:
@@ -171,7 +166,7 @@ def seconds_until_it_may_sign(key: SigningKey) -> int:
 
 
 def _check_none_staged(tenant: Tenant, alg: str) -> None:
-    staged = _staged(tenant, alg)
+    staged = staged_key(tenant, alg)
     if staged is not None:
         raise ValidationError(
             f"{alg} key {staged.kid!r} is staged already; rotate to it, or retire it first"
@@ -400,7 +395,8 @@ def _active(tenant: Tenant, alg: str) -> SigningKey | None:
     return db.session.scalar(query)
 
 
-def _staged(tenant: Tenant, alg: str) -> SigningKey | None:
+def staged_key(tenant: Tenant, alg: str) -> SigningKey | None:
+    """The tenant's staged (``next``) ``alg`` key, if any."""
     query = SigningKey.for_tenant(tenant).where(SigningKey.alg == alg, SigningKey.status == NEXT)
     return db.session.scalar(query)
 

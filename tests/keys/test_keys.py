@@ -340,7 +340,7 @@ def test_a_staging_racing_another_is_a_conflict_and_one_key_stays_staged(cli, te
     run(cli, "keys", "stage", "clinic-a")
     before = stored_keys(tenant)
     # This staging looked for a staged key before another one committed its own.
-    monkeypatch.setattr(service, "_staged", lambda tenant, alg: None)
+    monkeypatch.setattr(service, "staged_key", lambda tenant, alg: None)
 
     line = refused(cli, "keys", "stage", "clinic-a")
 
