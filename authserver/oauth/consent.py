@@ -140,14 +140,15 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
         accounts.role_ceiling(user),
     )
     launch = getattr(request, "launch", None)
-    if launch is None or not grantable.has("launch"):
+    # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
+    # gets none (and the launch stays unspent).
+    ehr_launch = launch is not None and grantable.has("launch")
+    if not ehr_launch:
         grantable = without_standalone_unservable(grantable)
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
     offer = Offer(grant, login, params, grantable, identity_context(user))
-    # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
-    # gets none (and the launch stays unspent).
-    if launch is not None and grantable.has("launch"):
+    if ehr_launch:
         _apply_launch(offer, launch)
     elif needs_patient(grantable):
         _standalone_patient(offer)
