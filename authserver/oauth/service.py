@@ -8,7 +8,6 @@ use revokes every token issued from the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
@@ -98,7 +97,7 @@ def redeem_code(tenant: Tenant, code: str, client: Client) -> AuthorizationCode 
         revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(tenant, AuditEvent.CODE_REPLAYED, subject=client.client_id, revoked=revoked)
         return None
-    if _expiry_now(row) <= utcnow():
+    if _as_now(AuthorizationCode.expires_at, row) <= utcnow():  # ended by a revocation?
         return None
     return row
 
@@ -116,16 +115,11 @@ def _claim(row: AuthorizationCode | IssuedToken, *still: Any) -> bool:
     return result.rowcount == 1
 
 
-def _expiry_now(row: AuthorizationCode) -> datetime:
-    """The code's expiry as it is now, not as it was read: a revocation of its user or client
-    (:func:`revocation.revoke_for_user`) may have ended it since, and the claim waited for it."""
-    query = select(AuthorizationCode.expires_at).where(AuthorizationCode.id == row.id)
-    return db.session.scalar(query)
-
-
-def _revoked_since(row: IssuedToken) -> bool:
-    query = select(IssuedToken.revoked_at).where(IssuedToken.id == row.id)
-    return db.session.scalar(query) is not None
+def _as_now(column: Any, row: AuthorizationCode | IssuedToken) -> Any:
+    """``column`` of ``row`` as the database holds it now, not as it was read: a revocation
+    (:mod:`authserver.tokens.revocation`) may have changed it since, and the claim waited for it.
+    """
+    return db.session.scalar(select(column).where(type(row).id == row.id))
 
 
 def nonce_seen(tenant: Tenant, client: Client, nonce: str) -> bool:
@@ -152,7 +146,7 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     # with it, and see what it did.
     revocation.lock_family(tenant, row.grant_id)
     if not _claim(row, IssuedToken.revoked_at.is_(None)):
-        if _revoked_since(row):  # revoked since it was read above: no rotation, nothing reused
+        if _as_now(IssuedToken.revoked_at, row) is not None:  # revoked since read: not reused
             return None
         revoked = revocation.revoke_family(tenant, row.grant_id)
         audit.record(
