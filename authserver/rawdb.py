@@ -20,12 +20,15 @@ from typing import Any
 from typing import TypeVar
 
 from flask import Flask
+from psycopg import DatabaseError
+from psycopg import pq
 from sqlalchemy.engine import Engine
 
 Result = TypeVar("Result")
 # A ``:name`` parameter of our statements (not the second colon of a ``::`` cast).
 PARAMETER = re.compile(r"(?<!:):(\w+)")
 EXTENSION = "authserver.raw_connections"
+OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
 class RawConnections:
@@ -54,20 +57,29 @@ class RawConnections:
         """Run the prepared statement ``name`` with ``params`` (sent as their ``str``); its rows,
         every value as text. Prepared on each connection the first time it runs there."""
         prepared = self.prepared[name]
-        values = [params[key] for key in prepared.keys]
-        values = [None if value is None else str(value).encode() for value in values]
-        return self.run(lambda cursor: prepared.execute(cursor.connection.pgconn, values))
+        values = [
+            None if (value := params[key]) is None else str(value).encode() for key in prepared.keys
+        ]
+        return self._on_connection(lambda connection: prepared.execute(connection.pgconn, values))
 
     def run(self, work: Callable[[Any], Result]) -> Result:
         """Call ``work(cursor)`` on an idle connection (or a new one) and give it back after."""
+
+        def on_cursor(connection: Any) -> Result:
+            cursor = connection.cursor()
+            result = work(cursor)
+            cursor.close()
+            return result
+
+        return self._on_connection(on_cursor)
+
+    def _on_connection(self, work: Callable[[Any], Result]) -> Result:
         try:
             connection = self.idle.pop()  # list.pop and append are atomic: no lock needed
         except IndexError:
             connection = self.connect()
         try:
-            cursor = connection.cursor()
-            result = work(cursor)
-            cursor.close()
+            result = work(connection)
         except Exception:
             connection.close()  # a connection in doubt is not put back
             raise
@@ -131,13 +143,12 @@ class Prepared:
         return cls(f"authserver_{name}".encode(), sql.encode(), keys)
 
     def execute(self, pgconn: Any, values: list[bytes | None]) -> list[tuple[str | None, ...]]:
-        from psycopg import pq
-
         result = pgconn.exec_prepared(self.name, values)
-        if result.error_field(pq.DiagnosticField.SQLSTATE) == self.UNKNOWN_STATEMENT:
-            self._check(pgconn.prepare(self.name, self.sql))
-            result = pgconn.exec_prepared(self.name, values)
-        self._check(result)
+        if result.status not in OK:
+            if result.error_field(pq.DiagnosticField.SQLSTATE) == self.UNKNOWN_STATEMENT:
+                self._check(pgconn.prepare(self.name, self.sql))
+                result = pgconn.exec_prepared(self.name, values)
+            self._check(result)
         return [
             tuple(
                 None if value is None else value.decode()
@@ -148,9 +159,6 @@ class Prepared:
 
     @staticmethod
     def _check(result: Any) -> None:
-        from psycopg import DatabaseError
-        from psycopg import pq
-
-        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        if result.status not in OK:
             message = (result.error_message or b"").decode(errors="replace").strip()
             raise DatabaseError(message or f"statement failed: {result.status.name}")
