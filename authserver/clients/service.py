@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +12,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import security
 from authserver import validation
@@ -40,6 +42,8 @@ _ACTIVE_CLIENT = select(Client).where(
     Client.client_id == bindparam("client_id"),
     Client.status == ACTIVE,
 )
+
+log = logging.getLogger(__name__)
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
@@ -360,9 +364,19 @@ def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime
     with db.engine.begin() as connection:
         # A row comes back only when one was written.
         recorded = connection.execute(_USE_ASSERTION, values).first() is not None
-        if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
-            connection.execute(_purge_statement(utcnow()))
+    if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
+        _purge_now_and_then()
     return recorded
+
+
+def _purge_now_and_then() -> None:
+    """:func:`purge_used_assertions` as upkeep, once the record is committed: in a transaction
+    of its own, and a failure is logged, never the request's."""
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(_purge_statement(utcnow()))
+    except SQLAlchemyError as error:
+        log.warning("purging expired assertion records failed (%s)", type(error).__name__)
 
 
 def purge_used_assertions(now: datetime | None = None) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -52,6 +53,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
+from psycopg import Error as PostgreSQLError
 from sqlalchemy.engine import Engine
 
 from authserver.clients.assertions import PRIVATE_KEY_JWT
@@ -300,8 +302,16 @@ class IssuanceStore:
                 values[name] = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(values[name]))
             recorded = bool(self.connections.execute(RECORD, values))
         if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
-            self._run(lambda cursor: cursor.execute(self.sql["purge"], {"now": values["now"]}))
+            self._purge(values["now"])
         return recorded
+
+    def _purge(self, now: Any) -> None:
+        """Forget expired jti records: upkeep whose failure is logged, never the request's,
+        whose token is already recorded."""
+        try:
+            self._run(lambda cursor: cursor.execute(self.sql["purge"], {"now": now}))
+        except (PostgreSQLError, sqlite3.Error) as error:
+            log.warning("purging expired assertion records failed (%s)", type(error).__name__)
 
     def _record_sqlite(self, cursor: Any, values: dict[str, Any]) -> bool:
         cursor.execute("BEGIN IMMEDIATE")

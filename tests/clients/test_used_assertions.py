@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy import text
 
 from authserver.clients import service
 from authserver.clients.models import UsedAssertion
@@ -52,3 +53,13 @@ def test_purge_forgets_only_expired_records(tenant, other_tenant, monkeypatch):
     remaining = db.session.scalars(select(UsedAssertion.jti)).all()
     assert remaining == ["live"]
     assert db.session.scalar(select(func.count()).select_from(UsedAssertion)) == 1
+
+
+def test_a_failing_purge_leaves_the_record_and_the_answer_standing(tenant, monkeypatch, caplog):
+    monkeypatch.setattr(service.secrets, "randbelow", lambda _: 0)  # this use purges
+    monkeypatch.setattr(service, "_purge_statement", lambda now: text("DELETE FROM no_such_table"))
+
+    assert service.use_assertion(tenant, "app_x", "jti-1", later()) is True
+
+    assert "purging expired assertion records failed" in caplog.text
+    assert service.use_assertion(tenant, "app_x", "jti-1", later()) is False  # still recorded

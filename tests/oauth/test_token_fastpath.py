@@ -326,3 +326,17 @@ def test_the_purge_it_runs_now_and_then_forgets_only_expired_records(
     db.session.expire_all()
     left = db.session.scalars(db.select(UsedAssertion.jti)).all()
     assert "expired-long-ago" not in left and len(left) == 2
+
+
+def test_a_failing_purge_still_answers_with_the_token_it_recorded(
+    app, client, backend, answers, monkeypatch, caplog
+):
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+    monkeypatch.setattr(fastpath.secrets, "randbelow", lambda _: 0)  # this request purges
+    monkeypatch.setitem(app.extensions[fastpath.EXTENSION].sql, "purge", "DELETE FROM no_such")
+
+    response = post(client, backend.assertion(TOKEN_URL))
+
+    assert response.status_code == 200, response.json
+    assert answers[-1] is not None
+    assert "purging expired assertion records failed" in caplog.text
