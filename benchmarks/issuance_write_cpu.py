@@ -48,11 +48,11 @@ def statements(fastpath: ModuleType) -> dict[str, str]:
     return {
         "floor (two minimal tables)": minimal,
         "authserver (jti + token row)": fastpath.RECORD_POSTGRESQL,
-        "jti record only, with the guard": fastpath.USE_ASSERTION.format(
-            guard=fastpath.STILL_CURRENT
+        "jti record only, with the guard": fastpath.from_posix_seconds(
+            fastpath.USE_ASSERTION.format(guard=fastpath.STILL_CURRENT)
         ),
-        "jti record only, no guard": fastpath.USE_ASSERTION.format(
-            guard="SELECT CAST(:tenant_id AS INTEGER) AS id"
+        "jti record only, no guard": fastpath.from_posix_seconds(
+            fastpath.USE_ASSERTION.format(guard="SELECT CAST(:tenant_id AS INTEGER) AS id")
         ),
         "one insert, one text key": "INSERT INTO floor_used_assertions (jti, expires_at)"
         " VALUES (:assertion_jti, to_timestamp(:expires)) ON CONFLICT DO NOTHING RETURNING 1",
@@ -120,8 +120,6 @@ def run(
             scope=token_issuance.SCOPE,
             expires_at=now + 300,
         )
-        for name in ("now", "expires_at", "assertion_expires_at"):
-            values[name] = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(values[name]))
         values["expires"] = now + 300
         if len(connection.execute(statement, values, prepare=True).fetchall()) != 1:
             raise SystemExit(f"a write was refused: {statement}")

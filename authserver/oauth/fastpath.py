@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import sqlite3
 import time
@@ -139,17 +140,26 @@ ON CONFLICT (tenant_id, client_id, jti) DO UPDATE SET expires_at = excluded.expi
 WHERE used_client_assertions.expires_at <= :now
 RETURNING tenant_id
 """
+TIMESTAMPS = ("now", "expires_at", "assertion_expires_at")
+
+
+def from_posix_seconds(statement: str) -> str:
+    """PostgreSQL: ``statement`` with its times (:data:`TIMESTAMPS`) sent as POSIX seconds and
+    made timestamps by the database, which costs less on both sides than text to parse."""
+    return re.sub(rf"(?<!:):({'|'.join(TIMESTAMPS)})\b", r"to_timestamp(:\1)", statement)
+
+
 TOKEN_COLUMNS = "tenant_id, jti, kind, grant_id, client_pk, client_id, scope, context"
 TOKEN_COLUMNS += ", issued_at, expires_at"
 # PostgreSQL: both inserts in one statement, one round trip, atomic in autocommit.
-RECORD_POSTGRESQL = f"""
+RECORD_POSTGRESQL = from_posix_seconds(f"""
 WITH used AS ({USE_ASSERTION.format(guard=STILL_CURRENT)})
 INSERT INTO issued_tokens ({TOKEN_COLUMNS})
 SELECT tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope,
        CAST(:context AS JSON), :now, :expires_at
 FROM used
 RETURNING id
-"""  # noqa: S608 - built from constants, never from input
+""")  # noqa: S608 - built from constants, never from input
 # SQLite has no INSERT in WITH: the same two inserts in one transaction.
 RECORD_TOKEN_SQLITE = f"""
 INSERT INTO issued_tokens ({TOKEN_COLUMNS})
@@ -158,7 +168,6 @@ VALUES (:tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope,
 """  # noqa: S608 - built from constants, never from input
 PURGE = "DELETE FROM used_client_assertions WHERE expires_at <= :now"
 RECORD = "token_fastpath_record"  # RECORD_POSTGRESQL, prepared on the raw connections
-TIMESTAMPS = ("now", "expires_at", "assertion_expires_at")
 
 
 @dataclass
@@ -251,7 +260,7 @@ class IssuanceStore:
                 "load": LOAD_QUERY.format(versions="" if self.sqlite else ROW_VERSIONS),
                 "use_assertion": USE_ASSERTION.format(guard=STILL_VALID),
                 "record_token": RECORD_TOKEN_SQLITE,
-                "purge": PURGE,
+                "purge": PURGE if self.sqlite else from_posix_seconds(PURGE),
             }.items()
         }
         if not self.sqlite:
@@ -298,8 +307,6 @@ class IssuanceStore:
                 values[name] = self.timestamp(datetime.fromtimestamp(values[name], UTC))
             recorded = self._run(lambda cursor: self._record_sqlite(cursor, values))
         else:
-            for name in TIMESTAMPS:  # text PostgreSQL reads as timestamptz, in UTC
-                values[name] = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(values[name]))
             recorded = bool(self.connections.execute(RECORD, values))
         if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
             self._purge(values["now"])
