@@ -7,10 +7,11 @@ fetched again when an assertion names a ``kid`` it does not hold (the client rot
 The URL belongs to someone else, so every fetch is bounded: a short timeout for the whole
 answer, a size limit, https only (plain http to a loopback host in development and tests), no
 redirects, and at most one fetch per URL per :attr:`FetchPolicy.min_refetch_interval`, whatever
-asks for it. Its host must resolve to addresses :mod:`addresses` allows, and the connection goes
-to the address that was checked (:class:`CheckedAddressAdapter`); so it goes direct, never
-through a proxy named in the environment, which would resolve the name again itself. A failure
-is a :class:`JWKSFetchError` whose message is safe to show the client.
+asks for it. Its host is resolved once, within the same timeout, and must resolve to addresses
+:mod:`addresses` allows; the connection goes to an address that was checked
+(:class:`CheckedAddressAdapter`), the next one if the first cannot be connected to. So it goes
+direct, never through a proxy named in the environment, which would resolve the name again
+itself. A failure is a :class:`JWKSFetchError` whose message is safe to show the client.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ EXTENSION = "authserver.jwks_cache"
 CHUNK_BYTES = 8192
 DEFAULT_PORTS = {"https": 443, "http": 80}
 UNREACHABLE = "the client's jwks_uri could not be reached in time"
+# Host names being resolved at once, per process. A lookup can outlast the fetch that asked for
+# it (the resolver has no timeout of ours), so slow DNS can hold at most this many threads.
+MAX_PENDING_LOOKUPS = 8
+_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
 
 
 class JWKSFetchError(Exception):
@@ -163,7 +168,8 @@ def loggable_url(url: str) -> str:
 
 
 def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
-    """GET the JWK Set at ``url`` within ``policy``.
+    """GET the JWK Set at ``url`` within ``policy``: everything, the host's lookup included,
+    within ``policy.timeout``.
 
     :returns: the validated public JWK Set and how many seconds its headers let us keep it.
     :raises JWKSFetchError: for a refused URL or address, a network failure, a non-200 answer,
@@ -171,26 +177,53 @@ def fetch(url: str, policy: FetchPolicy) -> tuple[dict[str, Any], int]:
     """
     _check_url(url, policy)
     deadline = time.monotonic() + policy.timeout
-    try:
-        with (
-            _session(policy) as session,
-            session.get(
-                url,
-                headers={"Accept": "application/json"},
-                timeout=policy.timeout,
-                stream=True,
-                allow_redirects=False,
-                verify=_trusted_certificates(),
-            ) as response,
-        ):
-            if response.status_code != 200:
-                raise JWKSFetchError(f"the client's jwks_uri answered HTTP {response.status_code}")
-            body = _read_limited(response, policy.max_bytes, deadline)
-            headers = response.headers
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        # Not str(error): requests names the URL in it, query string and all.
-        raise JWKSFetchError(UNREACHABLE, type(error).__name__) from None
-    return _parse(body), cache_lifetime(headers, policy)
+    parts = urlsplit(url)
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
+    candidates = checked_addresses(parts.hostname or "", port, policy, deadline)
+    failure = "out of time"
+    for tried, address in enumerate(candidates):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        # Each address left gets an equal share of the time left to connect, so one that
+        # never answers (an IPv6 address without a route) leaves time for the next.
+        connect_timeout = remaining / (len(candidates) - tried)
+        try:
+            with (
+                _session(address) as session,
+                session.get(
+                    url,
+                    headers={"Accept": "application/json"},
+                    timeout=(connect_timeout, remaining),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=_trusted_certificates(),
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    raise JWKSFetchError(
+                        f"the client's jwks_uri answered HTTP {response.status_code}"
+                    )
+                body = _read_limited(response, policy.max_bytes, deadline)
+                return _parse(body), cache_lifetime(response.headers, policy)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+            # Not str(error): requests names the URL in it, query string and all.
+            failure = type(error).__name__
+            if not _not_connected(error):
+                break
+            log.info("jwks_uri %s: %s not connected to (%s)", loggable_url(url), address, failure)
+    raise JWKSFetchError(UNREACHABLE, failure)
+
+
+def _not_connected(error: Exception) -> bool:
+    """Whether ``error`` says no connection was made (refused, unreachable, timed out), so
+    nothing was sent and another address of the host may be tried."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0] if error.args else None, "reason", None)
+    return isinstance(error, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
 
 
 def registration_problem(url: str, policy: FetchPolicy) -> str | None:
@@ -233,12 +266,12 @@ def _url_problem(url: str, policy: FetchPolicy) -> str | None:
     return "must use https"
 
 
-def _session(policy: FetchPolicy) -> requests.Session:
+def _session(address: addresses.Address) -> requests.Session:
     session = requests.Session()
     # No proxy or .netrc from the environment: a proxy would resolve the host itself, past the
     # address check, and .netrc would hand this machine's credentials to the client's server.
     session.trust_env = False
-    adapter = CheckedAddressAdapter(policy)
+    adapter = CheckedAddressAdapter(address)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -250,17 +283,17 @@ def _trusted_certificates() -> str | bool:
 
 
 class CheckedAddressAdapter(HTTPAdapter):
-    """Connects to the address it checked, never to what the host name resolves to later.
+    """Connects to the address it is given (one :func:`checked_addresses` allowed), never to
+    what the host name resolves to by then.
 
-    The host is resolved once, each of its addresses must be one the policy allows, and the
-    connection goes to the first: a name that resolves elsewhere by the time of connecting
-    (DNS rebinding) changes nothing. TLS still sends the host name (SNI) and checks the
-    certificate against it, and the ``Host`` header still names it.
+    A name that resolves elsewhere by the time of connecting (DNS rebinding) changes nothing.
+    TLS still sends the host name (SNI) and checks the certificate against it, and the ``Host``
+    header still names it.
     """
 
-    def __init__(self, policy: FetchPolicy) -> None:
+    def __init__(self, address: addresses.Address) -> None:
         super().__init__()
-        self.policy = policy
+        self.address = address
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -269,26 +302,25 @@ class CheckedAddressAdapter(HTTPAdapter):
             request, verify, cert
         )
         host, port = host_params["host"], host_params["port"]
-        address = checked_address(host, port or DEFAULT_PORTS[host_params["scheme"]], self.policy)
         named = f"[{host}]" if ":" in host else host
         request.headers["Host"] = f"{named}:{port}" if port else named
         if host_params["scheme"] == "https":
             pool_kwargs["server_hostname"] = host
             pool_kwargs["assert_hostname"] = host
+        address = self.address
         host_params["host"] = f"[{address}]" if address.version == 6 else str(address)
         return host_params, pool_kwargs
 
 
-def checked_address(host: str, port: int, policy: FetchPolicy) -> addresses.Address:
-    """``host`` resolved once; the first of its addresses, when ``policy`` allows them all.
+def checked_addresses(
+    host: str, port: int, policy: FetchPolicy, deadline: float
+) -> list[addresses.Address]:
+    """``host`` resolved once, before ``deadline``: its addresses in the resolver's order, when
+    ``policy`` allows them all.
 
-    :raises JWKSFetchError: when it does not resolve, or resolves to a refused address.
+    :raises JWKSFetchError: when it does not resolve (in time), or resolves to a refused address.
     """
-    try:
-        found = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        found = []
-    resolved = [entry[4][0] for entry in found]
+    resolved = list(dict.fromkeys(entry[4][0] for entry in _resolve(host, port, deadline)))
     if not resolved:
         raise JWKSFetchError(UNREACHABLE, f"{host} does not resolve")
     for address in resolved:
@@ -298,7 +330,31 @@ def checked_address(host: str, port: int, policy: FetchPolicy) -> addresses.Addr
                 "the client's jwks_uri is at an address this server does not fetch from",
                 f"{host} resolves to {address} ({refused}){_hint(refused)}",
             )
-    return ip_address(resolved[0].partition("%")[0])
+    return [ip_address(address.partition("%")[0]) for address in resolved]
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[Any]:
+    """``getaddrinfo`` for ``host``, given up on at ``deadline``: the lookup runs in a thread of
+    its own, since the resolver's own timeouts (seconds per try, per name server) are not ours.
+    An unknown name is no addresses."""
+    answer: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer.extend(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+        except (OSError, UnicodeError):
+            pass
+        finally:
+            _pending_lookups.release()
+            done.set()
+
+    if not _pending_lookups.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise JWKSFetchError(UNREACHABLE, f"{MAX_PENDING_LOOKUPS} host name lookups still pending")
+    threading.Thread(target=lookup, name="jwks-uri-lookup", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise JWKSFetchError(UNREACHABLE, f"{host} did not resolve in time")
+    return answer
 
 
 def _refusal(address: addresses.Address, policy: FetchPolicy) -> str | None:

@@ -3,19 +3,25 @@
 Whoever registers a client picks its jwks_uri. In production the fetcher refuses a host that
 resolves to loopback, private, link-local (cloud metadata), unspecified, multicast or reserved
 addresses, IPv4-mapped forms included, with the usual invalid_client; it connects to the very
-address it checked, so a second DNS answer cannot send it elsewhere; TLS still checks the host
-name. ``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE`` lets on-premises deployments reach private networks.
+address it checked, so a second DNS answer cannot send it elsewhere (the next checked one when
+that address takes no connection); TLS still checks the host name. The host's lookup counts in
+the fetch's timeout. ``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE`` lets on-premises deployments reach
+private networks.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
+from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
 
 from authserver.clients import addresses
+from authserver.clients.jwks_fetch import MAX_PENDING_LOOKUPS
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import fetch
 from authserver.clients.jwks_fetch import jwks_cache
@@ -238,3 +244,68 @@ def test_a_host_that_does_not_resolve_is_unreachable(fake_dns, testing_policy, m
 
 def _no_such_name(*args, **kwargs):
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+# -- the host's lookup and its addresses -----------------------------------------------------
+
+
+def test_a_host_whose_lookup_hangs_is_unreachable_within_the_timeout(fake_dns, testing_policy):
+    fake_dns.hold("slow.partner.test")  # a name server that never answers
+    policy = replace(testing_policy, timeout=0.3)
+    started = time.monotonic()
+
+    with pytest.raises(JWKSFetchError, match="could not be reached") as refused:
+        fetch("https://slow.partner.test/jwks.json", policy)
+
+    assert time.monotonic() - started < 2
+    assert refused.value.detail == "slow.partner.test did not resolve in time"
+    assert fake_dns.connections == []
+
+
+def test_hanging_lookups_hold_no_more_than_a_few_threads(fake_dns, testing_policy):
+    fake_dns.hold("slow.partner.test")
+    policy = replace(testing_policy, timeout=0.05)
+    for _ in range(MAX_PENDING_LOOKUPS):  # each leaves its lookup waiting on the name server
+        with pytest.raises(JWKSFetchError):
+            fetch("https://slow.partner.test/jwks.json", policy)
+    threads = threading.active_count()
+
+    with pytest.raises(JWKSFetchError, match="could not be reached") as refused:
+        fetch("https://slow.partner.test/jwks.json", policy)
+
+    assert refused.value.detail == f"{MAX_PENDING_LOOKUPS} host name lookups still pending"
+    assert threading.active_count() == threads
+    fake_dns.release()
+    for thread in threading.enumerate():
+        if thread.name == "jwks-uri-lookup":
+            thread.join(timeout=5)
+    fake_dns.add("keys.partner.test", "127.0.0.1")
+    with pytest.raises(JWKSFetchError) as after:  # the lookups are free again: it resolves
+        fetch("https://keys.partner.test:9/jwks.json", testing_policy)
+    assert after.value.detail == "ConnectionError"
+
+
+def test_an_address_that_refuses_is_passed_over_for_the_next(
+    tls_jwks_host, fake_dns, testing_policy
+):
+    # Nothing listens on 127.0.0.2, as on an address of a host that is down.
+    fake_dns.add(TLS_HOST_NAME, "127.0.0.2", "127.0.0.1")
+    key = make_client_key()
+    url = tls_jwks_host.publish(key)
+
+    assert fetch(url, testing_policy)[0] == {"keys": [key.public_jwk]}
+
+    port = tls_jwks_host.server.server_port
+    assert fake_dns.connections == [("127.0.0.2", port), ("127.0.0.1", port)]
+    assert fake_dns.lookups == [TLS_HOST_NAME]
+
+
+def test_an_address_that_answered_is_not_passed_over(tls_jwks_host, fake_dns, testing_policy):
+    fake_dns.add("unlisted.partner.test", "127.0.0.1", "127.0.0.2")
+    tls_jwks_host.publish(make_client_key())
+
+    with pytest.raises(JWKSFetchError) as refused:  # its certificate does not name the host
+        fetch(tls_jwks_host.url(host="unlisted.partner.test"), testing_policy)
+
+    assert refused.value.detail == "SSLError"
+    assert fake_dns.connections == [("127.0.0.1", tls_jwks_host.server.server_port)]
