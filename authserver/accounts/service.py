@@ -120,8 +120,18 @@ def set_role_ceiling(
 
 
 def role_ceiling(user: User) -> scopes.ScopeSet:
-    """What ``user``'s roles together let them grant: the union of their ceilings."""
-    return scopes.union(*(scopes.parse_scopes(role.scope_ceiling) for role in user.roles))
+    """What ``user``'s roles together let them grant: the union of their ceilings.
+
+    A patient's login is pinned to their own record, which only ``patient/`` scopes respect:
+    for a holder of the patient role nothing else counts, whatever other role a row written
+    around :func:`create_user` gave them.
+    """
+    ceiling = scopes.union(*(scopes.parse_scopes(role.scope_ceiling) for role in user.roles))
+    if PATIENT_ROLE in user.role_names:
+        return scopes.ScopeSet(
+            scope for scope in ceiling.resource_scopes if scope.level == "patient"
+        )
+    return ceiling
 
 
 def describe_role(role: Role) -> dict[str, Any]:
@@ -133,12 +143,19 @@ def describe_role(role: Role) -> dict[str, Any]:
 
 
 def find_roles(tenant: Tenant, names: list[str]) -> list[Role]:
-    """This tenant's roles called ``names``.
+    """This tenant's roles called ``names``: a set one login may hold.
 
-    :raises ValidationError: for none given, or a name the tenant does not have.
+    :raises ValidationError: for none given, a name the tenant does not have, or the patient
+        role beside another (a patient signs in to their own record only: a staff member who is
+        also a patient here has two logins).
     """
     if not names:
         raise ValidationError("at least one role is required")
+    if PATIENT_ROLE in names and len(set(names)) > 1:
+        raise ValidationError(
+            f"the {PATIENT_ROLE} role cannot be combined with other roles: a patient's login "
+            "reaches their own record only; give the person a separate staff login"
+        )
     roles = {role.name: role for role in list_roles(tenant)}
     unknown = sorted(set(names) - set(roles))
     if unknown:

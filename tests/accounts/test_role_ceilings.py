@@ -236,3 +236,23 @@ def test_migration_fills_empty_ceilings_of_existing_tenants(make_database_url, t
         assert ceilings == {"nurse": "", "billing": "user/Claim.rs", "surgeon": ""}
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("roles", [["patient", "physician"], ["nurse", "patient"]])
+def test_the_patient_role_is_held_alone(tenant, roles):
+    with pytest.raises(ValidationError, match="patient role cannot be combined"):
+        service.create_user(tenant, "mixed", "a long enough password", roles)
+
+    assert service.find_user(tenant, "mixed") is None
+
+
+def test_a_patient_given_a_staff_role_around_the_service_still_reaches_only_their_record(
+    tenant, make_user
+):
+    patient = make_user(tenant, "pat", roles=["patient"], fhir_user="Patient/p1")
+    patient.roles.append(service.get_role(tenant, "physician"))  # as a hand-written row would
+    db.session.commit()
+
+    assert grant_for(patient, "user/Observation.rs patient/Observation.rs") == (
+        "patient/Observation.rs"
+    )

@@ -148,6 +148,15 @@ def test_an_unknown_role_is_refused_naming_the_tenants_roles(cli, tenant):
         assert role in message
 
 
+def test_the_patient_role_beside_a_staff_role_is_refused_on_the_command_line(cli, tenant):
+    message = assert_refused_and_nothing_stored(
+        cli, "clinic-a", "alice", "--role", "patient", "--role", "physician"
+    )
+
+    assert "patient role cannot be combined with other roles" in message
+    assert "separate staff login" in message
+
+
 def test_a_duplicate_username_in_one_tenant_is_refused(cli, tenant):
     create_user(cli, "clinic-a", "alice", "--role", "nurse")
 
