@@ -7,6 +7,7 @@ import jwt
 import pytest
 
 from authserver.accounts import service as accounts
+from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from tests.fixtures.accounts import login
 from tests.oauth.conftest import PATIENT_SCOPE
@@ -16,6 +17,7 @@ from tests.oauth.test_refresh import tokens_for
 
 STAFF_SCOPE = "openid fhirUser offline_access user/Observation.rs user/Condition.rs"
 NARROWED = "openid fhirUser offline_access user/Observation.rs"
+NARROWED_EVENT = "refresh-token:scope-narrowed"
 
 
 @pytest.fixture
@@ -39,6 +41,12 @@ def claims_of(body):
     return jwt.decode(body["access_token"], options={"verify_signature": False})
 
 
+def narrowings(tenant):
+    db.session.expire_all()
+    query = AuditRecord.for_tenant(tenant).where(AuditRecord.event == NARROWED_EVENT)
+    return db.session.scalars(query).all()
+
+
 # --- A role's ceiling narrowed after the login ------------------------------------------------
 
 
@@ -56,6 +64,11 @@ def test_a_narrowed_role_ceiling_narrows_the_next_refresh(doc, clinic, make_gate
     assert claims_of(second)["scope"] == NARROWED
     assert gateway.introspect(doc, second["access_token"]).json["scope"] == NARROWED
     assert gateway.introspect(doc, second["refresh_token"]).json["scope"] == NARROWED
+    [event] = narrowings(clinic.tenant)
+    assert event.subject == clinic.public_app.client_id
+    assert event.details["user"] == "doc"
+    assert event.details["dropped"] == ["user/Condition.rs"]
+    assert event.details["scope"] == NARROWED
 
 
 def test_the_narrowed_refresh_token_never_regains_what_was_removed(doc, clinic):
@@ -82,6 +95,8 @@ def test_a_narrowed_patient_ceiling_narrows_a_patients_refresh(pat, clinic):
     assert body["scope"] == kept
     assert body["patient"] == "p-clinic-a"  # the patient's own record, as before
     assert claims_of(body)["scope"] == kept
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["patient/*.rs"]  # only part of it is left
 
 
 def test_a_refresh_asking_only_for_what_was_removed_is_invalid_scope(doc, clinic):
@@ -110,6 +125,8 @@ def test_a_role_taken_from_the_user_narrows_the_next_refresh(client, clinic, mak
 
     assert body["scope"] == "offline_access user/Patient.rs"  # front-desk's ceiling
     assert claims_of(body)["roles"] == ["front-desk"]
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["user/Observation.rs"]
 
 
 def test_a_user_without_any_role_at_the_tenant_refreshes_nothing(doc, clinic):
@@ -142,6 +159,8 @@ def test_a_narrowed_client_registration_narrows_the_next_refresh(pat, clinic, re
     claims = claims_of(body)
     assert "fhirUser" not in claims  # the identity scope went with the registration
     assert claims["patient"] == "p-clinic-a"
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["fhirUser", "patient/*.rs"]
 
 
 def test_a_registration_without_offline_access_ends_the_refresh_chain(pat, clinic, registered_app):
@@ -176,6 +195,7 @@ def test_a_refresh_with_nothing_changed_keeps_the_scope_exactly(client, clinic, 
 
     assert second["scope"] == third["scope"] == first["scope"]
     assert claims_of(third)["scope"] == first["scope"]
+    assert narrowings(clinic.tenant) == []
 
 
 def test_narrowing_a_role_at_one_tenant_leaves_another_tenants_family_alone(
@@ -191,3 +211,4 @@ def test_narrowing_a_role_at_one_tenant_leaves_another_tenants_family_alone(
     assert refresh(client, clinic, here["refresh_token"]).json["scope"] == NARROWED
     body = refresh(client, other_clinic, there["refresh_token"], other_clinic.public_app).json
     assert body["scope"] == STAFF_SCOPE
+    assert narrowings(other_clinic.tenant) == []

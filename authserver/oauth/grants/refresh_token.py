@@ -8,8 +8,9 @@ narrow, and the launch context of the original authorization is kept.
 A refresh applies the tenant's policy as it is now, not as it was at login: what it mints is
 narrowed again by the user's current role ceilings and the client's current registration, as
 the authorization endpoint narrows a request (:func:`consent.grantable_scope`), and the new
-refresh token carries the narrowed scope, so it never regains what an admin took away. A user
-who holds no role at the tenant any more, like a disabled one, refreshes nothing.
+refresh token carries the narrowed scope, so it never regains what an admin took away; what was
+dropped is audited (``refresh-token:scope-narrowed``). A user who holds no role at the tenant
+any more, like a disabled one, refreshes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from authlib.oauth2.rfc6749 import grants
 
 from authserver.accounts.models import LoginSession
 from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth import consent
@@ -161,8 +164,28 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         scope = consent.grantable_scope(asked, self.request.client, user)
         if not len(scope):
             raise InvalidScopeError("None of the requested scopes can be granted.")
+        self._audit_narrowing(user, refresh_token.record, asked, scope)
         return self.generate_token(
             user=user, scope=str(scope), include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+        )
+
+    @staticmethod
+    def _audit_narrowing(
+        user: User, record: IssuedToken, asked: ScopeSet, granted: ScopeSet
+    ) -> None:
+        """Record the scopes the policy no longer grants in full (``patient/*.rs`` when only
+        ``patient/Observation.rs`` of it is left): an admin's change, taking effect."""
+        dropped = [scope.text for scope in asked if not granted.covers(scope)]
+        if not dropped:
+            return
+        audit.record(
+            current_tenant(),
+            AuditEvent.REFRESH_SCOPE_NARROWED,
+            subject=record.client_id,
+            user=user.username,
+            grant_id=record.grant_id,
+            dropped=dropped,
+            scope=str(granted),
         )
 
     def redeemed(self) -> IssuedToken:
