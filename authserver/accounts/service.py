@@ -93,7 +93,9 @@ def parse_ceiling(scope_list: list[str]) -> scopes.ScopeSet:
 def set_role_ceiling(
     tenant: Tenant, name: str, scope_list: list[str], *, actor: str | None = None
 ) -> Role:
-    """Replace the ceiling of role ``name``; tokens already issued keep their scope.
+    """Replace the ceiling of role ``name``. Access tokens already issued keep their scope until
+    they expire; every refresh from now on mints only what the new ceiling allows, and the
+    refresh token it returns no more than that (``oauth/grants/refresh_token.py``).
 
     :raises NotFound: for a role the tenant does not have.
     :raises ValidationError: for a scope :func:`parse_ceiling` refuses, or a scope of the

@@ -34,6 +34,7 @@ class AuditEvent(StrEnum):
     CODE_REPLAYED = "code:replayed"
     AUTHORIZATION_DENIED = "authorization:denied"
     REFRESH_TOKEN_REUSED = "refresh-token:reused"
+    REFRESH_SCOPE_NARROWED = "refresh-token:scope-narrowed"
     LAUNCH_CREATED = "launch:created"
     CLIENT_SERVICE_ACCOUNT_LINKED = "client:service-account-linked"
     CLIENT_SERVICE_ACCOUNT_UNLINKED = "client:service-account-unlinked"

@@ -281,7 +281,8 @@ def set_service_account(
     A linked client acts for that user: the user's role ceiling (its ``user/`` scopes read at
     ``system/`` level) also bounds the client's tokens, a disabled user gets it no token, and
     its tokens are recorded as the user's, so disabling the user or revoking the user's tokens
-    ends them. Tokens already issued keep their scope, as when a role ceiling changes.
+    ends them. Tokens already issued keep their scope until they expire (a backend client gets
+    no refresh token, and its access tokens live five minutes at most).
 
     :param username: None to unlink (nothing changes for a client that is not linked).
     :raises NotFound: for a client ``tenant`` does not have.

@@ -25,6 +25,7 @@ from authserver.accounts.models import User
 from authserver.accounts.roles import PATIENT_ROLE
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
+from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.oauth import picker
 from authserver.oauth.server import authorization_server
@@ -134,11 +135,7 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
     """
     user = login.user
     request = grant.request
-    grantable = policy.grantable(
-        request.requested_scope,
-        parse_scopes(grant.client.allowed_scope),
-        accounts.role_ceiling(user),
-    )
+    grantable = grantable_scope(request.requested_scope, grant.client, user)
     launch = getattr(request, "launch", None)
     # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
     # gets none (and the launch stays unspent).
@@ -153,6 +150,17 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
     elif needs_patient(grantable):
         _standalone_patient(offer)
     return offer
+
+
+def grantable_scope(requested: ScopeSet, client: Client, user: User) -> ScopeSet:
+    """The most ``user`` could let ``client`` have of ``requested`` under the tenant's policy as
+    it is now: the client's registered scopes and the union of the user's role ceilings
+    (:func:`policy.grantable`). Asked before consent, and again at every refresh, so that a
+    narrowed ceiling, a role taken away or a narrowed registration bounds every token minted
+    from then on (``grants/refresh_token.py``)."""
+    return policy.grantable(
+        requested, parse_scopes(client.allowed_scope), accounts.role_ceiling(user)
+    )
 
 
 def identity_context(user: User) -> dict[str, Any]:

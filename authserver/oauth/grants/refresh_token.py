@@ -4,6 +4,13 @@
 no longer than the login session they came from and die with it. Every refresh rotates the token;
 presenting a rotated one again revokes its whole family (RFC 9700 §4.14.2). The scope may only
 narrow, and the launch context of the original authorization is kept.
+
+A refresh applies the tenant's policy as it is now, not as it was at login: what it mints is
+narrowed again by the user's current role ceilings and the client's current registration, as
+the authorization endpoint narrows a request (:func:`consent.grantable_scope`), and the new
+refresh token carries the narrowed scope, so it never regains what an admin took away; what was
+dropped is audited (``refresh-token:scope-narrowed``). A user who holds no role at the tenant
+any more, like a disabled one, refreshes nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from authlib.oauth2.rfc6749 import grants
 
 from authserver.accounts.models import LoginSession
 from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
 from authserver.extensions import db
 from authserver.models import utcnow
+from authserver.oauth import consent
 from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
@@ -118,7 +128,8 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
             db.session.commit()  # a reuse's revocation of the family stands
             return None
         user = db.session.get(User, record.user_id) if record.user_id else None
-        if user is None or not user.is_active:
+        # Disabled, or without a role at this tenant: nobody who may grant anything now.
+        if user is None or not user.is_active or not user.roles:
             return None
         # online_access: usable only while the login session it came from is alive (EHR-06).
         if refresh_lifetime(tenant, parse_scopes(record.scope), record.login_session_id) is None:
@@ -141,10 +152,40 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
             raise InvalidScopeError("The scope may only narrow what was granted.")
 
     def issue_token(self, user: User, refresh_token: RefreshCredential) -> dict[str, Any]:
+        """The requested scope (the family's when none is asked for) as far as the tenant's
+        policy grants it now. RFC 6749 §3.3 lets the server grant less than requested "based on
+        the authorization server policy", saying so in the response's ``scope`` (§5.1).
+
+        :raises InvalidScopeError: when the policy leaves nothing of it, as the authorization
+            endpoint answers when nothing can be granted.
+        """
         requested = self.request.payload.scope
-        scope = str(parse_scopes(requested)) if requested else refresh_token.get_scope()
+        asked = parse_scopes(requested or refresh_token.get_scope())
+        scope = consent.grantable_scope(asked, self.request.client, user)
+        if not len(scope):
+            raise InvalidScopeError("None of the requested scopes can be granted.")
+        self._audit_narrowing(user, refresh_token.record, asked, scope)
         return self.generate_token(
-            user=user, scope=scope, include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+            user=user, scope=str(scope), include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+        )
+
+    @staticmethod
+    def _audit_narrowing(
+        user: User, record: IssuedToken, asked: ScopeSet, granted: ScopeSet
+    ) -> None:
+        """Record the scopes the policy no longer grants in full (``patient/*.rs`` when only
+        ``patient/Observation.rs`` of it is left): an admin's change, taking effect."""
+        dropped = [scope.text for scope in asked if not granted.covers(scope)]
+        if not dropped:
+            return
+        audit.record(
+            current_tenant(),
+            AuditEvent.REFRESH_SCOPE_NARROWED,
+            subject=record.client_id,
+            user=user.username,
+            grant_id=record.grant_id,
+            dropped=dropped,
+            scope=str(granted),
         )
 
     def redeemed(self) -> IssuedToken:

@@ -1,0 +1,214 @@
+"""A refresh applies the tenant's policy as it is now, not as it was at login: role ceilings,
+the user's roles and the client's registration narrow every refresh (RFC 6749 §3.3, §5.1)."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from authserver.accounts import service as accounts
+from authserver.audit.models import AuditRecord
+from authserver.extensions import db
+from tests.fixtures.accounts import login
+from tests.oauth.conftest import PATIENT_SCOPE
+from tests.oauth.test_refresh import assert_error
+from tests.oauth.test_refresh import refresh
+from tests.oauth.test_refresh import tokens_for
+
+STAFF_SCOPE = "openid fhirUser offline_access user/Observation.rs user/Condition.rs"
+NARROWED = "openid fhirUser offline_access user/Observation.rs"
+NARROWED_EVENT = "refresh-token:scope-narrowed"
+
+
+@pytest.fixture
+def doc(client, clinic):
+    login(client, clinic.slug, "doc")
+    return client
+
+
+@pytest.fixture
+def pat(client, clinic):
+    login(client, clinic.slug, "pat")
+    return client
+
+
+def set_ceiling(tenant, role, *scopes):
+    accounts.set_role_ceiling(tenant, role, list(scopes))
+    db.session.commit()
+
+
+def claims_of(body):
+    return jwt.decode(body["access_token"], options={"verify_signature": False})
+
+
+def narrowings(tenant):
+    db.session.expire_all()
+    query = AuditRecord.for_tenant(tenant).where(AuditRecord.event == NARROWED_EVENT)
+    return db.session.scalars(query).all()
+
+
+# --- A role's ceiling narrowed after the login ------------------------------------------------
+
+
+def test_a_narrowed_role_ceiling_narrows_the_next_refresh(doc, clinic, make_gateway):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(doc, clinic, scope=STAFF_SCOPE)
+    assert first["scope"] == STAFF_SCOPE
+
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs", "user/Patient.rs")
+    response = refresh(doc, clinic, first["refresh_token"])
+
+    assert response.status_code == 200, response.json
+    second = response.json
+    assert second["scope"] == NARROWED
+    assert claims_of(second)["scope"] == NARROWED
+    assert gateway.introspect(doc, second["access_token"]).json["scope"] == NARROWED
+    assert gateway.introspect(doc, second["refresh_token"]).json["scope"] == NARROWED
+    [event] = narrowings(clinic.tenant)
+    assert event.subject == clinic.public_app.client_id
+    assert event.details["user"] == "doc"
+    assert event.details["dropped"] == ["user/Condition.rs"]
+    assert event.details["scope"] == NARROWED
+
+
+def test_the_narrowed_refresh_token_never_regains_what_was_removed(doc, clinic):
+    first = tokens_for(doc, clinic, scope=STAFF_SCOPE)
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs")
+    second = refresh(doc, clinic, first["refresh_token"]).json
+    # Even with the ceiling widened again, the family no longer holds user/Condition.rs.
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs", "user/Condition.rs")
+
+    asking = refresh(doc, clinic, second["refresh_token"], scope=STAFF_SCOPE)
+
+    assert_error(asking, 400, "invalid_scope")
+    third = refresh(doc, clinic, second["refresh_token"]).json
+    assert third["scope"] == NARROWED
+
+
+def test_a_narrowed_patient_ceiling_narrows_a_patients_refresh(pat, clinic):
+    first = tokens_for(pat, clinic)
+    set_ceiling(clinic.tenant, "patient", "patient/Observation.rs", "patient/Patient.r")
+
+    body = refresh(pat, clinic, first["refresh_token"]).json
+
+    kept = "launch/patient openid fhirUser offline_access patient/Observation.rs patient/Patient.r"
+    assert body["scope"] == kept
+    assert body["patient"] == "p-clinic-a"  # the patient's own record, as before
+    assert claims_of(body)["scope"] == kept
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["patient/*.rs"]  # only part of it is left
+
+
+def test_a_refresh_asking_only_for_what_was_removed_is_invalid_scope(doc, clinic):
+    first = tokens_for(doc, clinic, scope=STAFF_SCOPE)
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs")
+
+    asking = refresh(doc, clinic, first["refresh_token"], scope="user/Condition.rs")
+
+    assert_error(asking, 400, "invalid_scope")
+    assert asking.json["error_description"] == "None of the requested scopes can be granted."
+    # Refused, so not spent: what is left can still be refreshed.
+    assert refresh(doc, clinic, first["refresh_token"]).json["scope"] == NARROWED
+
+
+# --- The user's roles changed ----------------------------------------------------------------
+
+
+def test_a_role_taken_from_the_user_narrows_the_next_refresh(client, clinic, make_user):
+    user = make_user(clinic.tenant, "doc-desk", roles=["physician", "front-desk"])
+    login(client, clinic.slug, "doc-desk")
+    first = tokens_for(client, clinic, scope="offline_access user/Observation.rs user/Patient.rs")
+
+    user.roles.remove(accounts.get_role(clinic.tenant, "physician"))
+    db.session.commit()
+    body = refresh(client, clinic, first["refresh_token"]).json
+
+    assert body["scope"] == "offline_access user/Patient.rs"  # front-desk's ceiling
+    assert claims_of(body)["roles"] == ["front-desk"]
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["user/Observation.rs"]
+
+
+def test_a_user_without_any_role_at_the_tenant_refreshes_nothing(doc, clinic):
+    first = tokens_for(doc, clinic, scope=STAFF_SCOPE)
+    clinic.physician.roles.clear()
+    db.session.commit()
+
+    assert_error(refresh(doc, clinic, first["refresh_token"]), 400, "invalid_grant")
+
+
+# --- The client's registration narrowed --------------------------------------------------------
+
+
+@pytest.fixture
+def registered_app(clinic, make_client):
+    scopes = ["launch/patient", "openid", "fhirUser", "offline_access", "patient/*.rs"]
+    return make_client(clinic.tenant, name="Registered app", scopes=scopes).client
+
+
+def test_a_narrowed_client_registration_narrows_the_next_refresh(pat, clinic, registered_app):
+    first = tokens_for(pat, clinic, app=registered_app)
+    assert first["scope"] == PATIENT_SCOPE
+
+    # No command narrows a registration today: the row as an operator would change it.
+    registered_app.allowed_scope = "launch/patient openid offline_access patient/Observation.rs"
+    db.session.commit()
+    body = refresh(pat, clinic, first["refresh_token"], registered_app).json
+
+    assert body["scope"] == "launch/patient openid offline_access patient/Observation.rs"
+    claims = claims_of(body)
+    assert "fhirUser" not in claims  # the identity scope went with the registration
+    assert claims["patient"] == "p-clinic-a"
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["fhirUser", "patient/*.rs"]
+
+
+def test_a_registration_without_offline_access_ends_the_refresh_chain(pat, clinic, registered_app):
+    first = tokens_for(pat, clinic, app=registered_app)
+
+    registered_app.allowed_scope = "launch/patient openid fhirUser patient/*.rs"
+    db.session.commit()
+    body = refresh(pat, clinic, first["refresh_token"], registered_app).json
+
+    assert body["scope"] == "launch/patient openid fhirUser patient/*.rs"
+    assert "refresh_token" not in body
+
+
+# --- Nothing changed, and another tenant ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("username", "scope"),
+    [
+        # Narrowed by the physician's ceiling at login into one v1 scope per type.
+        ("doc", "openid fhirUser offline_access user/*.read"),
+        ("pat", "launch/patient offline_access patient/*.read patient/Observation.rs?category=lab"),
+    ],
+    ids=["staff-wildcard-v1", "patient-granular"],
+)
+def test_a_refresh_with_nothing_changed_keeps_the_scope_exactly(client, clinic, username, scope):
+    login(client, clinic.slug, username)
+    first = tokens_for(client, clinic, scope=scope)
+
+    second = refresh(client, clinic, first["refresh_token"]).json
+    third = refresh(client, clinic, second["refresh_token"]).json
+
+    assert second["scope"] == third["scope"] == first["scope"]
+    assert claims_of(third)["scope"] == first["scope"]
+    assert narrowings(clinic.tenant) == []
+
+
+def test_narrowing_a_role_at_one_tenant_leaves_another_tenants_family_alone(
+    client, clinic, other_clinic
+):
+    login(client, clinic.slug, "doc")
+    login(client, other_clinic.slug, "doc")
+    here = tokens_for(client, clinic, scope=STAFF_SCOPE)
+    there = tokens_for(client, other_clinic, scope=STAFF_SCOPE)
+
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs")
+
+    assert refresh(client, clinic, here["refresh_token"]).json["scope"] == NARROWED
+    body = refresh(client, other_clinic, there["refresh_token"], other_clinic.public_app).json
+    assert body["scope"] == STAFF_SCOPE
+    assert narrowings(other_clinic.tenant) == []
