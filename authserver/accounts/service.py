@@ -218,10 +218,15 @@ def get_user(tenant: Tenant, username: str) -> User:
     return user
 
 
-def set_password(tenant: Tenant, user: User, password: str) -> None:
+def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
+    """Give ``user`` a new password; the audit record names the user, never the password.
+
+    :raises ValidationError: for a password :func:`validate_password` refuses.
+    """
     validate_password(password)
     user.password_hash = passwords().hash(password)
     db.session.flush()
+    audit.record(tenant, AuditEvent.USER_PASSWORD_CHANGED, actor=actor, subject=user.username)
 
 
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:

@@ -20,6 +20,7 @@ class AuditEvent(StrEnum):
     USER_CREATED = "user:created"
     USER_DISABLED = "user:disabled"
     USER_ENABLED = "user:enabled"
+    USER_PASSWORD_CHANGED = "user:password-changed"
     USER_PASSWORD_REHASHED = "user:password-rehashed"
     LOGIN_SUCCEEDED = "login:succeeded"
     LOGIN_FAILED = "login:failed"

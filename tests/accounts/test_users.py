@@ -1,5 +1,7 @@
 """Accounts as an operator creates them with ``authserver user create``."""
 
+import logging
+
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
@@ -12,7 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from authserver.accounts import service
 from authserver.accounts.models import Role
 from authserver.accounts.models import User
+from authserver.audit import service as audit_service
+from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
@@ -280,4 +285,31 @@ def test_a_status_the_user_already_has_is_refused_and_not_audited_again(cli, ten
     line = refused(cli, "user", command, "clinic-a", "rosa")
 
     assert f"user 'rosa' is already {command}d" in line
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+def test_a_password_change_is_audited_naming_the_user_and_who_changed_it(tenant, make_user, caplog):
+    user = make_user(tenant, "rosa")
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+
+    service.set_password(tenant, user, "a new sturdy passphrase", actor="cli")
+    db.session.commit()
+
+    (record,) = audit_service.recent(tenant, limit=1, event=AuditEvent.USER_PASSWORD_CHANGED)
+    assert (record.subject, record.actor) == ("rosa", "cli")
+    shown = str(record.describe()) + caplog.text
+    assert "a new sturdy passphrase" not in shown
+    assert user.password_hash not in shown
+    assert "user:password-changed tenant=clinic-a actor=cli subject=rosa" in caplog.text
+    assert service.authenticate(tenant, "rosa", "a new sturdy passphrase") == user
+
+
+def test_a_refused_password_change_changes_nothing_and_is_not_audited(tenant, make_user):
+    user = make_user(tenant, "rosa")
+    audited, before = audit_count(), stored_users()
+
+    with pytest.raises(ValidationError, match="at least 8 characters"):
+        service.set_password(tenant, user, "short", actor="cli")
+    db.session.rollback()
+
     assert (audit_count(), stored_users()) == (audited, before)
