@@ -18,6 +18,8 @@ from authserver.accounts.passwords import passwords
 from authserver.accounts.roles import DEFAULT_CEILINGS
 from authserver.accounts.roles import DEFAULT_ROLES
 from authserver.accounts.roles import PATIENT_ROLE
+from authserver.accounts.usernames import normalize_username
+from authserver.accounts.usernames import unknown_username_subject
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.errors import Conflict
@@ -149,10 +151,6 @@ def find_roles(tenant: Tenant, names: list[str]) -> list[Role]:
     return [roles[name] for name in dict.fromkeys(names)]
 
 
-def normalize_username(username: str) -> str:
-    return (username or "").strip().lower()
-
-
 def validate_password(password: str) -> str:
     """:raises ValidationError: when too short, too long or blank."""
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -267,7 +265,7 @@ def authenticate(tenant: Tenant, username: str, password: str) -> User | None:
     if not (valid and user is not None and user.is_active):
         # For the operator only: the person signing in sees one message whatever the reason.
         reason = "unknown user" if user is None else "wrong password" if not valid else "disabled"
-        subject = normalize_username(username)[:150]
+        subject = user.username if user else unknown_username_subject(tenant, username)
         audit.record(tenant, AuditEvent.LOGIN_FAILED, subject=subject, reason=reason)
         return None
     if hasher.needs_rehash(user.password_hash):
