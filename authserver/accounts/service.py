@@ -230,14 +230,11 @@ def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
     """Enable or disable a user; disabling ends their login sessions and tokens at once.
 
-    :raises ValidationError: when the user already has that status (nothing changes and
-        nothing is audited again).
+    A user who already has that status is left as is, and nothing is audited again.
     """
     status = ACTIVE if active else DISABLED
     if user.status == status:
-        raise ValidationError(
-            f"user {user.username!r} is already {'enabled' if active else 'disabled'}"
-        )
+        return user
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)

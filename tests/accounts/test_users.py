@@ -21,6 +21,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 
 PASSWORD = "a sturdy passphrase"
 CLINICAL_ROLES = {
@@ -275,17 +276,27 @@ def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
     assert "no tenant 'nope'" in message
 
 
-@pytest.mark.parametrize("command", ["disable", "enable"])
-def test_a_status_the_user_already_has_is_refused_and_not_audited_again(cli, tenant, command):
-    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+@pytest.mark.parametrize(("command", "status"), [("disable", "disabled"), ("enable", "active")])
+def test_a_status_the_user_already_has_is_said_and_not_audited_again(cli, tenant, command, status):
+    create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
     if command == "disable":
         run(cli, "user", "disable", "clinic-a", "rosa")
     audited, before = audit_count(), stored_users()
 
-    line = refused(cli, "user", command, "clinic-a", "rosa")
+    shown, line = unchanged(cli, "user", command, "clinic-a", "ROSA")
 
-    assert f"user 'rosa' is already {command}d" in line
+    assert line == f"User rosa of tenant clinic-a is already {command}d; nothing changed."
+    assert (shown["username"], shown["status"]) == ("rosa", status)
     assert (audit_count(), stored_users()) == (audited, before)
+
+
+def test_disabling_an_unknown_user_is_refused(cli, tenant):
+    audited = audit_count()
+
+    assert "no user 'nobody' at tenant 'clinic-a'" in refused(
+        cli, "user", "disable", "clinic-a", "Nobody"
+    )
+    assert audit_count() == audited
 
 
 def test_a_password_change_is_audited_naming_the_user_and_who_changed_it(tenant, make_user, caplog):
