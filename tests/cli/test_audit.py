@@ -104,3 +104,47 @@ def test_a_subject_holding_a_line_break_is_logged_escaped_on_one_line(tenant, ca
 
     (line,) = caplog.text.splitlines()
     assert line.endswith("subject='p1\\nlogin:succeeded subject=x'")
+
+
+def test_a_user_is_found_however_the_operator_types_the_name(cli, tenant, make_user):
+    make_user(tenant, "Dr.Smith")
+    failed_logins(tenant, "dr.smith", "DR.SMITH")
+
+    records = audit_list(cli, "clinic-a", "--subject", "Dr.Smith")
+
+    assert [(record["event"], record["subject"]) for record in records] == [
+        ("user:created", "dr.smith"),
+        ("login:failed", "dr.smith"),
+        ("login:failed", "dr.smith"),
+    ]
+    assert audit_list(cli, "clinic-a", "--subject", " dr.SMITH ") == records
+
+
+def test_failed_logins_at_a_name_nobody_has_are_found_by_that_name(cli, tenant, make_user):
+    make_user(tenant, "alice")
+    failed_logins(tenant, "Mallory", "mallory", "trudy", "alice")
+
+    records = audit_list(cli, "clinic-a", "--subject", "MALLORY")
+
+    assert [record["event"] for record in records] == ["login:failed", "login:failed"]
+    assert records[0]["subject"].startswith("unknown-user:")
+    assert "mallory" not in str(records).lower()
+    assert audit_list(cli, "clinic-a", "--subject", records[0]["subject"]) == records
+
+
+def test_client_ids_and_kids_still_match_exactly(cli, tenant, make_client, make_user):
+    client_id = make_client(tenant).client.client_id
+    (kid,) = [record["subject"] for record in audit_list(cli, "clinic-a", "--event", "key:created")]
+    # A username that is the client id in lower case is someone else.
+    make_user(tenant, client_id.lower())
+
+    assert [r["event"] for r in audit_list(cli, "clinic-a", "--subject", client_id)] == [
+        "client:created",
+        "user:created",
+    ]
+    for typed in (client_id.lower(), client_id.upper()):
+        events = [r["event"] for r in audit_list(cli, "clinic-a", "--subject", typed)]
+        assert events == ["user:created"]
+    assert len(audit_list(cli, "clinic-a", "--subject", kid)) == 1
+    for typed in (kid.lower(), kid.upper()):
+        assert audit_list(cli, "clinic-a", "--subject", typed) == []
