@@ -63,6 +63,15 @@ DEFAULTS: dict[str, Any] = {
     "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 5.0,
 }
 
+# Flask's own settings whose defaults we change; like every setting, create_app(...) overrides
+# them.
+FLASK_DEFAULTS: dict[str, Any] = {
+    # The per-tenant session cookie (authserver/sessions.py), not Flask's "session": browsers
+    # may still hold one of those for path /, from when every tenant shared it, and would send
+    # it along with a tenant's own.
+    "SESSION_COOKIE_NAME": "authserver_session",
+}
+
 ENVIRONMENTS = ("production", "development")
 # How an on/off setting may be spelled in the environment.
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True}
@@ -105,7 +114,7 @@ class ConfigError(RuntimeError):
 
 def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Return the settings: defaults, then the environment, then ``overrides``."""
-    settings = dict(DEFAULTS)
+    settings = {**FLASK_DEFAULTS, **DEFAULTS}
     for name, default in DEFAULTS.items():
         if name in os.environ:
             settings[name] = _coerce(name, os.environ[name], default)

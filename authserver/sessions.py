@@ -4,7 +4,8 @@ Each tenant's pages get their own session cookie, scoped to ``/t/{slug}/`` like 
 (:mod:`authserver.accounts.sessions`): a browser holds one CSRF secret per clinic, so a sign-in
 at clinic A, which starts A's session afresh against session fixation, leaves the forms already
 open at clinic B working, and a token from A's pages is never B's. Outside a tenant there are no
-forms and no session.
+forms and no session. The cookie is named by ``SESSION_COOKIE_NAME`` (``authserver_session``
+unless configured, :mod:`authserver.config`).
 
 Flask builds a new signing serializer on every request, even when no cookie was sent. API
 callers such as the FHIR gateway never send one, so for them opening the session is skipped;
@@ -25,10 +26,6 @@ from itsdangerous import URLSafeTimedSerializer
 
 from authserver.tenancy.urls import SLUG
 
-# Not Flask's "session": browsers may still hold one of those for path /, from when every tenant
-# shared it, and would send it along with a tenant's own.
-COOKIE_NAME = "authserver_session"
-
 
 def tenant_cookie_path(path: str, script_root: str = "") -> str | None:
     """``{script_root}/t/{slug}/`` when ``path`` is a page under a tenant, else ``None``."""
@@ -43,16 +40,14 @@ class TenantSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
         # No cookie (API callers), or a path no tenant's cookie is for: nothing to verify.
-        if COOKIE_NAME not in request.cookies or tenant_cookie_path(request.path) is None:
+        name = self.get_cookie_name(app)
+        if name not in request.cookies or tenant_cookie_path(request.path) is None:
             return self.session_class()
         return super().open_session(app, request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if tenant_cookie_path(request.path) is not None:
             super().save_session(app, session, response)
-
-    def get_cookie_name(self, app: Flask) -> str:
-        return COOKIE_NAME
 
     def get_cookie_path(self, app: Flask) -> str:
         # save_session sets and deletes the cookie only under a tenant, so never falls back.

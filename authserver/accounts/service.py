@@ -18,6 +18,8 @@ from authserver.accounts.passwords import passwords
 from authserver.accounts.roles import DEFAULT_CEILINGS
 from authserver.accounts.roles import DEFAULT_ROLES
 from authserver.accounts.roles import PATIENT_ROLE
+from authserver.accounts.usernames import normalize_username
+from authserver.accounts.usernames import unknown_username_subject
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.errors import Conflict
@@ -168,10 +170,6 @@ def find_roles(tenant: Tenant, names: list[str]) -> list[Role]:
     return [roles[name] for name in dict.fromkeys(names)]
 
 
-def normalize_username(username: str) -> str:
-    return (username or "").strip().lower()
-
-
 def validate_password(password: str) -> str:
     """:raises ValidationError: when too short, too long or blank."""
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -237,23 +235,25 @@ def get_user(tenant: Tenant, username: str) -> User:
     return user
 
 
-def set_password(tenant: Tenant, user: User, password: str) -> None:
+def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
+    """Give ``user`` a new password; the audit record names the user, never the password.
+
+    :raises ValidationError: for a password :func:`validate_password` refuses.
+    """
     validate_password(password)
     user.password_hash = passwords().hash(password)
     db.session.flush()
+    audit.record(tenant, AuditEvent.USER_PASSWORD_CHANGED, actor=actor, subject=user.username)
 
 
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
     """Enable or disable a user; disabling ends their login sessions and tokens at once.
 
-    :raises ValidationError: when the user already has that status (nothing changes and
-        nothing is audited again).
+    A user who already has that status is left as is, and nothing is audited again.
     """
     status = ACTIVE if active else DISABLED
     if user.status == status:
-        raise ValidationError(
-            f"user {user.username!r} is already {'enabled' if active else 'disabled'}"
-        )
+        return user
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)
@@ -281,7 +281,7 @@ def authenticate(tenant: Tenant, username: str, password: str) -> User | None:
     if not (valid and user is not None and user.is_active):
         # For the operator only: the person signing in sees one message whatever the reason.
         reason = "unknown user" if user is None else "wrong password" if not valid else "disabled"
-        subject = normalize_username(username)[:150]
+        subject = user.username if user else unknown_username_subject(tenant, username)
         audit.record(tenant, AuditEvent.LOGIN_FAILED, subject=subject, reason=reason)
         return None
     if hasher.needs_rehash(user.password_hash):

@@ -20,6 +20,7 @@ class AuditEvent(StrEnum):
     USER_CREATED = "user:created"
     USER_DISABLED = "user:disabled"
     USER_ENABLED = "user:enabled"
+    USER_PASSWORD_CHANGED = "user:password-changed"
     USER_PASSWORD_REHASHED = "user:password-rehashed"
     LOGIN_SUCCEEDED = "login:succeeded"
     LOGIN_FAILED = "login:failed"
@@ -39,3 +40,20 @@ class AuditEvent(StrEnum):
     CLIENT_SERVICE_ACCOUNT_LINKED = "client:service-account-linked"
     CLIENT_SERVICE_ACCOUNT_UNLINKED = "client:service-account-unlinked"
     SERVICE_ACCOUNT_TOKEN_ISSUED = "service-account:token-issued"
+
+
+# Events whose subject is a username (stored normalised, as accounts keep it); every other
+# subject is an id, client id, kid, slug or role name, matched exactly.
+USERNAME_EVENTS = frozenset(
+    {
+        AuditEvent.USER_CREATED,
+        AuditEvent.USER_DISABLED,
+        AuditEvent.USER_ENABLED,
+        AuditEvent.USER_PASSWORD_CHANGED,
+        AuditEvent.USER_PASSWORD_REHASHED,
+        AuditEvent.LOGIN_SUCCEEDED,
+        AuditEvent.LOGIN_FAILED,
+        AuditEvent.LOGOUT,
+        AuditEvent.SERVICE_ACCOUNT_TOKEN_ISSUED,
+    }
+)

@@ -5,6 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import and_
+from sqlalchemy import or_
+
+from authserver.accounts.usernames import normalize_username
+from authserver.accounts.usernames import unknown_username_subject
+from authserver.audit.events import USERNAME_EVENTS
 from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
@@ -54,6 +60,24 @@ def recent(
     if event is not None:
         query = query.where(AuditRecord.event == str(event))
     if subject is not None:
-        query = query.where(AuditRecord.subject == subject)
+        query = query.where(_about(tenant, subject))
     newest = db.session.scalars(query.order_by(AuditRecord.id.desc()).limit(limit))
     return list(reversed(newest.all()))
+
+
+def _about(tenant: Tenant, subject: str) -> Any:
+    """Records about ``subject`` as an operator types it: ids, client ids, kids, slugs and role
+    names exactly; a user's records also with the username read as the login page reads it
+    (``Dr.Smith`` is ``dr.smith``), failed logins at a name nobody had included."""
+    username = normalize_username(subject)
+    return or_(
+        AuditRecord.subject == subject,
+        and_(
+            AuditRecord.event.in_([str(event) for event in USERNAME_EVENTS]),
+            AuditRecord.subject == username,
+        ),
+        and_(
+            AuditRecord.event == str(AuditEvent.LOGIN_FAILED),
+            AuditRecord.subject == unknown_username_subject(tenant, username),
+        ),
+    )

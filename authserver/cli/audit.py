@@ -22,7 +22,10 @@ def audit() -> None:
 @audit.command("list")
 @click.argument("tenant")
 @click.option("--event", type=click.Choice([str(event) for event in AuditEvent]))
-@click.option("--subject", help="Only records about this user, client, key...")
+@click.option(
+    "--subject",
+    help="Only records about this user (in any case, as at login), client, key...",
+)
 @click.option(
     "--limit",
     type=click.IntRange(1, MAX_LIMIT),

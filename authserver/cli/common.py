@@ -39,5 +39,11 @@ def service_command(command: Command) -> Command:
     return wrapper  # type: ignore[return-value]
 
 
+def nothing_changed(message: str) -> None:
+    """Say on stderr that what the command asks for holds already: it changes and audits
+    nothing, and still succeeds, printing the thing as it is on stdout."""
+    click.echo(f"{message}; nothing changed.", err=True)
+
+
 def tenant_named(slug: str) -> Tenant:
     return tenants.get_tenant(slug)

@@ -109,7 +109,7 @@ def _ensure_user(tenant: Tenant, username: str, roles: list[str], fhir_user: str
             tenant, username, password, roles, fhir_user=fhir_user, actor=ACTOR
         )
     else:
-        accounts.set_password(tenant, user, password)
+        accounts.set_password(tenant, user, password, actor=ACTOR)
     return {**accounts.describe_user(user), "password": password}
 
 

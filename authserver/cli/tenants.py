@@ -7,9 +7,12 @@ from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
 from authserver.cli.common import emit
+from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.tenancy import service
+from authserver.tenancy.models import ACTIVE
+from authserver.tenancy.models import SUSPENDED
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 
@@ -43,7 +46,10 @@ def list_() -> None:
 @service_command
 def suspend(slug: str) -> None:
     """Suspend SLUG: its endpoints refuse service until it is activated."""
-    emit(service.describe(service.suspend(tenant_named(slug), actor=ACTOR)))
+    tenant_row = tenant_named(slug)
+    if tenant_row.status == SUSPENDED:
+        nothing_changed(f"Tenant {slug} is already suspended")
+    emit(service.describe(service.suspend(tenant_row, actor=ACTOR)))
 
 
 @tenant.command("activate")
@@ -52,7 +58,10 @@ def suspend(slug: str) -> None:
 @service_command
 def activate(slug: str) -> None:
     """Serve SLUG again."""
-    emit(service.describe(service.activate(tenant_named(slug), actor=ACTOR)))
+    tenant_row = tenant_named(slug)
+    if tenant_row.status == ACTIVE:
+        nothing_changed(f"Tenant {slug} is already active")
+    emit(service.describe(service.activate(tenant_row, actor=ACTOR)))
 
 
 @tenant.command("brand")

@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 from authserver.accounts import service
 from authserver.cli.common import ACTOR
 from authserver.cli.common import emit
+from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 
@@ -58,11 +59,7 @@ def list_(tenant: str) -> None:
 @service_command
 def disable(tenant: str, username: str) -> None:
     """Disable USERNAME at TENANT and end their login sessions."""
-    tenant_row = tenant_named(tenant)
-    changed = service.set_status(
-        tenant_row, service.get_user(tenant_row, username), False, actor=ACTOR
-    )
-    emit(service.describe_user(changed))
+    _set_status(tenant, username, active=False)
 
 
 @user.command("enable")
@@ -72,8 +69,13 @@ def disable(tenant: str, username: str) -> None:
 @service_command
 def enable(tenant: str, username: str) -> None:
     """Enable USERNAME at TENANT again."""
+    _set_status(tenant, username, active=True)
+
+
+def _set_status(tenant: str, username: str, *, active: bool) -> None:
     tenant_row = tenant_named(tenant)
-    changed = service.set_status(
-        tenant_row, service.get_user(tenant_row, username), True, actor=ACTOR
-    )
-    emit(service.describe_user(changed))
+    account = service.get_user(tenant_row, username)
+    if account.is_active == active:
+        status = "enabled" if active else "disabled"
+        nothing_changed(f"User {account.username} of tenant {tenant} is already {status}")
+    emit(service.describe_user(service.set_status(tenant_row, account, active, actor=ACTOR)))

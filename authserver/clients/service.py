@@ -248,19 +248,29 @@ def set_policy(
     """Change how the authorization endpoint treats an app; ``None`` leaves a flag as it is.
 
     ``trusted`` skips the consent page; ``legacy_smart_v1`` lets a confidential SMART v1 app
-    omit PKCE (public apps never may, SMART 2.2 #considerations-for-pkce-support).
+    omit PKCE (public apps never may, SMART 2.2 #considerations-for-pkce-support). An app that
+    has the policy asked for already is left as is, and nothing is audited.
 
-    :raises ValidationError: for a resource server, or a public app marked legacy.
+    :raises ValidationError: for no flag given (nothing would change), a resource server, or
+        a public app marked legacy.
     """
+    if trusted is None and legacy_smart_v1 is None:
+        raise ValidationError(
+            "nothing to change: give --trusted or --not-trusted, "
+            "--legacy-smart-v1 or --no-legacy-smart-v1"
+        )
     client = get_client(tenant, client_id)
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is a resource server, not an app")
     if legacy_smart_v1 and client.is_public:
         raise ValidationError("a public app must use PKCE; only confidential apps may be legacy")
+    before = (client.trusted, client.legacy_smart_v1)
     if trusted is not None:
         client.trusted = trusted
     if legacy_smart_v1 is not None:
         client.legacy_smart_v1 = legacy_smart_v1
+    if (client.trusted, client.legacy_smart_v1) == before:
+        return client
     db.session.flush()
     audit.record(
         tenant,
@@ -284,7 +294,8 @@ def set_service_account(
     ends them. Tokens already issued keep their scope until they expire (a backend client gets
     no refresh token, and its access tokens live five minutes at most).
 
-    :param username: None to unlink (nothing changes for a client that is not linked).
+    :param username: None to unlink. Nothing changes, and nothing is audited, for a client
+        that is not linked, or linked to that user already.
     :raises NotFound: for a client ``tenant`` does not have.
     :raises ValidationError: for a client that is not a backend (client_credentials,
         private_key_jwt) client, or a username ``tenant`` has no user for.
@@ -295,7 +306,10 @@ def set_service_account(
     _check_backend(
         client.kind, client.token_endpoint_auth_method, client.grant_types, f"client {client_id!r}"
     )
-    client.service_account = _service_account(tenant, username)
+    account = _service_account(tenant, username)
+    if client.service_account is account:
+        return client
+    client.service_account = account
     db.session.flush()
     _audit_link(tenant, client, actor)
     return client

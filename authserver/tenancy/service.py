@@ -121,14 +121,17 @@ def list_tenants() -> list[Tenant]:
 
 
 def suspend(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+    """Make every endpoint of ``tenant`` refuse service; a suspended tenant is left as is."""
     return _set_status(tenant, SUSPENDED, AuditEvent.TENANT_SUSPENDED, actor)
 
 
 def activate(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+    """Serve ``tenant`` again; an active tenant is left as is."""
     return _set_status(tenant, ACTIVE, AuditEvent.TENANT_ACTIVATED, actor)
 
 
 def _set_status(tenant: Tenant, status: str, event: AuditEvent, actor: str | None) -> Tenant:
+    # Only a change is audited: the log says when the status changed, not who asked again.
     if tenant.status != status:
         tenant.status = status
         db.session.flush()

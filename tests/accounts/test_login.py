@@ -1,6 +1,7 @@
 """Signing in through the tenant's real login page, as a browser does."""
 
 import hashlib
+import logging
 import re
 from unittest.mock import Mock
 
@@ -10,6 +11,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from authserver.accounts import service
+from authserver.accounts import usernames
 from authserver.accounts.models import LoginSession
 from authserver.accounts.sessions import COOKIE_NAME
 from authserver.audit.models import AuditRecord
@@ -148,8 +150,65 @@ def test_a_failed_login_is_a_generic_401_without_a_cookie(
     failure = db.session.scalars(
         select(AuditRecord).where(AuditRecord.event == "login:failed")
     ).one()
-    assert failure.subject == username
+    if reason == "unknown user":  # what was typed is not kept (below)
+        assert failure.subject.startswith("unknown-user:")
+    else:
+        assert failure.subject == username
     assert failure.details == {"reason": reason}
+
+
+# People type their password where the username goes; a name nobody has is kept as a keyed digest.
+TYPED_PASSWORD = "Tr0ub4dor&3-in-the-username-box"
+
+
+def failed_login_subjects(tenant):
+    query = AuditRecord.for_tenant(tenant).where(AuditRecord.event == "login:failed")
+    return [record.subject for record in db.session.scalars(query.order_by(AuditRecord.id))]
+
+
+def test_what_was_typed_as_an_unknown_username_is_neither_stored_nor_logged(
+    client, tenant, alice, caplog
+):
+    caplog.set_level(logging.DEBUG)
+
+    response = login(client, "clinic-a", TYPED_PASSWORD, "not the password")
+
+    assert response.status_code == 401
+    (record,) = db.session.scalars(select(AuditRecord).where(AuditRecord.event == "login:failed"))
+    assert record.subject.startswith("unknown-user:")
+    assert record.details == {"reason": "unknown user"}
+    for shown in (str(record.describe()), caplog.text):
+        assert TYPED_PASSWORD.lower() not in shown.lower()
+        assert "troub4dor" not in shown.lower()
+    assert f"login:failed tenant=clinic-a actor=None subject={record.subject}" in caplog.text
+
+
+def test_repeated_attempts_at_one_unknown_name_can_be_correlated(client, tenant, other_tenant):
+    for typed in ("mallory", " Mallory ", "MALLORY", "trudy"):
+        login(client, "clinic-a", typed, "not the password")
+    login(client, "clinic-b", "mallory", "not the password")
+
+    mallory, *again, trudy = failed_login_subjects(tenant)
+    assert again == [mallory, mallory]
+    assert trudy != mallory
+    # Keyed per tenant: clinic B's log cannot be matched against clinic A's.
+    assert failed_login_subjects(other_tenant) != [mallory]
+
+
+def test_the_digest_of_an_unknown_username_is_keyed_by_the_secret_key(make_app, tenant):
+    subject = usernames.unknown_username_subject(tenant, "mallory")
+    other_app = make_app(AUTHSERVER_SECRET_KEY="another-session-secret-of-32-chars")
+
+    with other_app.app_context():
+        assert usernames.unknown_username_subject(tenant, "mallory") != subject
+    assert usernames.unknown_username_subject(tenant, "Mallory") == subject
+    assert re.fullmatch(r"unknown-user:[0-9a-f]{32}", subject)
+
+
+def test_a_known_users_failed_login_keeps_naming_the_user(client, tenant, alice):
+    login(client, "clinic-a", " Alice ", "not her password")
+
+    assert failed_login_subjects(tenant) == ["alice"]
 
 
 @pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/logout", "/t/clinic-a/"])

@@ -13,6 +13,7 @@ from authserver.extensions import db
 from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.accounts import login
+from tests.fixtures.database import FreshContextClient
 
 SESSION_COOKIE = "authserver_session"
 
@@ -179,3 +180,28 @@ def test_a_form_token_from_before_a_sign_in_is_refused_after_it(client, staff):
     assert refused.status_code == 400
     assert signed_in_as(client, "clinic-a") == "alice"
     assert client.post("/t/clinic-a/logout", data={"csrf_token": after_sign_in}).status_code == 303
+
+
+def session_cookies(response):
+    """The (name, attributes) of each cookie ``response`` sets."""
+    cookies = []
+    for header in response.headers.getlist("Set-Cookie"):
+        name, rest = header.split("=", 1)
+        cookies.append((name, [part.strip() for part in rest.split(";")[1:]]))
+    return cookies
+
+
+def test_the_session_cookie_takes_the_configured_name_and_keeps_the_tenant_path(make_app, staff):
+    app = make_app(SESSION_COOKIE_NAME="clinic_forms")
+    app.test_client_class = FreshContextClient
+    browser = app.test_client()
+
+    response = browser.get("/t/clinic-a/login")
+
+    ((name, attributes),) = session_cookies(response)
+    assert name == "clinic_forms"
+    assert "Path=/t/clinic-a/" in attributes
+    assert browser.get_cookie(SESSION_COOKIE, path="/t/clinic-a/") is None
+    # The form's secret is read back from that cookie: the sign-in passes its CSRF check.
+    token = csrf_token(response.get_data(as_text=True))
+    assert submit_login(browser, "clinic-a", token).status_code == 303

@@ -1,5 +1,7 @@
 """Accounts as an operator creates them with ``authserver user create``."""
 
+import logging
+
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
@@ -12,10 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from authserver.accounts import service
 from authserver.accounts.models import Role
 from authserver.accounts.models import User
+from authserver.audit import service as audit_service
+from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 
 PASSWORD = "a sturdy passphrase"
 CLINICAL_ROLES = {
@@ -279,14 +285,51 @@ def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
     assert "no tenant 'nope'" in message
 
 
-@pytest.mark.parametrize("command", ["disable", "enable"])
-def test_a_status_the_user_already_has_is_refused_and_not_audited_again(cli, tenant, command):
-    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+@pytest.mark.parametrize(("command", "status"), [("disable", "disabled"), ("enable", "active")])
+def test_a_status_the_user_already_has_is_said_and_not_audited_again(cli, tenant, command, status):
+    create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
     if command == "disable":
         run(cli, "user", "disable", "clinic-a", "rosa")
     audited, before = audit_count(), stored_users()
 
-    line = refused(cli, "user", command, "clinic-a", "rosa")
+    shown, line = unchanged(cli, "user", command, "clinic-a", "ROSA")
 
-    assert f"user 'rosa' is already {command}d" in line
+    assert line == f"User rosa of tenant clinic-a is already {command}d; nothing changed."
+    assert (shown["username"], shown["status"]) == ("rosa", status)
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+def test_disabling_an_unknown_user_is_refused(cli, tenant):
+    audited = audit_count()
+
+    assert "no user 'nobody' at tenant 'clinic-a'" in refused(
+        cli, "user", "disable", "clinic-a", "Nobody"
+    )
+    assert audit_count() == audited
+
+
+def test_a_password_change_is_audited_naming_the_user_and_who_changed_it(tenant, make_user, caplog):
+    user = make_user(tenant, "rosa")
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+
+    service.set_password(tenant, user, "a new sturdy passphrase", actor="cli")
+    db.session.commit()
+
+    (record,) = audit_service.recent(tenant, limit=1, event=AuditEvent.USER_PASSWORD_CHANGED)
+    assert (record.subject, record.actor) == ("rosa", "cli")
+    shown = str(record.describe()) + caplog.text
+    assert "a new sturdy passphrase" not in shown
+    assert user.password_hash not in shown
+    assert "user:password-changed tenant=clinic-a actor=cli subject=rosa" in caplog.text
+    assert service.authenticate(tenant, "rosa", "a new sturdy passphrase") == user
+
+
+def test_a_refused_password_change_changes_nothing_and_is_not_audited(tenant, make_user):
+    user = make_user(tenant, "rosa")
+    audited, before = audit_count(), stored_users()
+
+    with pytest.raises(ValidationError, match="at least 8 characters"):
+        service.set_password(tenant, user, "short", actor="cli")
+    db.session.rollback()
+
     assert (audit_count(), stored_users()) == (audited, before)

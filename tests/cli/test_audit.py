@@ -90,6 +90,61 @@ def test_a_username_typed_at_the_login_page_cannot_forge_a_line_of_the_log(
     lines = [line for record in caplog.records for line in record.getMessage().splitlines()]
     assert [line.split()[0] for line in lines] == ["login:failed"]
     assert not any(line.startswith("login:succeeded") for line in caplog.text.splitlines())
-    # The record keeps what was typed; only the log line shows it escaped.
+    # Nobody has that name: the record and its line hold a digest, not what was typed.
     (record,) = service.recent(tenant, limit=1, event=AuditEvent.LOGIN_FAILED)
-    assert record.subject == accounts.normalize_username(forged)
+    assert record.subject.startswith("unknown-user:")
+    assert "subject=admin" not in caplog.text
+
+
+def test_a_subject_holding_a_line_break_is_logged_escaped_on_one_line(tenant, caplog):
+    # Services validate what becomes a subject; the log line does not rely on it (CWE-117).
+    caplog.set_level(logging.INFO, logger="authserver.audit")
+
+    service.record(tenant, AuditEvent.LAUNCH_CREATED, subject="p1\nlogin:succeeded subject=x")
+
+    (line,) = caplog.text.splitlines()
+    assert line.endswith("subject='p1\\nlogin:succeeded subject=x'")
+
+
+def test_a_user_is_found_however_the_operator_types_the_name(cli, tenant, make_user):
+    make_user(tenant, "Dr.Smith")
+    failed_logins(tenant, "dr.smith", "DR.SMITH")
+
+    records = audit_list(cli, "clinic-a", "--subject", "Dr.Smith")
+
+    assert [(record["event"], record["subject"]) for record in records] == [
+        ("user:created", "dr.smith"),
+        ("login:failed", "dr.smith"),
+        ("login:failed", "dr.smith"),
+    ]
+    assert audit_list(cli, "clinic-a", "--subject", " dr.SMITH ") == records
+
+
+def test_failed_logins_at_a_name_nobody_has_are_found_by_that_name(cli, tenant, make_user):
+    make_user(tenant, "alice")
+    failed_logins(tenant, "Mallory", "mallory", "trudy", "alice")
+
+    records = audit_list(cli, "clinic-a", "--subject", "MALLORY")
+
+    assert [record["event"] for record in records] == ["login:failed", "login:failed"]
+    assert records[0]["subject"].startswith("unknown-user:")
+    assert "mallory" not in str(records).lower()
+    assert audit_list(cli, "clinic-a", "--subject", records[0]["subject"]) == records
+
+
+def test_client_ids_and_kids_still_match_exactly(cli, tenant, make_client, make_user):
+    client_id = make_client(tenant).client.client_id
+    (kid,) = [record["subject"] for record in audit_list(cli, "clinic-a", "--event", "key:created")]
+    # A username that is the client id in lower case is someone else.
+    make_user(tenant, client_id.lower())
+
+    assert [r["event"] for r in audit_list(cli, "clinic-a", "--subject", client_id)] == [
+        "client:created",
+        "user:created",
+    ]
+    for typed in (client_id.lower(), client_id.upper()):
+        events = [r["event"] for r in audit_list(cli, "clinic-a", "--subject", typed)]
+        assert events == ["user:created"]
+    assert len(audit_list(cli, "clinic-a", "--subject", kid)) == 1
+    for typed in (kid.lower(), kid.upper()):
+        assert audit_list(cli, "clinic-a", "--subject", typed) == []

@@ -2,7 +2,14 @@
 
 import json
 
+from sqlalchemy import select
+
+from authserver.audit.models import AuditRecord
 from authserver.clients import service
+from authserver.extensions import db
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 
 
 def test_set_policy_marks_an_app_trusted_and_legacy(cli, tenant, make_client):
@@ -44,3 +51,37 @@ def test_policy_of_another_tenants_client_is_not_found(cli, tenant, other_tenant
     result = cli.invoke(args=["client", "set-policy", "clinic-a", app.client_id, "--trusted"])
     assert result.exit_code != 0
     assert "no client" in result.output
+
+
+def policy_events():
+    db.session.expire_all()
+    query = select(AuditRecord).where(AuditRecord.event == "client:policy-changed")
+    return db.session.scalars(query).all()
+
+
+def test_the_policy_an_app_has_already_is_said_and_not_audited_again(cli, tenant, make_client):
+    app = make_client(
+        tenant, auth_method="client_secret_basic", redirect_uris=["https://a.test/cb"]
+    ).client
+    run(cli, "client", "set-policy", "clinic-a", app.client_id, "--trusted")
+    audited = len(policy_events())
+
+    shown, line = unchanged(
+        cli, "client", "set-policy", "clinic-a", app.client_id, "--trusted", "--no-legacy-smart-v1"
+    )
+
+    assert (
+        line
+        == f"Client {app.client_id} of tenant clinic-a has that policy already; nothing changed."
+    )
+    assert (shown["trusted"], shown["legacy_smart_v1"]) == (True, False)
+    assert len(policy_events()) == audited
+
+
+def test_set_policy_without_a_flag_is_refused(cli, tenant, make_client):
+    app = make_client(tenant).client
+
+    line = refused(cli, "client", "set-policy", "clinic-a", app.client_id)
+
+    assert line.startswith("Error: nothing to change: give --trusted or --not-trusted")
+    assert policy_events() == []

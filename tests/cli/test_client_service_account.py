@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import select
 
 from authserver.accounts import service as accounts
+from authserver.audit.models import AuditRecord
 from authserver.clients import service
 from authserver.extensions import db
 from tests.fixtures.assertions import assertion_claims
@@ -15,6 +17,7 @@ from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 
 TOKEN_URL = "https://auth.example.test/t/clinic-a/token"
 
@@ -118,3 +121,34 @@ def test_create_of_a_non_backend_with_a_service_account_is_refused(cli, tenant, 
 def test_unknown_client_is_refused(cli, tenant, account):
     line = refused(cli, "client", "link-service-account", "clinic-a", "app_nope", "svc-lab")
     assert line == "Error: no client 'app_nope' at tenant 'clinic-a'"
+
+
+def service_account_events():
+    db.session.expire_all()
+    query = select(AuditRecord).where(AuditRecord.event.like("client:service-account-%"))
+    return db.session.scalars(query).all()
+
+
+def test_linking_the_user_linked_already_is_said_and_not_audited_again(cli, tmp_path, account):
+    client_id = create_backend(cli, tmp_path, "--service-account", "svc-lab")[0]["client_id"]
+    audited = len(service_account_events())
+
+    shown, line = unchanged(cli, "client", "link-service-account", "clinic-a", client_id, "SVC-LAB")
+
+    assert (
+        line == f"Client {client_id} of tenant clinic-a acts for svc-lab already; nothing changed."
+    )
+    assert shown["service_account"] == "svc-lab"
+    assert len(service_account_events()) == audited
+
+
+def test_unlinking_a_client_that_is_not_linked_is_said(cli, tmp_path, account):
+    client_id = create_backend(cli, tmp_path)[0]["client_id"]
+
+    shown, line = unchanged(cli, "client", "unlink-service-account", "clinic-a", client_id)
+
+    assert line == (
+        f"Client {client_id} of tenant clinic-a acts for no service account; nothing changed."
+    )
+    assert "service_account" not in shown
+    assert service_account_events() == []

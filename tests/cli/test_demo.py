@@ -16,6 +16,8 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from authserver.accounts.models import User
+from authserver.audit import service as audit
+from authserver.audit.events import AuditEvent
 from authserver.clients import service as clients
 from authserver.clients.models import Client
 from authserver.extensions import db
@@ -86,6 +88,19 @@ def test_running_the_demo_twice_creates_nothing_twice(development_app):
     for slug in DEMO_TENANTS:
         assert second[slug]["app"]["client_id"] == first[slug]["app"]["client_id"]
         assert [u["id"] for u in second[slug]["users"]] == [u["id"] for u in first[slug]["users"]]
+
+
+def test_a_demo_run_that_resets_the_demo_passwords_audits_each_change(development_app):
+    run_demo(development_app)
+
+    shown = run_demo(development_app)
+
+    for slug in DEMO_TENANTS:
+        tenant = db.session.scalar(select(Tenant).where(Tenant.slug == slug))
+        changes = audit.recent(tenant, limit=100, event=AuditEvent.USER_PASSWORD_CHANGED)
+        assert sorted((record.subject, record.actor) for record in changes) == sorted(
+            (user["username"], "demo") for user in shown[slug]["users"]
+        )
 
 
 def test_each_demo_run_gives_the_gateway_a_fresh_secret(development_app):

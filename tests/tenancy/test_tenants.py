@@ -11,6 +11,7 @@ from authserver.tenancy.models import Tenant
 from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 
 ISSUER = "https://auth.example.test/t/riverside"
 TENANT_URLS = [
@@ -210,6 +211,22 @@ def test_suspend_and_activate(cli, tenant):
 
     assert run(cli, "tenant", "activate", "clinic-a")["status"] == "active"
     assert stored_tenants()[0]["status"] == "active"
+
+
+@pytest.mark.parametrize(("command", "status"), [("suspend", "suspended"), ("activate", "active")])
+def test_a_status_the_tenant_already_has_is_said_and_not_audited_again(
+    cli, tenant, command, status
+):
+    if command == "activate":
+        run(cli, "tenant", "suspend", "clinic-a")
+    run(cli, "tenant", command, "clinic-a")
+    audited, before = audit_count(), stored_tenants()
+
+    shown, line = unchanged(cli, "tenant", command, "clinic-a")
+
+    assert line == f"Tenant clinic-a is already {status}; nothing changed."
+    assert shown["status"] == status
+    assert (audit_count(), stored_tenants()) == (audited, before)
 
 
 @pytest.mark.parametrize("command", ["suspend", "activate", "brand"])
