@@ -123,9 +123,11 @@ def _revoke(tenant: Tenant, *conditions: Any) -> int:
     Two statements on purpose (PostgreSQL, READ COMMITTED: a statement sees the rows committed
     before it began). A refresh of one of these families holds all its rows (:func:`lock_family`)
     until it commits a new access and refresh token: the lock waits for it and cannot see that
-    pair; the update, begun after, sees and revokes it. A later refresh of these families waits
-    for the locked rows and is refused. The update alone would wait for the refresh and leave its
-    new pair active; a lock on the user's or client's row would cost every refresh a statement.
+    pair (a row it waited for is checked again before it is locked, so the refresh token the
+    refresh spent and the access token it retired are passed over); the update, begun after,
+    sees and revokes the new pair. A later refresh of these families waits for the locked rows
+    and is refused. The update alone would wait for the refresh and leave its new pair active; a
+    lock on the user's or client's row would cost every refresh a statement.
     """
     live = _live(tenant, *conditions)
     _lock(*live)
@@ -133,7 +135,20 @@ def _revoke(tenant: Tenant, *conditions: Any) -> int:
 
 
 def _live(tenant: Tenant, *conditions: Any) -> tuple[Any, ...]:
-    return (IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
+    """The tokens of ``tenant`` matching ``conditions`` that are still live: not revoked, not
+    spent (a rotated refresh token) and not expired.
+
+    The others already answer inactive and buy nothing (introspection and the refresh grant read
+    ``used_at`` and ``expires_at`` too): a revocation leaves them as they are, and neither counts
+    nor audits them.
+    """
+    return (
+        IssuedToken.tenant_id == tenant.id,
+        *conditions,
+        IssuedToken.revoked_at.is_(None),
+        IssuedToken.used_at.is_(None),
+        IssuedToken.expires_at > utcnow(),
+    )
 
 
 def _update(live: tuple[Any, ...]) -> int:
