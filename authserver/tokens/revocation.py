@@ -58,18 +58,29 @@ def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued for the user, and end the codes they have not exchanged
     yet; returns how many tokens."""
-    codes = _expire_codes(tenant, AuthorizationCode.user_id == user_id)
-    count = _revoke(tenant, IssuedToken.user_id == user_id)
-    _audit(tenant, actor, str(user_id), "user", count, codes=codes)
-    return count
+    return _revoke_issued(tenant, "user", user_id, actor)
 
 
 def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued to the client (by primary key), and end the codes it has
     not exchanged yet; returns how many tokens."""
-    codes = _expire_codes(tenant, AuthorizationCode.client_pk == client_pk)
-    count = _revoke(tenant, IssuedToken.client_pk == client_pk)
-    _audit(tenant, actor, str(client_pk), "client", count, codes=codes)
+    return _revoke_issued(tenant, "client", client_pk, actor)
+
+
+# Whose tokens and codes a revocation ends: the column naming them in each table.
+_ISSUED_FOR = {
+    "user": (IssuedToken.user_id, AuthorizationCode.user_id),
+    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk),
+}
+
+
+def _revoke_issued(tenant: Tenant, of: str, pk: int, actor: str | None) -> int:
+    """Revoke the live tokens of the user or client (``of``) with primary key ``pk``, after
+    ending its codes not yet exchanged (:func:`_expire_codes` says why first)."""
+    token_column, code_column = _ISSUED_FOR[of]
+    codes = _expire_codes(tenant, code_column == pk)
+    count = _revoke(tenant, token_column == pk)
+    _audit(tenant, actor, str(pk), of, count, codes=codes)
     return count
 
 
