@@ -133,8 +133,9 @@ def nonce_seen(tenant: Tenant, client: Client, nonce: str) -> bool:
 def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     """Claim a live refresh token of ``tenant`` for one rotation, or None.
 
-    A rotated token presented again means it leaked or was stolen: every token of its family is
-    revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands. A claimed
+    A rotated token presented again means it leaked or was stolen: every live token of its
+    family is revoked (RFC 9700 §4.14.2) and the caller commits, so that the revocation stands;
+    the spent ones stay as they are, so each later replay is refused and recorded too. A claimed
     one replaces the family's access tokens (INT-05), in the request's transaction: a refresh
     that fails after this leaves both the refresh token and those access tokens as they were.
     """

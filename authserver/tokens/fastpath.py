@@ -40,6 +40,7 @@ from authserver.tokens.claims import minted_by_server
 from authserver.tokens.introspection import MAX_TOKEN_LENGTH
 from authserver.tokens.introspection import access_answer
 from authserver.tokens.introspection import claims_fit
+from authserver.tokens.introspection import remembered_claims
 from authserver.tokens.introspection import signed_claims
 from authserver.tokens.service import REFRESH_TOKEN_PREFIX
 from authserver.tokens.statecache import Row
@@ -118,6 +119,8 @@ def remember_tenant(tenant: Tenant) -> None:
 def introspect(slug: str, authorization: str | None, token: str | None) -> dict[str, Any] | None:
     """The answer for the gateway's everyday request, or ``None`` to take the full path.
 
+    The caller is authenticated before the token is verified, as on the full path: a key is
+    looked up and a signature checked only for a resource server whose credential checks out.
     Runs in an app context (for the verified-signature and public-key caches).
     """
     state = current_app.extensions["authserver.fastpath"]
@@ -131,22 +134,44 @@ def introspect(slug: str, authorization: str | None, token: str | None) -> dict[
         if not all(credential):
             return None
         caller_id, secret = credential
-        signed = signed_claims(tenant_id, token)
-        jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
-        params = {"slug": slug, "caller": caller_id, "jti": jti, "kid": kid}
-        row, keep = state["reader"].read(tenant_id, params)
+        # A token verified before is read with the caller's credential, in one query; one not
+        # seen yet is verified once the caller checks out, and read then.
+        signed = remembered_claims(tenant_id, token)
+        read = _caller_read(state["reader"], tenant_id, slug, caller_id, secret, signed)
+        if read is not None and signed is None:
+            signed = signed_claims(tenant_id, token)
+            if signed is None:
+                return INACTIVE
+            read = _caller_read(state["reader"], tenant_id, slug, caller_id, secret, signed)
     # Unreadable credentials or database trouble: the full path answers them properly.
     except Exception:  # noqa: BLE001
         return None
-    if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
-        return None
-    if signed is None:
-        return INACTIVE
+    if read is None:
+        return None  # a caller that does not check out: the full path's 401
+    row, keep = read
     urls = TenantURLs(current_app.config["AUTHSERVER_PUBLIC_URL"], slug, row[2])
     if not _live(row, signed[0], urls.issuer) or not claims_fit(signed[0], urls):
         return INACTIVE
     keep()  # a live token's state, until a change to one of its rows is notified
     return {"active": True, **access_answer(signed[0], row[11])}
+
+
+def _caller_read(
+    reader: StateReader,
+    tenant_id: int,
+    slug: str,
+    caller_id: str,
+    secret: str,
+    signed: tuple[dict[str, Any], str] | None,
+) -> tuple[Row, Keeper] | None:
+    """The state row of the verified token ``signed`` (none yet: of no token) and its keeper,
+    or ``None`` when the caller's credential does not check out."""
+    jti, kid = (signed[0]["jti"], signed[1]) if signed else ("", "")
+    params = {"slug": slug, "caller": caller_id, "jti": jti, "kid": kid}
+    row, keep = reader.read(tenant_id, params)
+    if row is None or row[0] != tenant_id or not _caller_checks_out(row, secret):
+        return None
+    return row, keep
 
 
 def _caller_checks_out(row: tuple[Any, ...], secret: str) -> bool:

@@ -235,8 +235,7 @@ def signed_claims(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | No
     gateway presents the same token on every FHIR call, and parsing it again costs more than
     everything else on the hot path. Expiry and the key's status are checked on every request.
     """
-    verified = current_app.extensions.setdefault("authserver.verified_tokens", {})
-    digest = (tenant_id, hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+    verified, digest = _verified_tokens(), _token_digest(tenant_id, token)
     signed = verified.get(digest)
     if signed is None:
         signed = _verify_signature(tenant_id, token)
@@ -246,6 +245,20 @@ def signed_claims(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | No
             verified.clear()
         verified[digest] = signed
     return signed
+
+
+def remembered_claims(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | None:
+    """What :func:`signed_claims` answers if this app has verified ``token`` already, else
+    ``None``: no key is looked up and no signature checked."""
+    return _verified_tokens().get(_token_digest(tenant_id, token))
+
+
+def _verified_tokens() -> dict[tuple[int, bytes], tuple[dict[str, Any], str]]:
+    return current_app.extensions.setdefault("authserver.verified_tokens", {})
+
+
+def _token_digest(tenant_id: int, token: str) -> tuple[int, bytes]:
+    return tenant_id, hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _verify_signature(tenant_id: int, token: str) -> tuple[dict[str, Any], str] | None:

@@ -58,18 +58,29 @@ def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
 def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued for the user, and end the codes they have not exchanged
     yet; returns how many tokens."""
-    codes = _expire_codes(tenant, AuthorizationCode.user_id == user_id)
-    count = _revoke(tenant, IssuedToken.user_id == user_id)
-    _audit(tenant, actor, str(user_id), "user", count, codes=codes)
-    return count
+    return _revoke_issued(tenant, "user", user_id, actor)
 
 
 def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
     """Revoke every live token issued to the client (by primary key), and end the codes it has
     not exchanged yet; returns how many tokens."""
-    codes = _expire_codes(tenant, AuthorizationCode.client_pk == client_pk)
-    count = _revoke(tenant, IssuedToken.client_pk == client_pk)
-    _audit(tenant, actor, str(client_pk), "client", count, codes=codes)
+    return _revoke_issued(tenant, "client", client_pk, actor)
+
+
+# Whose tokens and codes a revocation ends: the column naming them in each table.
+_ISSUED_FOR = {
+    "user": (IssuedToken.user_id, AuthorizationCode.user_id),
+    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk),
+}
+
+
+def _revoke_issued(tenant: Tenant, of: str, pk: int, actor: str | None) -> int:
+    """Revoke the live tokens of the user or client (``of``) with primary key ``pk``, after
+    ending its codes not yet exchanged (:func:`_expire_codes` says why first)."""
+    token_column, code_column = _ISSUED_FOR[of]
+    codes = _expire_codes(tenant, code_column == pk)
+    count = _revoke(tenant, token_column == pk)
+    _audit(tenant, actor, str(pk), of, count, codes=codes)
     return count
 
 
@@ -123,9 +134,11 @@ def _revoke(tenant: Tenant, *conditions: Any) -> int:
     Two statements on purpose (PostgreSQL, READ COMMITTED: a statement sees the rows committed
     before it began). A refresh of one of these families holds all its rows (:func:`lock_family`)
     until it commits a new access and refresh token: the lock waits for it and cannot see that
-    pair; the update, begun after, sees and revokes it. A later refresh of these families waits
-    for the locked rows and is refused. The update alone would wait for the refresh and leave its
-    new pair active; a lock on the user's or client's row would cost every refresh a statement.
+    pair (a row it waited for is checked again before it is locked, so the refresh token the
+    refresh spent and the access token it retired are passed over); the update, begun after,
+    sees and revokes the new pair. A later refresh of these families waits for the locked rows
+    and is refused. The update alone would wait for the refresh and leave its new pair active; a
+    lock on the user's or client's row would cost every refresh a statement.
     """
     live = _live(tenant, *conditions)
     _lock(*live)
@@ -133,7 +146,20 @@ def _revoke(tenant: Tenant, *conditions: Any) -> int:
 
 
 def _live(tenant: Tenant, *conditions: Any) -> tuple[Any, ...]:
-    return (IssuedToken.tenant_id == tenant.id, *conditions, IssuedToken.revoked_at.is_(None))
+    """The tokens of ``tenant`` matching ``conditions`` that are still live: not revoked, not
+    spent (a rotated refresh token) and not expired.
+
+    The others already answer inactive and buy nothing (introspection and the refresh grant read
+    ``used_at`` and ``expires_at`` too): a revocation leaves them as they are, and neither counts
+    nor audits them.
+    """
+    return (
+        IssuedToken.tenant_id == tenant.id,
+        *conditions,
+        IssuedToken.revoked_at.is_(None),
+        IssuedToken.used_at.is_(None),
+        IssuedToken.expires_at > utcnow(),
+    )
 
 
 def _update(live: tuple[Any, ...]) -> int:

@@ -23,6 +23,7 @@ from authserver.keys import service as keys
 from authserver.launch import patients
 from authserver.tenancy import service as tenants
 from authserver.tokens import fastpath
+from authserver.tokens import introspection
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from tests.fixtures.accounts import login
@@ -429,6 +430,79 @@ def test_a_deleted_resource_server_gets_401(client, home, gateway, issue):
     response = gateway.introspect(client, issue(home).access_token)
 
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("caller", ["a wrong secret", "an app's credentials"])
+def test_a_caller_that_does_not_check_out_costs_no_key_lookup(
+    client, home, gateway, issue, make_client, monkeypatch, caller
+):
+    """The caller is authenticated before any work on the token: for a caller that does not
+    check out, a token naming an unknown ``kid`` (or a good one not seen yet) looks up no key,
+    in the process cache or the database, although the fast path knows the tenant; and it gets
+    the 401 that a token seen before gets."""
+    seen, unseen = issue(home), issue(home)
+    assert gateway.introspect(client, seen.access_token).json["active"] is True
+    header, payload, signature = segments(unseen.access_token)
+    header["kid"] = "no-such-key"
+    app_registration = make_client(
+        home, auth_method="client_secret_basic", redirect_uris=["https://app.example.test/cb"]
+    )
+    headers = {
+        "a wrong secret": basic(gateway.client_id, "ascs_wrong"),
+        "an app's credentials": basic(
+            app_registration.client.client_id, app_registration.client_secret
+        ),
+    }[caller]
+    looked_up = []
+    lookup = introspection.verifying_key
+    monkeypatch.setattr(
+        introspection,
+        "verifying_key",
+        lambda tenant_id, kid: looked_up.append(kid) or lookup(tenant_id, kid),
+    )
+
+    def introspect(token):
+        return client.post(f"/t/{home.slug}/introspect", data={"token": token}, headers=headers)
+
+    unknown_kid = introspect(compact(header, payload, signature))
+    not_seen_yet = introspect(unseen.access_token)
+    seen_before = introspect(seen.access_token)
+
+    assert looked_up == []
+    assert seen_before.status_code == 401
+    assert seen_before.json["error"] == "invalid_client"
+    assert seen_before.headers["WWW-Authenticate"].startswith("Basic ")
+    for refused in (unknown_kid, not_seen_yet):
+        assert refused.status_code == 401
+        assert refused.json == seen_before.json
+        assert refused.headers["WWW-Authenticate"] == seen_before.headers["WWW-Authenticate"]
+        assert refused.headers["Cache-Control"] == "no-store"
+
+
+def test_the_fast_path_answers_tokens_it_has_not_seen_for_a_caller_that_checks_out(
+    client, home, gateway, issue, monkeypatch
+):
+    """After its first request for a tenant, the gateway's everyday request is answered in
+    front of Flask, for a token it shows for the first time and for one that is no token."""
+    first, second = issue(home), issue(home)
+    assert gateway.introspect(client, first.access_token).json["active"] is True
+    fast_answers = []
+    original = fastpath.introspect
+    monkeypatch.setattr(
+        fastpath,
+        "introspect",
+        lambda *args: fast_answers.append(original(*args)) or fast_answers[-1],
+    )
+    header, payload, signature = segments(second.access_token)
+    header["kid"] = "no-such-key"
+
+    answers = [
+        gateway.introspect(client, token).json
+        for token in (second.access_token, compact(header, payload, signature), "not-a-jwt")
+    ]
+
+    assert [answer["active"] for answer in answers] == [True, False, False]
+    assert fast_answers == answers
 
 
 # -- bad input: never a 500, never active ----------------------------------------------------

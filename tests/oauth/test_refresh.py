@@ -277,15 +277,34 @@ def test_a_secret_and_an_assertion_in_one_body_are_invalid_request(signed_in, cl
     assert alone.status_code == 200, alone.json  # the refused request did not spend the token
 
 
-def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic):
+def test_reuse_of_a_rotated_refresh_token_revokes_the_family(signed_in, clinic, make_gateway):
+    gateway = make_gateway(clinic.tenant)
     first = tokens_for(signed_in, clinic)
     second = refresh(signed_in, clinic, first["refresh_token"]).json
     assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
-    # the newest token of the family is revoked too
+    # the newest tokens of the family are revoked too
     assert_error(refresh(signed_in, clinic, second["refresh_token"]), 400, "invalid_grant")
+    for issued in (first, second):
+        for token in (issued["access_token"], issued["refresh_token"]):
+            assert gateway.introspect(signed_in, token).json == {"active": False}
     db.session.expire_all()
-    family = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
-    assert len(family) == 4 and all(row.revoked_at is not None for row in family)
+    family = db.session.scalars(IssuedToken.for_tenant(clinic.tenant).order_by(IssuedToken.id))
+    # Every row is revoked but the spent refresh token, which stays spent and is not rewritten.
+    assert [(row.used_at is None, row.revoked_at is None) for row in family] == [
+        (True, False),  # the first access token, replaced by the refresh
+        (False, True),  # the first refresh token, spent by the refresh
+        (True, False),  # the new pair, revoked when the spent token came back
+        (True, False),
+    ]
+    reuses = (
+        AuditRecord.for_tenant(clinic.tenant)
+        .where(AuditRecord.event == "refresh-token:reused")
+        .order_by(AuditRecord.id)
+    )
+    assert [record.details["revoked"] for record in db.session.scalars(reuses)] == [2]
+    # Presented once more, it is refused and recorded again, with nothing left to revoke.
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+    assert [record.details["revoked"] for record in db.session.scalars(reuses)] == [2, 0]
 
 
 def test_a_revocation_committed_while_a_refresh_runs_is_not_undone(
@@ -499,12 +518,14 @@ def test_a_revocation_ends_what_a_refresh_it_waited_for_issued(
     assert gateway.introspect(signed_in, second["refresh_token"]).json == {"active": False}
     assert_error(refresh(signed_in, clinic, second["refresh_token"]), 400, "invalid_grant")
     db.session.expire_all()
-    rows = db.session.scalars(IssuedToken.for_tenant(clinic.tenant)).all()
-    assert len(rows) == 4 and all(row.revoked_at is not None for row in rows)
+    rows = db.session.scalars(IssuedToken.for_tenant(clinic.tenant).order_by(IssuedToken.id))
+    # The access token the refresh replaced and the new pair are revoked; the refresh token it
+    # spent is left as it is.
+    assert [row.revoked_at is None for row in rows] == [False, True, False, False]
     revoked = db.session.scalar(
         AuditRecord.for_tenant(clinic.tenant).where(AuditRecord.event == "token:revoked")
     )
-    assert revoked.details["count"] == 3  # the spent refresh token and the new pair
+    assert revoked.details["count"] == 2  # the new pair
 
 
 @pytest.mark.skipif(backend_name() != "postgresql", reason="row locks are PostgreSQL's")

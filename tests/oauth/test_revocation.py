@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import jwt
 import pytest
+from sqlalchemy import select
+from sqlalchemy import update
 
 from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.keys import service as keys
+from authserver.models import utcnow
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
+from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
 from tests.fixtures.assertions import ASSERTION_TYPE
 from tests.fixtures.tokens import basic
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import get_code
+from tests.oauth.test_refresh import refresh
+from tests.oauth.test_refresh import tokens_for
 
 
 @pytest.fixture
@@ -313,6 +320,52 @@ def test_cli_revokes_every_token_of_a_client(cli, client, tenant, gateway, publi
     assert json.loads(result.output)["revoked"] == 2
     assert not active(client, gateway, issued.refresh_token)
     assert active(client, gateway, kept.access_token)
+
+
+@pytest.mark.parametrize("option", ["--user", "--client"])
+def test_cli_revokes_and_reports_only_the_live_tokens(cli, client, clinic, make_gateway, option):
+    """Spent refresh tokens and expired tokens answer inactive already: `token revoke` leaves
+    their rows as they are, and neither its output nor its audit record counts them."""
+    login(client, clinic.slug, "pat")
+    tokens_for(client, clinic)  # an older authorization, expired since
+    expired = utcnow() - timedelta(seconds=1)
+    db.session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.tenant_id == clinic.tenant.id)
+        .values(expires_at=expired)
+    )
+    db.session.commit()
+    newest = tokens_for(client, clinic)
+    for _ in range(2):  # two spent refresh tokens, two replaced access tokens
+        newest = refresh(client, clinic, newest["refresh_token"]).json
+    before = token_rows(clinic.tenant)
+    target = {"--user": "pat", "--client": clinic.public_app.client_id}[option]
+
+    result = cli.invoke(args=["token", "revoke", "--tenant", clinic.slug, option, target])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["revoked"] == 2  # the live pair
+    record = db.session.scalars(
+        select(AuditRecord).where(AuditRecord.event == "token:revoked")
+    ).one()
+    assert record.details["count"] == 2
+    of = option.removeprefix("--")
+    holder = {"user": clinic.patient.id, "client": clinic.public_app.id}[of]
+    assert (record.subject, record.details["of"], record.actor) == (str(holder), of, "cli")
+    after = token_rows(clinic.tenant)
+    changed = {row_id for row_id in before if after[row_id] != before[row_id]}
+    assert len(before) == 8 and len(changed) == 2
+    assert all(after[row_id][1] is not None for row_id in changed)  # revoked_at
+    gateway = make_gateway(clinic.tenant)
+    for token in (newest["access_token"], newest["refresh_token"]):
+        assert not active(client, gateway, token)
+
+
+def token_rows(tenant) -> dict:
+    """Each token row's id and what a revocation may change: ``used_at``, ``revoked_at``."""
+    db.session.expire_all()
+    rows = db.session.scalars(IssuedToken.for_tenant(tenant))
+    return {row.id: (row.used_at, row.revoked_at) for row in rows}
 
 
 @pytest.mark.parametrize(
