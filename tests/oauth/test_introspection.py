@@ -38,6 +38,17 @@ from tests.oauth.conftest import exchange
 from tests.oauth.conftest import get_code
 
 
+@pytest.fixture
+def fast_answers(monkeypatch):
+    """What the fast path answered each request (None: it passed the request to Flask)."""
+    seen = []
+    original = fastpath.introspect
+    monkeypatch.setattr(
+        fastpath, "introspect", lambda *args: seen.append(original(*args)) or seen[-1]
+    )
+    return seen
+
+
 @pytest.fixture(params=["clinic-a", "clinic-b"])
 def home(request, tenant, other_tenant):
     """The tenant under test; the other one is ``away``."""
@@ -480,19 +491,13 @@ def test_a_caller_that_does_not_check_out_costs_no_key_lookup(
 
 
 def test_the_fast_path_answers_tokens_it_has_not_seen_for_a_caller_that_checks_out(
-    client, home, gateway, issue, monkeypatch
+    client, home, gateway, issue, fast_answers
 ):
     """After its first request for a tenant, the gateway's everyday request is answered in
     front of Flask, for a token it shows for the first time and for one that is no token."""
     first, second = issue(home), issue(home)
     assert gateway.introspect(client, first.access_token).json["active"] is True
-    fast_answers = []
-    original = fastpath.introspect
-    monkeypatch.setattr(
-        fastpath,
-        "introspect",
-        lambda *args: fast_answers.append(original(*args)) or fast_answers[-1],
-    )
+    fast_answers.clear()
     header, payload, signature = segments(second.access_token)
     header["kid"] = "no-such-key"
 
@@ -580,20 +585,13 @@ def test_an_unknown_token_type_hint_is_ignored(client, home, gateway, issue):
 
 @pytest.mark.parametrize("name, scheme", [("authorization", "basic"), ("AUTHORIZATION", "BASIC")])
 def test_the_gateways_authorization_header_is_read_in_any_case(
-    client, home, gateway, issue, monkeypatch, name, scheme
+    client, home, gateway, issue, fast_answers, name, scheme
 ):
     """HDR-04: header names are case-insensitive, and so is the scheme of the Authorization
     header (RFC 7235 §2.1), on the first request (the full path) as on the next one (the
     fast path)."""
     issued = issue(home)
     credentials = gateway.headers["Authorization"].split(" ", 1)[1]
-    fast_answers = []
-    original = fastpath.introspect
-    monkeypatch.setattr(
-        fastpath,
-        "introspect",
-        lambda *args: fast_answers.append(original(*args)) or fast_answers[-1],
-    )
 
     answers = [
         client.post(
