@@ -84,14 +84,18 @@ def create_launch(
 def _bound_app(tenant: Tenant, client_id: Any) -> int | None:
     """The app ``client_id`` names, or None when none is given.
 
-    :raises ValidationError: for a ``client_id`` that is not a non-empty string: an EHR that
-        meant to bind the launch and sent ``""`` would otherwise get a launch any app can use.
+    :raises ValidationError: for a ``client_id`` that is not a non-empty string (an EHR that
+        meant to bind the launch and sent ``""`` would otherwise get a launch any app can use),
+        or that names no app of ``tenant``: a bad member of the request like any other, so
+        ``invalid_request``, and the same answer for a client another tenant has as for none.
     """
     if client_id is None:
         return None
     if not isinstance(client_id, str) or not client_id:
         raise ValidationError("client_id must be the client_id of one of this tenant's apps")
-    client = clients.get_client(tenant, client_id)
+    client = clients.find_client(tenant, client_id)
+    if client is None:
+        raise ValidationError(f"no client {client_id!r} at this tenant")
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is not an app")
     return client.id

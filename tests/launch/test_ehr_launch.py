@@ -414,6 +414,26 @@ def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
     assert db.session.query(Launch).count() == 0
 
 
+@pytest.mark.parametrize("named", ["unknown", "other-tenants-app", "resource-server"])
+def test_post_launch_bound_to_no_app_of_the_tenant_is_a_bad_request(
+    client, clinic, other_clinic, ehr, named
+):
+    """A binding to an app the tenant does not have is the EHR's mistake in the request: the
+    same invalid_request as any other bad member, alike for another tenant's app and for none."""
+    client_id = {
+        "unknown": "app_nope",
+        "other-tenants-app": other_clinic.confidential_app.client_id,
+        "resource-server": ehr.client.client_id,
+    }[named]
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    body = {"patient": "pt-1", "client_id": client_id}
+    response = client.post("/t/clinic-a/launch", json=body, headers=headers)
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_request"
+    assert client_id in response.json["error_description"]
+    assert db.session.query(Launch).count() == 0
+
+
 def test_post_launch_needs_json(client, clinic, ehr):
     headers = basic(ehr.client.client_id, ehr.client_secret)
     response = client.post("/t/clinic-a/launch", data={"patient": "pt-1"}, headers=headers)
