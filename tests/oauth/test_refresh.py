@@ -258,6 +258,23 @@ def test_a_refresh_narrowed_without_online_access_keeps_an_online_refresh_token(
     assert_error(refresh(signed_in, clinic, body["refresh_token"]), 400, "invalid_grant")
 
 
+def test_a_refresh_narrowed_to_no_patient_scope_keeps_the_launch_context(
+    signed_in, clinic, make_gateway
+):
+    # The patient says where the app was launched, not what it may read (SMART 2.2 "Launch
+    # context arrives with your access_token"); the response, the token and introspection
+    # agree (INT-02).
+    first = tokens_for(signed_in, clinic)
+    body = refresh(signed_in, clinic, first["refresh_token"], scope="openid offline_access").json
+
+    assert body["scope"] == "openid offline_access"
+    assert body["patient"] == "p-clinic-a"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "p-clinic-a"
+    answer = make_gateway(clinic.tenant).introspect(signed_in, body["access_token"]).json
+    assert answer["patient"] == "p-clinic-a"
+
+
 # --- INT-05: a refresh replaces the access tokens of its family -------------------------------
 
 

@@ -17,6 +17,11 @@ and what was dropped is audited (``refresh-token:scope-narrowed``). The refresh 
 the family's scope, so once an admin widens the policy again a refresh gets back what it allows
 then, and never more; a policy that no longer allows the family's ``offline_access`` ends the
 chain. A user who holds no role at the tenant any more, like a disabled one, refreshes nothing.
+
+The launch context (``patient``, ``encounter``, ...) is the family's and comes with every access
+token, however narrow: it says where the app was launched, not what it may read (SMART 2.2
+"Launch context arrives with your access_token"). Only ``fhirUser`` follows its scope
+(:func:`granted_context`).
 """
 
 from __future__ import annotations
