@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import Any
 
 from flask import g
@@ -27,6 +28,10 @@ class TokenRequest:
     grant_id: str = field(default_factory=tokens.new_grant_id)
     login_session_id: int | None = None
     refresh_token_lifetime: int | None = None
+    # What the refresh token holds, when not the access token's: a refresh may narrow the access
+    # token, never the family's refresh token (RFC 6749 §6).
+    refresh_scope: str | None = None
+    refresh_context: dict[str, Any] | None = None
     # The user a backend client acts for (client_credentials): on the record, not in the token.
     service_account: User | None = None
 
@@ -46,7 +51,8 @@ def generate_token(
     expires_in: int | None = None,
     include_refresh_token: bool = True,
 ) -> dict[str, Any]:
-    """Authlib's token generator: a signed access token and, when asked, a refresh token."""
+    """Authlib's token generator: a signed access token and, when asked, a refresh token (of
+    the request's ``refresh_scope`` and ``refresh_context`` where a grant set them)."""
     extras = token_request()
     authorization = tokens.Authorization(
         tenant=current_tenant(),
@@ -61,9 +67,18 @@ def generate_token(
     response = tokens.issue_access_token(authorization, expires_in)
     if include_refresh_token:
         response["refresh_token"] = tokens.issue_refresh_token(
-            authorization, extras.refresh_token_lifetime
+            _held_by_refresh_token(authorization, extras), extras.refresh_token_lifetime
         )
     return response
+
+
+def _held_by_refresh_token(
+    authorization: tokens.Authorization, extras: TokenRequest
+) -> tokens.Authorization:
+    """``authorization`` with the scope and context a grant kept for the refresh token."""
+    scope = authorization.scope if extras.refresh_scope is None else extras.refresh_scope
+    context = authorization.context if extras.refresh_context is None else extras.refresh_context
+    return replace(authorization, scope=scope, context=context)
 
 
 def save_token(token: dict[str, Any], request: Any) -> None:

@@ -130,8 +130,61 @@ def test_refresh_narrowed_without_fhir_user_no_longer_discloses_it(signed_in, cl
     assert body["scope"] == narrower
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert "fhirUser" not in claims and claims["patient"] == "p-clinic-a"
-    answer = make_gateway(clinic.tenant).introspect(signed_in, body["refresh_token"]).json
+    answer = make_gateway(clinic.tenant).introspect(signed_in, body["access_token"]).json
     assert answer["active"] is True and "fhirUser" not in answer
+
+
+def test_a_narrowed_refresh_narrows_the_access_token_only(signed_in, clinic, make_gateway):
+    # RFC 6749 §6: "the refresh token scope MUST be identical to that of the refresh token
+    # included by the client in the request"; its context stays whole with it.
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(signed_in, clinic)
+    presented = gateway.introspect(signed_in, first["refresh_token"]).json
+    narrower = "launch/patient offline_access patient/Observation.rs"
+
+    body = refresh(signed_in, clinic, first["refresh_token"], scope=narrower).json
+
+    assert body["scope"] == narrower
+    assert gateway.introspect(signed_in, body["access_token"]).json["scope"] == narrower
+    kept = gateway.introspect(signed_in, body["refresh_token"]).json
+    assert kept["active"] is True and kept["scope"] == PATIENT_SCOPE == presented["scope"]
+    assert kept["fhirUser"] == presented["fhirUser"] and kept["patient"] == "p-clinic-a"
+    record = tokens.find_refresh_token(clinic.tenant, body["refresh_token"])
+    spent = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])
+    assert (record.scope, record.context) == (spent.scope, spent.context)
+
+
+def test_a_grant_without_fhir_user_keeps_it_off_its_refresh_tokens(signed_in, clinic, make_gateway):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(signed_in, clinic, scope="launch/patient openid offline_access patient/*.rs")
+    issued = [first["refresh_token"]]
+    answers = [gateway.introspect(signed_in, first["refresh_token"]).json]
+    second = refresh(signed_in, clinic, first["refresh_token"], scope="patient/*.rs").json
+    issued.append(second["refresh_token"])
+    answers.append(gateway.introspect(signed_in, second["refresh_token"]).json)
+
+    for token, answer in zip(issued, answers, strict=True):
+        assert answer["active"] is True and "fhirUser" not in answer
+        assert "fhirUser" not in tokens.find_refresh_token(clinic.tenant, token).context
+
+
+@pytest.mark.parametrize("again", [None, PATIENT_SCOPE], ids=["without-scope", "whole-scope"])
+def test_a_refresh_after_a_narrowed_one_gets_the_whole_grant_back(signed_in, clinic, again):
+    # REF-01's "original" is what the user granted at authorization, not the last response.
+    first = tokens_for(signed_in, clinic)
+    narrowed = refresh(signed_in, clinic, first["refresh_token"], scope="patient/Patient.r").json
+    assert narrowed["scope"] == "patient/Patient.r"
+
+    response = refresh(signed_in, clinic, narrowed["refresh_token"], scope=again)
+
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["scope"] == first["scope"] == PATIENT_SCOPE
+    assert body["patient"] == "p-clinic-a"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["scope"] == PATIENT_SCOPE
+    # The context kept whole: fhirUser comes back with its scope.
+    assert claims["fhirUser"].endswith("/Patient/p-clinic-a")
 
 
 def test_refresh_with_the_whole_granted_scope(signed_in, clinic):
@@ -172,10 +225,54 @@ def test_failed_refresh_does_not_spend_the_token(signed_in, clinic):
     assert refresh(signed_in, clinic, first["refresh_token"]).status_code == 200
 
 
-def test_dropping_offline_access_ends_the_refresh_chain(signed_in, clinic):
+def test_a_refresh_narrowed_without_offline_access_still_gets_an_offline_refresh_token(
+    signed_in, clinic
+):
+    # The refresh token's scope, which keeps offline_access, decides; not the access token's.
     first = tokens_for(signed_in, clinic)
-    body = refresh(signed_in, clinic, first["refresh_token"], scope="patient/*.rs").json
-    assert "refresh_token" not in body
+    body = refresh(signed_in, clinic, first["refresh_token"], scope="patient/Patient.rs").json
+    assert body["scope"] == "patient/Patient.rs"
+
+    record = tokens.find_refresh_token(clinic.tenant, body["refresh_token"])
+    assert record.scope == PATIENT_SCOPE
+    lifetime = timedelta(seconds=clinic.tenant.refresh_token_lifetime)
+    assert record.expires_at >= utcnow() + lifetime - timedelta(minutes=1)
+    # Offline: it outlives the login session, as an online_access token would not.
+    accounts.end_session(
+        clinic.tenant, db.session.get(accounts.LoginSession, record.login_session_id)
+    )
+    db.session.commit()
+    assert refresh(signed_in, clinic, body["refresh_token"]).json["scope"] == PATIENT_SCOPE
+
+
+def test_a_refresh_narrowed_without_online_access_keeps_an_online_refresh_token(signed_in, clinic):
+    first = tokens_for(signed_in, clinic, scope="launch/patient online_access patient/*.rs")
+    body = refresh(signed_in, clinic, first["refresh_token"], scope="patient/Patient.rs").json
+
+    record = tokens.find_refresh_token(clinic.tenant, body["refresh_token"])
+    assert record.scope == "launch/patient online_access patient/*.rs"
+    login_row = db.session.get(accounts.LoginSession, record.login_session_id)
+    assert record.expires_at <= login_row.expires_at + timedelta(seconds=1)
+    accounts.end_session(clinic.tenant, login_row)
+    db.session.commit()
+    assert_error(refresh(signed_in, clinic, body["refresh_token"]), 400, "invalid_grant")
+
+
+def test_a_refresh_narrowed_to_no_patient_scope_keeps_the_launch_context(
+    signed_in, clinic, make_gateway
+):
+    # The patient says where the app was launched, not what it may read (SMART 2.2 "Launch
+    # context arrives with your access_token"); the response, the token and introspection
+    # agree (INT-02).
+    first = tokens_for(signed_in, clinic)
+    body = refresh(signed_in, clinic, first["refresh_token"], scope="openid offline_access").json
+
+    assert body["scope"] == "openid offline_access"
+    assert body["patient"] == "p-clinic-a"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["patient"] == "p-clinic-a"
+    answer = make_gateway(clinic.tenant).introspect(signed_in, body["access_token"]).json
+    assert answer["patient"] == "p-clinic-a"
 
 
 # --- INT-05: a refresh replaces the access tokens of its family -------------------------------

@@ -63,7 +63,9 @@ def test_a_narrowed_role_ceiling_narrows_the_next_refresh(doc, clinic, make_gate
     assert second["scope"] == NARROWED
     assert claims_of(second)["scope"] == NARROWED
     assert gateway.introspect(doc, second["access_token"]).json["scope"] == NARROWED
-    assert gateway.introspect(doc, second["refresh_token"]).json["scope"] == NARROWED
+    # RFC 6749 §6: the new refresh token's scope is the presented one's; the policy bounds
+    # what each refresh mints from it.
+    assert gateway.introspect(doc, second["refresh_token"]).json["scope"] == STAFF_SCOPE
     [event] = narrowings(clinic.tenant)
     assert event.subject == clinic.public_app.client_id
     assert event.details["user"] == "doc"
@@ -71,18 +73,24 @@ def test_a_narrowed_role_ceiling_narrows_the_next_refresh(doc, clinic, make_gate
     assert event.details["scope"] == NARROWED
 
 
-def test_the_narrowed_refresh_token_never_regains_what_was_removed(doc, clinic):
+def test_a_narrowed_ceiling_widened_again_gives_back_what_it_allows_then(doc, clinic):
     first = tokens_for(doc, clinic, scope=STAFF_SCOPE)
     set_ceiling(clinic.tenant, "physician", "user/Observation.rs")
     second = refresh(doc, clinic, first["refresh_token"]).json
-    # Even with the ceiling widened again, the family no longer holds user/Condition.rs.
+    # Asking for the whole grant regains nothing the ceiling forbids now.
+    third = refresh(doc, clinic, second["refresh_token"], scope=STAFF_SCOPE).json
+    assert second["scope"] == third["scope"] == NARROWED
+
+    set_ceiling(clinic.tenant, "physician", "user/Observation.rs", "user/Condition.r")
+    fourth = refresh(doc, clinic, third["refresh_token"]).json
     set_ceiling(clinic.tenant, "physician", "user/Observation.rs", "user/Condition.rs")
+    fifth = refresh(doc, clinic, fourth["refresh_token"]).json
 
-    asking = refresh(doc, clinic, second["refresh_token"], scope=STAFF_SCOPE)
-
-    assert_error(asking, 400, "invalid_scope")
-    third = refresh(doc, clinic, second["refresh_token"]).json
-    assert third["scope"] == NARROWED
+    assert fourth["scope"] == NARROWED + " user/Condition.r"
+    assert claims_of(fourth)["scope"] == NARROWED + " user/Condition.r"
+    assert fifth["scope"] == claims_of(fifth)["scope"] == STAFF_SCOPE
+    dropped = [event.details["dropped"] for event in narrowings(clinic.tenant)]
+    assert dropped == [["user/Condition.rs"]] * 3  # none once the ceiling allows it all again
 
 
 def test_a_narrowed_patient_ceiling_narrows_a_patients_refresh(pat, clinic):
@@ -163,6 +171,25 @@ def test_a_narrowed_client_registration_narrows_the_next_refresh(pat, clinic, re
     assert event.details["dropped"] == ["fhirUser", "patient/*.rs"]
 
 
+def test_a_client_registration_widened_again_gives_back_scope_and_fhir_user(
+    pat, clinic, registered_app
+):
+    first = tokens_for(pat, clinic, app=registered_app)
+    registered_app.allowed_scope = "launch/patient openid offline_access patient/Observation.rs"
+    db.session.commit()
+    narrowed = refresh(pat, clinic, first["refresh_token"], registered_app).json
+    assert "fhirUser" not in claims_of(narrowed)
+
+    registered_app.allowed_scope = PATIENT_SCOPE  # as it was registered
+    db.session.commit()
+    body = refresh(pat, clinic, narrowed["refresh_token"], registered_app).json
+
+    assert body["scope"] == PATIENT_SCOPE
+    claims = claims_of(body)
+    assert claims["fhirUser"].endswith("/Patient/p-clinic-a")  # the context was kept whole
+    assert claims["patient"] == body["patient"] == "p-clinic-a"
+
+
 def test_a_registration_without_offline_access_ends_the_refresh_chain(pat, clinic, registered_app):
     first = tokens_for(pat, clinic, app=registered_app)
 
@@ -171,6 +198,21 @@ def test_a_registration_without_offline_access_ends_the_refresh_chain(pat, clini
     body = refresh(pat, clinic, first["refresh_token"], registered_app).json
 
     assert body["scope"] == "launch/patient openid fhirUser patient/*.rs"
+    assert "refresh_token" not in body
+
+
+def test_a_narrowed_request_does_not_keep_what_the_registration_no_longer_allows(
+    pat, clinic, registered_app
+):
+    # The family's scope decides whether a refresh token is due, as the policy allows it now:
+    # a request that leaves offline_access out keeps it only while the registration allows it.
+    first = tokens_for(pat, clinic, app=registered_app)
+    registered_app.allowed_scope = "launch/patient openid fhirUser patient/*.rs"
+    db.session.commit()
+
+    body = refresh(pat, clinic, first["refresh_token"], registered_app, scope="patient/*.rs").json
+
+    assert body["scope"] == "patient/*.rs"
     assert "refresh_token" not in body
 
 

@@ -2,15 +2,26 @@
 
 ``offline_access`` refresh tokens live the tenant's refresh lifetime; ``online_access`` ones live
 no longer than the login session they came from and die with it. Every refresh rotates the token;
-presenting a rotated one again revokes its whole family (RFC 9700 §4.14.2). The scope may only
-narrow, and the launch context of the original authorization is kept.
+presenting a rotated one again revokes its whole family (RFC 9700 §4.14.2).
 
-A refresh applies the tenant's policy as it is now, not as it was at login: what it mints is
-narrowed again by the user's current role ceilings and the client's current registration, as
-the authorization endpoint narrows a request (:func:`consent.grantable_scope`), and the new
-refresh token carries the narrowed scope, so it never regains what an admin took away; what was
-dropped is audited (``refresh-token:scope-narrowed``). A user who holds no role at the tenant
-any more, like a disabled one, refreshes nothing.
+A refresh may ask for less than was granted (REF-03): that narrows the access token, never the
+family. The new refresh token holds the scope and launch context of the one presented, unchanged
+("the refresh token scope MUST be identical", RFC 6749 §6): a later refresh without ``scope``
+gets the whole grant again (REF-01: the scope the user granted at authorization), and that
+scope, not the narrower request, decides whether a refresh token is due and how long it lives.
+
+A refresh applies the tenant's policy as it is now, not as it was at login: the access token it
+mints is narrowed again by the user's current role ceilings and the client's current
+registration, as the authorization endpoint narrows a request (:func:`consent.grantable_scope`),
+and what was dropped is audited (``refresh-token:scope-narrowed``). The refresh token still holds
+the family's scope, so once an admin widens the policy again a refresh gets back what it allows
+then, and never more; a policy that no longer allows the family's ``offline_access`` ends the
+chain. A user who holds no role at the tenant any more, like a disabled one, refreshes nothing.
+
+The launch context (``patient``, ``encounter``, ...) is the family's and comes with every access
+token, however narrow: it says where the app was launched, not what it may read (SMART 2.2
+"Launch context arrives with your access_token"). Only ``fhirUser`` follows its scope
+(:func:`granted_context`).
 """
 
 from __future__ import annotations
@@ -63,6 +74,11 @@ class ContinuesFamily:
         """What this request redeems: an authorization code or a refresh token's record."""
         raise NotImplementedError
 
+    def refreshable_scope(self, granted: ScopeSet) -> ScopeSet:
+        """What of the family's scope a refresh token may be issued for now, which decides
+        whether one is due and how long it lives: what was granted, when the family starts."""
+        return granted
+
     def generate_token(
         self,
         user: Any = None,
@@ -72,13 +88,18 @@ class ContinuesFamily:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         source = self.redeemed()
+        granted = parse_scopes(scope or "")
         extras = token_request()
         # A refresh may narrow the scope: fhirUser leaves the context with the fhirUser scope.
-        extras.context = granted_context(source.context, parse_scopes(scope or ""))
+        extras.context = granted_context(source.context, granted)
         extras.grant_id = source.grant_id
         extras.login_session_id = source.login_session_id
+        # The refresh token holds what was redeemed, however narrow the access token (RFC 6749
+        # §6): its scope, and its context whole, for a later refresh of that scope to get back.
+        extras.refresh_scope = source.scope
+        extras.refresh_context = source.context
         extras.refresh_token_lifetime = refresh_lifetime(
-            current_tenant(), parse_scopes(scope or ""), source.login_session_id
+            current_tenant(), self.refreshable_scope(granted), source.login_session_id
         )
         due = extras.refresh_token_lifetime is not None
         return super().generate_token(  # type: ignore[misc]
@@ -152,19 +173,24 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
             raise InvalidScopeError("The scope may only narrow what was granted.")
 
     def issue_token(self, user: User, refresh_token: RefreshCredential) -> dict[str, Any]:
-        """The requested scope (the family's when none is asked for) as far as the tenant's
-        policy grants it now. RFC 6749 §3.3 lets the server grant less than requested "based on
-        the authorization server policy", saying so in the response's ``scope`` (§5.1).
+        """An access token of the requested scope (the family's when none is asked for) as far
+        as the tenant's policy grants it now, and a refresh token of the family's scope. RFC 6749
+        §3.3 lets the server grant less than requested "based on the authorization server
+        policy", saying so in the response's ``scope`` (§5.1).
 
         :raises InvalidScopeError: when the policy leaves nothing of it, as the authorization
             endpoint answers when nothing can be granted.
         """
+        family = parse_scopes(refresh_token.get_scope())
         requested = self.request.payload.scope
-        asked = parse_scopes(requested or refresh_token.get_scope())
+        asked = parse_scopes(requested) if requested else family
         scope = consent.grantable_scope(asked, self.request.client, user)
         if not len(scope):
             raise InvalidScopeError("None of the requested scopes can be granted.")
         self._audit_narrowing(user, refresh_token.record, asked, scope)
+        self.request.refreshable_scope = (
+            consent.grantable_scope(family, self.request.client, user) if requested else scope
+        )
         return self.generate_token(
             user=user, scope=str(scope), include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
         )
@@ -190,6 +216,12 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
 
     def redeemed(self) -> IssuedToken:
         return self.request.refresh_token.record
+
+    def refreshable_scope(self, granted: ScopeSet) -> ScopeSet:
+        """The family's scope as the policy allows it now, whatever the request narrowed:
+        ``scope=patient/Patient.rs`` keeps an ``offline_access`` family's refresh token coming;
+        a registration that no longer allows ``offline_access`` ends the chain."""
+        return self.request.refreshable_scope
 
     def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
         """Nothing to do: :func:`service.redeem_refresh_token` spent it when it claimed it."""
