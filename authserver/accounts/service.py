@@ -246,14 +246,16 @@ def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None
     audit.record(tenant, AuditEvent.USER_PASSWORD_CHANGED, actor=actor, subject=user.username)
 
 
-def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
+def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> bool:
     """Enable or disable a user; disabling ends their login sessions and tokens at once.
 
     A user who already has that status is left as is, and nothing is audited again.
+
+    :returns: whether the status changed.
     """
     status = ACTIVE if active else DISABLED
     if user.status == status:
-        return user
+        return False
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)
@@ -265,7 +267,7 @@ def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = 
     db.session.flush()
     event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED
     audit.record(tenant, event, actor=actor, subject=user.username)
-    return user
+    return True
 
 
 def authenticate(tenant: Tenant, username: str, password: str) -> User | None:

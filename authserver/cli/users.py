@@ -75,7 +75,7 @@ def enable(tenant: str, username: str) -> None:
 def _set_status(tenant: str, username: str, *, active: bool) -> None:
     tenant_row = tenant_named(tenant)
     account = service.get_user(tenant_row, username)
-    if account.is_active == active:
+    if not service.set_status(tenant_row, account, active, actor=ACTOR):
         status = "enabled" if active else "disabled"
         nothing_changed(f"User {account.username} of tenant {tenant} is already {status}")
-    emit(service.describe_user(service.set_status(tenant_row, account, active, actor=ACTOR)))
+    emit(service.describe_user(account))

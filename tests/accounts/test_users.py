@@ -285,6 +285,21 @@ def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
     assert "no tenant 'nope'" in message
 
 
+def test_disable_and_enable_print_the_user_and_audit_each_change(cli, tenant):
+    create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
+
+    disabled = run(cli, "user", "disable", "clinic-a", "ROSA")
+    enabled = run(cli, "user", "enable", "clinic-a", "rosa")
+
+    assert (disabled["username"], disabled["status"]) == ("rosa", "disabled")
+    assert (enabled["username"], enabled["status"]) == ("rosa", "active")
+    records = audit_service.recent(tenant, limit=2)
+    assert [(record.event, record.subject) for record in records] == [
+        ("user:disabled", "rosa"),
+        ("user:enabled", "rosa"),
+    ]
+
+
 @pytest.mark.parametrize(("command", "status"), [("disable", "disabled"), ("enable", "active")])
 def test_a_status_the_user_already_has_is_said_and_not_audited_again(cli, tenant, command, status):
     create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
