@@ -235,6 +235,33 @@ def get_user(tenant: Tenant, username: str) -> User:
     return user
 
 
+def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None = None) -> bool:
+    """Give ``user`` exactly the roles ``names``. Access tokens already issued keep their scope
+    until they expire; every refresh from now on mints only what the new roles allow
+    (``oauth/grants/refresh_token.py``), as after :func:`set_role_ceiling`.
+
+    A user who holds exactly these roles already is left as is, and nothing is audited.
+
+    :returns: whether the roles changed.
+    :raises ValidationError: for a set :func:`find_roles` refuses.
+    """
+    roles = find_roles(tenant, names)
+    if {role.id for role in roles} == {role.id for role in user.roles}:
+        return False
+    before, user.roles = user.role_names, roles
+    db.session.flush()
+    db.session.expire(user, ["roles"])  # read back in the order every listing shows
+    audit.record(
+        tenant,
+        AuditEvent.USER_ROLES_CHANGED,
+        actor=actor,
+        subject=user.username,
+        before=before,
+        after=user.role_names,
+    )
+    return True
+
+
 def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
     """Give ``user`` a new password; the audit record names the user, never the password.
 

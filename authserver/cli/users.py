@@ -52,6 +52,32 @@ def list_(tenant: str) -> None:
     emit([service.describe_user(row) for row in service.all_users(tenant_named(tenant))])
 
 
+@user.command("set-roles")
+@click.argument("tenant")
+@click.argument("username")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    help="A role of the tenant (repeat); together they replace the user's roles.",
+)
+@with_appcontext
+@service_command
+def set_roles(tenant: str, username: str, roles: tuple[str, ...]) -> None:
+    """Replace the roles of USERNAME at TENANT with the given ones.
+
+    Access tokens already issued keep their scope until they expire; each refresh from now on
+    gets only what the new roles allow.
+    """
+    tenant_row = tenant_named(tenant)
+    account = service.get_user(tenant_row, username)
+    if not service.set_roles(tenant_row, account, list(roles), actor=ACTOR):
+        held = ", ".join(account.role_names)
+        nothing_changed(f"User {account.username} of tenant {tenant} already has roles {held}")
+    emit(service.describe_user(account))
+
+
 @user.command("disable")
 @click.argument("tenant")
 @click.argument("username")

@@ -348,3 +348,71 @@ def test_a_refused_password_change_changes_nothing_and_is_not_audited(tenant, ma
     db.session.rollback()
 
     assert (audit_count(), stored_users()) == (audited, before)
+
+
+# --- user set-roles ---------------------------------------------------------------------------
+
+
+def role_options(*roles):
+    return [option for role in roles for option in ("--role", role)]
+
+
+def test_set_roles_replaces_the_roles_prints_the_user_and_audits_before_and_after(cli, tenant):
+    create_user(cli, "clinic-a", "Rosa", "--role", "physician", "--role", "clinic-admin")
+
+    shown = run(
+        cli, "user", "set-roles", "clinic-a", "ROSA", "--role", "nurse", "--role", "front-desk"
+    )
+
+    assert shown == run(cli, "user", "list", "clinic-a")[0]
+    assert shown["roles"] == ["front-desk", "nurse"]
+    assert service.find_user(tenant, "rosa").role_names == ["front-desk", "nurse"]
+    (record,) = audit_service.recent(tenant, limit=1, subject="Rosa")
+    assert (record.event, record.actor, record.subject) == ("user:roles-changed", "cli", "rosa")
+    assert record.details == {
+        "before": ["clinic-admin", "physician"],
+        "after": ["front-desk", "nurse"],
+    }
+
+
+def test_set_roles_with_the_roles_held_already_is_said_and_not_audited(cli, tenant):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse", "--role", "billing")
+    audited, before = audit_count(), stored_users()
+
+    again = role_options("nurse", "billing", "nurse")
+
+    shown, line = unchanged(cli, "user", "set-roles", "clinic-a", "rosa", *again)
+
+    assert line == (
+        "User rosa of tenant clinic-a already has roles billing, nurse; nothing changed."
+    )
+    assert shown["roles"] == ["billing", "nurse"]
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        (["nurse", "surgeon"], "unknown role surgeon"),
+        (["patient", "physician"], "patient role cannot be combined with other roles"),
+    ],
+)
+def test_set_roles_refuses_a_set_a_login_cannot_hold_and_changes_nothing(
+    cli, tenant, roles, message
+):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    audited, before = audit_count(), stored_users()
+    options = role_options(*roles)
+
+    assert message in refused(cli, "user", "set-roles", "clinic-a", "rosa", *options)
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+def test_set_roles_of_a_user_the_tenant_does_not_have_is_refused(cli, tenant, other_tenant):
+    create_user(cli, "clinic-b", "rosa", "--role", "nurse")
+    audited, before = audit_count(), stored_users()
+
+    message = refused(cli, "user", "set-roles", "clinic-a", "rosa", "--role", "physician")
+
+    assert message == "Error: no user 'rosa' at tenant 'clinic-a'"
+    assert (audit_count(), stored_users()) == (audited, before)
