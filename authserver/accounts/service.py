@@ -263,14 +263,25 @@ def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None
 
 
 def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
-    """Give ``user`` a new password; the audit record names the user, never the password.
+    """Give ``user`` a new password and end their live login sessions: a reset after a
+    suspected compromise signs every browser out. Their OAuth tokens stay (``authserver token
+    revoke --user`` ends them), except ``online_access`` refresh tokens, which end with their
+    login as at a sign-out. The audit record names the user and counts the sessions ended,
+    never the password.
 
     :raises ValidationError: for a password :func:`validate_password` refuses.
     """
     validate_password(password)
     user.password_hash = passwords().hash(password)
+    ended = _end_login_sessions(tenant, user)
     db.session.flush()
-    audit.record(tenant, AuditEvent.USER_PASSWORD_CHANGED, actor=actor, subject=user.username)
+    audit.record(
+        tenant,
+        AuditEvent.USER_PASSWORD_CHANGED,
+        actor=actor,
+        subject=user.username,
+        sessions_ended=ended,
+    )
 
 
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> bool:
@@ -286,15 +297,25 @@ def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = 
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)
-        sessions = LoginSession.for_tenant(tenant).where(
-            LoginSession.user_id == user.id, LoginSession.ended_at.is_(None)
-        )
-        for login in db.session.scalars(sessions):
-            login.ended_at = utcnow()
+        _end_login_sessions(tenant, user)
     db.session.flush()
     event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED
     audit.record(tenant, event, actor=actor, subject=user.username)
     return True
+
+
+def _end_login_sessions(tenant: Tenant, user: User) -> int:
+    """End ``user``'s live login sessions at ``tenant``; returns how many."""
+    now = utcnow()
+    live = LoginSession.for_tenant(tenant).where(
+        LoginSession.user_id == user.id,
+        LoginSession.ended_at.is_(None),
+        LoginSession.expires_at > now,
+    )
+    logins = db.session.scalars(live).all()
+    for login in logins:
+        login.ended_at = now
+    return len(logins)
 
 
 def authenticate(tenant: Tenant, username: str, password: str) -> User | None:
