@@ -262,13 +262,14 @@ def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None
     return True
 
 
-def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
+def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> int:
     """Give ``user`` a new password and end their live login sessions: a reset after a
     suspected compromise signs every browser out. Their OAuth tokens stay (``authserver token
     revoke --user`` ends them), except ``online_access`` refresh tokens, which end with their
     login as at a sign-out. The audit record names the user and counts the sessions ended,
     never the password.
 
+    :returns: how many login sessions ended.
     :raises ValidationError: for a password :func:`validate_password` refuses.
     """
     validate_password(password)
@@ -282,6 +283,7 @@ def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None
         subject=user.username,
         sessions_ended=ended,
     )
+    return ended
 
 
 def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> bool:

@@ -78,6 +78,30 @@ def set_roles(tenant: str, username: str, roles: tuple[str, ...]) -> None:
     emit(service.describe_user(account))
 
 
+@user.command("set-password")
+@click.argument("tenant")
+@click.argument("username")
+@click.option(
+    "--password-stdin", is_flag=True, required=True, help="Read the password from standard input."
+)
+@with_appcontext
+@service_command
+def set_password(tenant: str, username: str, password_stdin: bool) -> None:
+    """Give USERNAME at TENANT a new password (from stdin) and sign them out everywhere.
+
+    Their login sessions end; their OAuth tokens stay valid, apart from online_access refresh
+    tokens, which end with the login. After a suspected compromise, revoke the tokens too:
+
+    \b
+      authserver token revoke --tenant TENANT --user USERNAME
+    """
+    tenant_row = tenant_named(tenant)
+    account = service.get_user(tenant_row, username)
+    password = sys.stdin.readline().rstrip("\r\n")
+    ended = service.set_password(tenant_row, account, password, actor=ACTOR)
+    emit({**service.describe_user(account), "sessions_ended": ended})
+
+
 @user.command("disable")
 @click.argument("tenant")
 @click.argument("username")

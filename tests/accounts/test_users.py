@@ -1,5 +1,6 @@
 """Accounts as an operator creates them with ``authserver user create``."""
 
+import json
 import logging
 
 import pytest
@@ -19,6 +20,7 @@ from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from tests.fixtures.accounts import login
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
 from tests.fixtures.commands import unchanged
@@ -416,3 +418,63 @@ def test_set_roles_of_a_user_the_tenant_does_not_have_is_refused(cli, tenant, ot
 
     assert message == "Error: no user 'rosa' at tenant 'clinic-a'"
     assert (audit_count(), stored_users()) == (audited, before)
+
+
+# --- user set-password ------------------------------------------------------------------------
+
+NEW_PASSWORD = "a new sturdy passphrase"
+
+
+def test_set_password_signs_the_user_out_and_prints_the_user_not_the_password(cli, client, tenant):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    login(client, "clinic-a", "rosa", PASSWORD)
+    assert client.get("/t/clinic-a/").status_code == 200
+
+    result = cli.invoke(
+        args=["user", "set-password", "clinic-a", "Rosa", "--password-stdin"],
+        input=NEW_PASSWORD + "\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert NEW_PASSWORD not in result.output
+    shown = json.loads(result.stdout)
+    assert shown == {**run(cli, "user", "list", "clinic-a")[0], "sessions_ended": 1}
+    assert client.get("/t/clinic-a/").status_code == 302
+    assert service.authenticate(tenant, "rosa", PASSWORD) is None
+    assert service.authenticate(tenant, "rosa", NEW_PASSWORD).username == "rosa"
+    (record,) = audit_service.recent(tenant, limit=1, event=AuditEvent.USER_PASSWORD_CHANGED)
+    assert (record.actor, record.subject, record.details) == ("cli", "rosa", {"sessions_ended": 1})
+
+
+def test_set_password_says_how_to_revoke_the_tokens_too(cli, tenant):
+    result = cli.invoke(args=["user", "set-password", "--help"])
+
+    assert result.exit_code == 0
+    assert "authserver token revoke --tenant TENANT --user USERNAME" in result.output
+
+
+@pytest.mark.parametrize(
+    ("slug", "username", "password", "message"),
+    [
+        ("clinic-a", "rosa", "short", "password must have at least 8 characters"),
+        ("clinic-a", "rosa", "p" * 1025, "password is longer than 1024 characters"),
+        ("clinic-a", "nobody", NEW_PASSWORD, "no user 'nobody' at tenant 'clinic-a'"),
+        ("clinic-b", "rosa", NEW_PASSWORD, "no user 'rosa' at tenant 'clinic-b'"),
+    ],
+    ids=["too-short", "too-long", "unknown-user", "another-tenants-user"],
+)
+def test_set_password_refuses_in_one_line_and_changes_nothing(
+    cli, client, tenant, other_tenant, slug, username, password, message
+):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    login(client, "clinic-a", "rosa", PASSWORD)
+    audited, before = audit_count(), stored_users()
+
+    line = refused(
+        cli, "user", "set-password", slug, username, "--password-stdin", input=password + "\n"
+    )
+
+    assert message in line
+    assert password not in line
+    assert (audit_count(), stored_users()) == (audited, before)
+    assert client.get("/t/clinic-a/").status_code == 200
