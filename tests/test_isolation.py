@@ -9,6 +9,8 @@ import importlib
 import pkgutil
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 import authserver
 from authserver.accounts import service as accounts
@@ -44,6 +46,7 @@ ISOLATION_TESTS = {
     "launches": ["tests.launch.test_ehr_launch:test_launch_of_another_tenant_is_refused"],
     "users": ["tests.test_isolation:test_users_stay_in_their_tenant"],
     "roles": ["tests.test_isolation:test_roles_stay_in_their_tenant"],
+    "user_roles": ["tests.test_isolation:test_the_database_refuses_a_role_of_another_tenant"],
     "clients": [
         "tests.test_isolation:test_clients_stay_in_their_tenant",
         "tests.test_isolation:test_the_authorization_server_finds_only_the_url_tenants_clients",
@@ -106,6 +109,30 @@ def test_roles_stay_in_their_tenant(tenant, other_tenant, make_user):
     assert physician_at_b.id in other_role_ids
     assert {role.tenant_id for role in bob.roles} == {other_tenant.id}
     assert {role.id for role in rows(Role, tenant)} == own_role_ids
+
+
+def test_the_database_refuses_a_role_of_another_tenant(tenant, other_tenant, make_user):
+    """Whatever code writes the link, through the ORM or in SQL, and whichever tenant it
+    claims: a user of clinic A cannot hold a role of clinic B."""
+    alice = make_user(tenant, "alice", roles=["nurse"])
+    (physician_at_b,) = accounts.find_roles(other_tenant, ["physician"])
+
+    alice.roles.append(physician_at_b)
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
+    for claimed in (tenant.id, other_tenant.id):
+        with pytest.raises(IntegrityError), db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO user_roles (tenant_id, user_id, role_id)"
+                    " VALUES (:tenant_id, :user_id, :role_id)"
+                ),
+                {"tenant_id": claimed, "user_id": alice.id, "role_id": physician_at_b.id},
+            )
+
+    db.session.expire_all()
+    assert accounts.get_user(tenant, "alice").role_names == ["nurse"]
 
 
 def test_clients_stay_in_their_tenant(cli, tenant, other_tenant, make_client):

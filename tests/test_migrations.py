@@ -1,5 +1,6 @@
 """The migrations build exactly the schema the models describe, and undo it again."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import current_app
@@ -9,6 +10,7 @@ from sqlalchemy import inspect
 from sqlalchemy import text
 
 from authserver import create_app
+from authserver.accounts import service as accounts
 from authserver.clients import service as clients
 from authserver.extensions import db
 from authserver.models import Base
@@ -188,5 +190,94 @@ def test_a_table_rebuild_keeps_the_rows_that_refer_to_it(make_database_url, tmp_
             with db.engine.connect() as connection:
                 roles = connection.execute(text("SELECT count(*) FROM roles")).scalar()
             assert roles > 0
+        finally:
+            db.engine.dispose()
+
+
+USER_ROLES_REVISION_PARENT = "14fcbc3160ce"
+
+
+def _links():
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT users.username, tenants.slug, roles.name FROM user_roles"
+                " JOIN users ON users.id = user_roles.user_id"
+                " JOIN roles ON roles.id = user_roles.role_id"
+                " JOIN tenants ON tenants.id = roles.tenant_id"
+                " WHERE users.tenant_id = roles.tenant_id"
+            )
+        ).all()
+    return sorted(tuple(row) for row in rows)
+
+
+def test_the_user_roles_revision_keeps_every_link_in_its_users_tenant(make_database_url, tmp_path):
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            for slug, roles in (("clinic-u", ["nurse", "billing"]), ("clinic-v", ["physician"])):
+                tenant = tenants.create_tenant(slug, slug.title())
+                accounts.create_user(tenant, "rosa", "a sturdy passphrase", roles)
+            db.session.commit()
+            db.session.remove()
+            held = [
+                ("rosa", "clinic-u", "billing"),
+                ("rosa", "clinic-u", "nurse"),
+                ("rosa", "clinic-v", "physician"),
+            ]
+            assert _links() == held
+
+            downgrade(directory=directory, revision=USER_ROLES_REVISION_PARENT)
+            assert _links() == held
+            upgrade(directory=directory)
+
+            assert _links() == held
+            with db.engine.connect() as connection:
+                misfiled = connection.execute(
+                    text(
+                        "SELECT count(*) FROM user_roles JOIN users ON users.id = user_id"
+                        " WHERE user_roles.tenant_id <> users.tenant_id"
+                    )
+                ).scalar()
+            assert misfiled == 0
+            assert _differences() == []
+        finally:
+            db.engine.dispose()
+
+
+def test_the_user_roles_revision_stops_at_a_link_across_tenants(make_database_url, tmp_path, capfd):
+    """Such a row is a leak already; which side is wrong is the operator's call, so the
+    upgrade changes nothing and says how to find it."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            clinic_u = tenants.create_tenant("clinic-u", "Clinic U")
+            clinic_v = tenants.create_tenant("clinic-v", "Clinic V")
+            rosa = accounts.create_user(clinic_u, "rosa", "a sturdy passphrase", ["nurse"])
+            link = {"user_id": rosa.id, "role_id": accounts.get_role(clinic_v, "physician").id}
+            db.session.commit()
+            db.session.remove()
+            downgrade(directory=directory, revision=USER_ROLES_REVISION_PARENT)
+            with db.engine.begin() as connection:  # what a bug could have written before
+                connection.execute(
+                    text("INSERT INTO user_roles (user_id, role_id) VALUES (:user_id, :role_id)"),
+                    link,
+                )
+
+            with pytest.raises(SystemExit):
+                upgrade(directory=directory)
+
+            assert "Error: 1 user_roles row(s) link a user to a role of another tenant" in (
+                capfd.readouterr().err
+            )
+
+            with db.engine.connect() as connection:
+                version = connection.execute(text("SELECT version_num FROM alembic_version"))
+                assert version.scalar() == USER_ROLES_REVISION_PARENT
+                assert connection.execute(text("SELECT count(*) FROM user_roles")).scalar() == 2
         finally:
             db.engine.dispose()

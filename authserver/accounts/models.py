@@ -6,6 +6,9 @@ from datetime import datetime
 
 from sqlalchemy import Column
 from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKeyConstraint
+from sqlalchemy import Index
+from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy import Table
 from sqlalchemy import Text
@@ -21,11 +24,23 @@ from authserver.models import utcnow
 ACTIVE = "active"
 DISABLED = "disabled"
 
+# Who holds which role. Both foreign keys include the tenant, so the database itself refuses a
+# user of one tenant holding a role of another, whatever code wrote the row; ``User.roles``
+# fills ``tenant_id`` from them (SQLAlchemy derives its join conditions from these keys).
 user_roles = Table(
     "user_roles",
     Base.metadata,
-    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-    Column("role_id", ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", Integer, primary_key=True),
+    Column("user_id", Integer, primary_key=True),
+    Column("role_id", Integer, primary_key=True),
+    ForeignKeyConstraint(
+        ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+    ),
+    ForeignKeyConstraint(
+        ["tenant_id", "role_id"], ["roles.tenant_id", "roles.id"], ondelete="CASCADE"
+    ),
+    # For the cascade from a deleted role; the primary key serves the one from a user.
+    Index("ix_user_roles_tenant_id_role_id", "tenant_id", "role_id"),
 )
 
 
@@ -34,7 +49,8 @@ class Role(TenantOwned, Base):
 
     __tablename__ = "roles"
     keyed_by_tenant = True
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    # (tenant_id, id) is unique anyway; the constraint lets user_roles refer to it.
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), UniqueConstraint("tenant_id", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
@@ -48,7 +64,10 @@ class User(TenantOwned, Base):
 
     __tablename__ = "users"
     keyed_by_tenant = True
-    __table_args__ = (UniqueConstraint("tenant_id", "username"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "username"),
+        UniqueConstraint("tenant_id", "id"),  # for user_roles, as on roles
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150))

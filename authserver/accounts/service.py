@@ -235,37 +235,89 @@ def get_user(tenant: Tenant, username: str) -> User:
     return user
 
 
-def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> None:
-    """Give ``user`` a new password; the audit record names the user, never the password.
+def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None = None) -> bool:
+    """Give ``user`` exactly the roles ``names``. Access tokens already issued keep their scope
+    until they expire; every refresh from now on mints only what the new roles allow
+    (``oauth/grants/refresh_token.py``), as after :func:`set_role_ceiling`.
 
+    A user who holds exactly these roles already is left as is, and nothing is audited.
+
+    :returns: whether the roles changed.
+    :raises ValidationError: for a set :func:`find_roles` refuses.
+    """
+    roles = find_roles(tenant, names)
+    if {role.id for role in roles} == {role.id for role in user.roles}:
+        return False
+    before, user.roles = user.role_names, roles
+    db.session.flush()
+    db.session.expire(user, ["roles"])  # read back in the order every listing shows
+    audit.record(
+        tenant,
+        AuditEvent.USER_ROLES_CHANGED,
+        actor=actor,
+        subject=user.username,
+        before=before,
+        after=user.role_names,
+    )
+    return True
+
+
+def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> int:
+    """Give ``user`` a new password and end their live login sessions: a reset after a
+    suspected compromise signs every browser out. Their OAuth tokens stay (``authserver token
+    revoke --user`` ends them), except ``online_access`` refresh tokens, which end with their
+    login as at a sign-out. The audit record names the user and counts the sessions ended,
+    never the password.
+
+    :returns: how many login sessions ended.
     :raises ValidationError: for a password :func:`validate_password` refuses.
     """
     validate_password(password)
     user.password_hash = passwords().hash(password)
+    ended = _end_login_sessions(tenant, user)
     db.session.flush()
-    audit.record(tenant, AuditEvent.USER_PASSWORD_CHANGED, actor=actor, subject=user.username)
+    audit.record(
+        tenant,
+        AuditEvent.USER_PASSWORD_CHANGED,
+        actor=actor,
+        subject=user.username,
+        sessions_ended=ended,
+    )
+    return ended
 
 
-def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> User:
+def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> bool:
     """Enable or disable a user; disabling ends their login sessions and tokens at once.
 
     A user who already has that status is left as is, and nothing is audited again.
+
+    :returns: whether the status changed.
     """
     status = ACTIVE if active else DISABLED
     if user.status == status:
-        return user
+        return False
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)
-        sessions = LoginSession.for_tenant(tenant).where(
-            LoginSession.user_id == user.id, LoginSession.ended_at.is_(None)
-        )
-        for login in db.session.scalars(sessions):
-            login.ended_at = utcnow()
+        _end_login_sessions(tenant, user)
     db.session.flush()
     event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED
     audit.record(tenant, event, actor=actor, subject=user.username)
-    return user
+    return True
+
+
+def _end_login_sessions(tenant: Tenant, user: User) -> int:
+    """End ``user``'s live login sessions at ``tenant``; returns how many."""
+    now = utcnow()
+    live = LoginSession.for_tenant(tenant).where(
+        LoginSession.user_id == user.id,
+        LoginSession.ended_at.is_(None),
+        LoginSession.expires_at > now,
+    )
+    logins = db.session.scalars(live).all()
+    for login in logins:
+        login.ended_at = now
+    return len(logins)
 
 
 def authenticate(tenant: Tenant, username: str, password: str) -> User | None:

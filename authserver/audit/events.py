@@ -20,6 +20,7 @@ class AuditEvent(StrEnum):
     USER_CREATED = "user:created"
     USER_DISABLED = "user:disabled"
     USER_ENABLED = "user:enabled"
+    USER_ROLES_CHANGED = "user:roles-changed"
     USER_PASSWORD_CHANGED = "user:password-changed"
     USER_PASSWORD_REHASHED = "user:password-rehashed"
     LOGIN_SUCCEEDED = "login:succeeded"
@@ -49,6 +50,7 @@ USERNAME_EVENTS = frozenset(
         AuditEvent.USER_CREATED,
         AuditEvent.USER_DISABLED,
         AuditEvent.USER_ENABLED,
+        AuditEvent.USER_ROLES_CHANGED,
         AuditEvent.USER_PASSWORD_CHANGED,
         AuditEvent.USER_PASSWORD_REHASHED,
         AuditEvent.LOGIN_SUCCEEDED,

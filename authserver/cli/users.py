@@ -52,6 +52,56 @@ def list_(tenant: str) -> None:
     emit([service.describe_user(row) for row in service.all_users(tenant_named(tenant))])
 
 
+@user.command("set-roles")
+@click.argument("tenant")
+@click.argument("username")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    help="A role of the tenant (repeat); together they replace the user's roles.",
+)
+@with_appcontext
+@service_command
+def set_roles(tenant: str, username: str, roles: tuple[str, ...]) -> None:
+    """Replace the roles of USERNAME at TENANT with the given ones.
+
+    Access tokens already issued keep their scope until they expire; each refresh from now on
+    gets only what the new roles allow.
+    """
+    tenant_row = tenant_named(tenant)
+    account = service.get_user(tenant_row, username)
+    if not service.set_roles(tenant_row, account, list(roles), actor=ACTOR):
+        held = ", ".join(account.role_names)
+        nothing_changed(f"User {account.username} of tenant {tenant} already has roles {held}")
+    emit(service.describe_user(account))
+
+
+@user.command("set-password")
+@click.argument("tenant")
+@click.argument("username")
+@click.option(
+    "--password-stdin", is_flag=True, required=True, help="Read the password from standard input."
+)
+@with_appcontext
+@service_command
+def set_password(tenant: str, username: str, password_stdin: bool) -> None:
+    """Give USERNAME at TENANT a new password (from stdin) and sign them out everywhere.
+
+    Their login sessions end; their OAuth tokens stay valid, apart from online_access refresh
+    tokens, which end with the login. After a suspected compromise, revoke the tokens too:
+
+    \b
+      authserver token revoke --tenant TENANT --user USERNAME
+    """
+    tenant_row = tenant_named(tenant)
+    account = service.get_user(tenant_row, username)
+    password = sys.stdin.readline().rstrip("\r\n")
+    ended = service.set_password(tenant_row, account, password, actor=ACTOR)
+    emit({**service.describe_user(account), "sessions_ended": ended})
+
+
 @user.command("disable")
 @click.argument("tenant")
 @click.argument("username")
@@ -75,7 +125,7 @@ def enable(tenant: str, username: str) -> None:
 def _set_status(tenant: str, username: str, *, active: bool) -> None:
     tenant_row = tenant_named(tenant)
     account = service.get_user(tenant_row, username)
-    if account.is_active == active:
+    if not service.set_status(tenant_row, account, active, actor=ACTOR):
         status = "enabled" if active else "disabled"
         nothing_changed(f"User {account.username} of tenant {tenant} is already {status}")
-    emit(service.describe_user(service.set_status(tenant_row, account, active, actor=ACTOR)))
+    emit(service.describe_user(account))

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON
 from sqlalchemy import ForeignKey
 from sqlalchemy import String
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -20,9 +21,12 @@ class Launch(TenantOwned, Base):
     """SMART 2.2 #step-2-launch-ehr: "an opaque handle to the EHR context"; used once."""
 
     __tablename__ = "launches"
+    keyed_by_tenant = True
+    # Found by tenant and digest (service.resolve), so unique per tenant like every other key.
+    __table_args__ = (UniqueConstraint("tenant_id", "launch_digest"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    launch_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    launch_digest: Mapped[str] = mapped_column(String(64))
     patient: Mapped[str] = mapped_column(String(64))
     encounter: Mapped[str | None] = mapped_column(String(64))
     fhir_context: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

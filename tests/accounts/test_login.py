@@ -247,6 +247,31 @@ def test_a_disabled_user_loses_their_live_session(client, tenant, alice):
     assert client.get("/t/clinic-a/").status_code == 302
 
 
+def test_a_password_reset_ends_the_users_live_sessions_and_no_one_elses(
+    app, client, tenant, alice, make_user
+):
+    make_user(tenant, "bob")
+    second_browser, bobs_browser = app.test_client(), app.test_client()
+    token = cookie_value(login_cookie(login(client, "clinic-a", "alice")))
+    login(second_browser, "clinic-a", "alice")
+    login(bobs_browser, "clinic-a", "bob")
+
+    service.set_password(tenant, alice, "a new sturdy passphrase", actor="cli")
+    db.session.commit()
+
+    assert client.get("/t/clinic-a/").status_code == 302
+    assert second_browser.get("/t/clinic-a/").status_code == 302
+    client.set_cookie(COOKIE_NAME, token, path="/t/clinic-a/")
+    assert client.get("/t/clinic-a/").status_code == 302
+    assert bobs_browser.get("/t/clinic-a/").status_code == 200
+    changed = db.session.scalars(
+        select(AuditRecord).where(AuditRecord.event == "user:password-changed")
+    ).one()
+    assert (changed.subject, changed.details) == ("alice", {"sessions_ended": 2})
+    assert login(client, "clinic-a", "alice", "a new sturdy passphrase").status_code == 303
+    assert client.get("/t/clinic-a/").status_code == 200
+
+
 @pytest.mark.parametrize("username", ["nobody", "alice"])
 def test_every_failed_login_costs_one_argon2_verification(
     app, client, tenant, alice, monkeypatch, username

@@ -1,5 +1,6 @@
 """Accounts as an operator creates them with ``authserver user create``."""
 
+import json
 import logging
 
 import pytest
@@ -19,6 +20,7 @@ from authserver.audit.events import AuditEvent
 from authserver.audit.models import AuditRecord
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from tests.fixtures.accounts import login
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
 from tests.fixtures.commands import unchanged
@@ -285,6 +287,21 @@ def test_a_user_at_an_unknown_tenant_is_refused(cli, tenant):
     assert "no tenant 'nope'" in message
 
 
+def test_disable_and_enable_print_the_user_and_audit_each_change(cli, tenant):
+    create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
+
+    disabled = run(cli, "user", "disable", "clinic-a", "ROSA")
+    enabled = run(cli, "user", "enable", "clinic-a", "rosa")
+
+    assert (disabled["username"], disabled["status"]) == ("rosa", "disabled")
+    assert (enabled["username"], enabled["status"]) == ("rosa", "active")
+    records = audit_service.recent(tenant, limit=2)
+    assert [(record.event, record.subject) for record in records] == [
+        ("user:disabled", "rosa"),
+        ("user:enabled", "rosa"),
+    ]
+
+
 @pytest.mark.parametrize(("command", "status"), [("disable", "disabled"), ("enable", "active")])
 def test_a_status_the_user_already_has_is_said_and_not_audited_again(cli, tenant, command, status):
     create_user(cli, "clinic-a", "Rosa", "--role", "nurse")
@@ -333,3 +350,131 @@ def test_a_refused_password_change_changes_nothing_and_is_not_audited(tenant, ma
     db.session.rollback()
 
     assert (audit_count(), stored_users()) == (audited, before)
+
+
+# --- user set-roles ---------------------------------------------------------------------------
+
+
+def role_options(*roles):
+    return [option for role in roles for option in ("--role", role)]
+
+
+def test_set_roles_replaces_the_roles_prints_the_user_and_audits_before_and_after(cli, tenant):
+    create_user(cli, "clinic-a", "Rosa", "--role", "physician", "--role", "clinic-admin")
+
+    shown = run(
+        cli, "user", "set-roles", "clinic-a", "ROSA", "--role", "nurse", "--role", "front-desk"
+    )
+
+    assert shown == run(cli, "user", "list", "clinic-a")[0]
+    assert shown["roles"] == ["front-desk", "nurse"]
+    assert service.find_user(tenant, "rosa").role_names == ["front-desk", "nurse"]
+    (record,) = audit_service.recent(tenant, limit=1, subject="Rosa")
+    assert (record.event, record.actor, record.subject) == ("user:roles-changed", "cli", "rosa")
+    assert record.details == {
+        "before": ["clinic-admin", "physician"],
+        "after": ["front-desk", "nurse"],
+    }
+
+
+def test_set_roles_with_the_roles_held_already_is_said_and_not_audited(cli, tenant):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse", "--role", "billing")
+    audited, before = audit_count(), stored_users()
+
+    again = role_options("nurse", "billing", "nurse")
+
+    shown, line = unchanged(cli, "user", "set-roles", "clinic-a", "rosa", *again)
+
+    assert line == (
+        "User rosa of tenant clinic-a already has roles billing, nurse; nothing changed."
+    )
+    assert shown["roles"] == ["billing", "nurse"]
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        (["nurse", "surgeon"], "unknown role surgeon"),
+        (["patient", "physician"], "patient role cannot be combined with other roles"),
+    ],
+)
+def test_set_roles_refuses_a_set_a_login_cannot_hold_and_changes_nothing(
+    cli, tenant, roles, message
+):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    audited, before = audit_count(), stored_users()
+    options = role_options(*roles)
+
+    assert message in refused(cli, "user", "set-roles", "clinic-a", "rosa", *options)
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+def test_set_roles_of_a_user_the_tenant_does_not_have_is_refused(cli, tenant, other_tenant):
+    create_user(cli, "clinic-b", "rosa", "--role", "nurse")
+    audited, before = audit_count(), stored_users()
+
+    message = refused(cli, "user", "set-roles", "clinic-a", "rosa", "--role", "physician")
+
+    assert message == "Error: no user 'rosa' at tenant 'clinic-a'"
+    assert (audit_count(), stored_users()) == (audited, before)
+
+
+# --- user set-password ------------------------------------------------------------------------
+
+NEW_PASSWORD = "a new sturdy passphrase"
+
+
+def test_set_password_signs_the_user_out_and_prints_the_user_not_the_password(cli, client, tenant):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    login(client, "clinic-a", "rosa", PASSWORD)
+    assert client.get("/t/clinic-a/").status_code == 200
+
+    result = cli.invoke(
+        args=["user", "set-password", "clinic-a", "Rosa", "--password-stdin"],
+        input=NEW_PASSWORD + "\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert NEW_PASSWORD not in result.output
+    shown = json.loads(result.stdout)
+    assert shown == {**run(cli, "user", "list", "clinic-a")[0], "sessions_ended": 1}
+    assert client.get("/t/clinic-a/").status_code == 302
+    assert service.authenticate(tenant, "rosa", PASSWORD) is None
+    assert service.authenticate(tenant, "rosa", NEW_PASSWORD).username == "rosa"
+    (record,) = audit_service.recent(tenant, limit=1, event=AuditEvent.USER_PASSWORD_CHANGED)
+    assert (record.actor, record.subject, record.details) == ("cli", "rosa", {"sessions_ended": 1})
+
+
+def test_set_password_says_how_to_revoke_the_tokens_too(cli, tenant):
+    result = cli.invoke(args=["user", "set-password", "--help"])
+
+    assert result.exit_code == 0
+    assert "authserver token revoke --tenant TENANT --user USERNAME" in result.output
+
+
+@pytest.mark.parametrize(
+    ("slug", "username", "password", "message"),
+    [
+        ("clinic-a", "rosa", "short", "password must have at least 8 characters"),
+        ("clinic-a", "rosa", "p" * 1025, "password is longer than 1024 characters"),
+        ("clinic-a", "nobody", NEW_PASSWORD, "no user 'nobody' at tenant 'clinic-a'"),
+        ("clinic-b", "rosa", NEW_PASSWORD, "no user 'rosa' at tenant 'clinic-b'"),
+    ],
+    ids=["too-short", "too-long", "unknown-user", "another-tenants-user"],
+)
+def test_set_password_refuses_in_one_line_and_changes_nothing(
+    cli, client, tenant, other_tenant, slug, username, password, message
+):
+    create_user(cli, "clinic-a", "rosa", "--role", "nurse")
+    login(client, "clinic-a", "rosa", PASSWORD)
+    audited, before = audit_count(), stored_users()
+
+    line = refused(
+        cli, "user", "set-password", slug, username, "--password-stdin", input=password + "\n"
+    )
+
+    assert message in line
+    assert password not in line
+    assert (audit_count(), stored_users()) == (audited, before)
+    assert client.get("/t/clinic-a/").status_code == 200

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from authserver.extensions import db
 from authserver.launch import service as launches
@@ -265,6 +266,33 @@ def test_expired_launch_is_refused(doctor, clinic):
 def test_launch_of_another_tenant_is_refused(doctor, clinic, other_clinic):
     launch_id = new_launch(other_clinic.tenant)
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_a_launch_digest_is_unique_within_its_tenant_only(clinic, other_clinic):
+    """Launches are found by tenant and digest, so, like every other key, the digest is unique
+    per tenant: the same one at another tenant is that tenant's own launch."""
+    launch_id, row = launches.create_launch(clinic.tenant, patient="pt-a", actor="test")
+    db.session.commit()
+
+    def twin(tenant, patient):
+        return Launch(
+            tenant_id=tenant.id,
+            launch_digest=row.launch_digest,
+            patient=patient,
+            created_by="test",
+            expires_at=row.expires_at,
+        )
+
+    db.session.add(twin(other_clinic.tenant, "pt-b"))
+    db.session.commit()
+    db.session.add(twin(clinic.tenant, "pt-c"))
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+    here = launches.resolve(clinic.tenant, launch_id, clinic.public_app)
+    there = launches.resolve(other_clinic.tenant, launch_id, other_clinic.public_app)
+    assert (here.row.patient, there.row.patient) == ("pt-a", "pt-b")
 
 
 def test_launch_bound_to_another_app_is_refused(doctor, clinic):

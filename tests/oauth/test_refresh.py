@@ -735,6 +735,25 @@ def test_introspection_agrees_an_online_refresh_token_ends_with_its_session(
     assert gateway.introspect(signed_in, offline["refresh_token"]).json["active"] is True
 
 
+def test_a_password_reset_signs_the_user_out_and_leaves_their_other_tokens(
+    signed_in, clinic, make_gateway
+):
+    """Only the login ends (and with it, by definition, online_access); the admin revokes the
+    rest with ``authserver token revoke --user`` if the tokens are suspect too."""
+    gateway = make_gateway(clinic.tenant)
+    offline = tokens_for(signed_in, clinic)
+    online = tokens_for(signed_in, clinic, scope="launch/patient online_access patient/*.rs")
+
+    accounts.set_password(clinic.tenant, clinic.patient, "a new sturdy passphrase", actor="cli")
+    db.session.commit()
+
+    assert signed_in.get(f"/t/{clinic.slug}/").status_code == 302
+    for body in (offline, online):
+        assert gateway.introspect(signed_in, body["access_token"]).json["active"] is True
+    assert gateway.introspect(signed_in, online["refresh_token"]).json == {"active": False}
+    assert refresh(signed_in, clinic, offline["refresh_token"]).status_code == 200
+
+
 def test_offline_access_outlives_the_login_session(signed_in, clinic):
     first = tokens_for(signed_in, clinic)
     record = tokens.find_refresh_token(clinic.tenant, first["refresh_token"])

@@ -10,6 +10,7 @@ from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from tests.fixtures.accounts import login
+from tests.fixtures.commands import run
 from tests.oauth.conftest import PATIENT_SCOPE
 from tests.oauth.test_refresh import assert_error
 from tests.oauth.test_refresh import refresh
@@ -133,6 +134,30 @@ def test_a_role_taken_from_the_user_narrows_the_next_refresh(client, clinic, mak
 
     assert body["scope"] == "offline_access user/Patient.rs"  # front-desk's ceiling
     assert claims_of(body)["roles"] == ["front-desk"]
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["user/Observation.rs"]
+
+
+def test_a_physician_demoted_to_front_desk_gets_narrowed_tokens_at_the_next_refresh(
+    doc, clinic, cli, make_gateway
+):
+    gateway = make_gateway(clinic.tenant)
+    first = tokens_for(doc, clinic, scope="offline_access user/Observation.rs user/Patient.rs")
+    assert first["scope"] == "offline_access user/Observation.rs user/Patient.rs"
+
+    run(cli, "user", "set-roles", clinic.slug, "doc", "--role", "front-desk")
+    response = refresh(doc, clinic, first["refresh_token"])
+
+    assert response.status_code == 200, response.json
+    body = response.json
+    narrowed = "offline_access user/Patient.rs"  # what front-desk's ceiling allows of it
+    assert body["scope"] == claims_of(body)["scope"] == narrowed
+    assert claims_of(body)["roles"] == ["front-desk"]
+    assert gateway.introspect(doc, body["access_token"]).json["scope"] == narrowed
+    # The refresh token keeps the family's scope (RFC 6749 §6); each refresh applies the policy.
+    assert gateway.introspect(doc, body["refresh_token"]).json["scope"] == first["scope"]
+    asking = refresh(doc, clinic, body["refresh_token"], scope="user/Observation.rs")
+    assert_error(asking, 400, "invalid_scope")
     [event] = narrowings(clinic.tenant)
     assert event.details["dropped"] == ["user/Observation.rs"]
 
