@@ -33,6 +33,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.models import UTCDateTime
 from authserver.models import utcnow
+from authserver.outcomes import Outcome
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
 
@@ -244,33 +245,35 @@ def set_policy(
     trusted: bool | None = None,
     legacy_smart_v1: bool | None = None,
     actor: str | None = None,
-) -> Client:
+) -> Outcome[Client]:
     """Change how the authorization endpoint treats an app; ``None`` leaves a flag as it is.
 
     ``trusted`` skips the consent page; ``legacy_smart_v1`` lets a confidential SMART v1 app
     omit PKCE (public apps never may, SMART 2.2 #considerations-for-pkce-support). An app that
     has the policy asked for already is left as is, and nothing is audited.
 
+    :raises NotFound: for a client ``tenant`` does not have.
     :raises ValidationError: for no flag given (nothing would change), a resource server, or
         a public app marked legacy.
     """
+    client = get_client(tenant, client_id)
     if trusted is None and legacy_smart_v1 is None:
         raise ValidationError(
             "nothing to change: give --trusted or --not-trusted, "
             "--legacy-smart-v1 or --no-legacy-smart-v1"
         )
-    client = get_client(tenant, client_id)
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is a resource server, not an app")
     if legacy_smart_v1 and client.is_public:
         raise ValidationError("a public app must use PKCE; only confidential apps may be legacy")
     before = (client.trusted, client.legacy_smart_v1)
-    if trusted is not None:
-        client.trusted = trusted
-    if legacy_smart_v1 is not None:
-        client.legacy_smart_v1 = legacy_smart_v1
-    if (client.trusted, client.legacy_smart_v1) == before:
-        return client
+    after = (
+        before[0] if trusted is None else trusted,
+        before[1] if legacy_smart_v1 is None else legacy_smart_v1,
+    )
+    if after == before:
+        return Outcome(client, changed=False)
+    client.trusted, client.legacy_smart_v1 = after
     db.session.flush()
     audit.record(
         tenant,
@@ -280,12 +283,12 @@ def set_policy(
         trusted=client.trusted,
         legacy_smart_v1=client.legacy_smart_v1,
     )
-    return client
+    return Outcome(client, changed=True)
 
 
 def set_service_account(
     tenant: Tenant, client_id: str, username: str | None, *, actor: str | None = None
-) -> Client:
+) -> Outcome[Client]:
     """Link backend client ``client_id`` to the user ``username`` of ``tenant``, or unlink it.
 
     A linked client acts for that user: the user's role ceiling (its ``user/`` scopes read at
@@ -308,16 +311,16 @@ def set_service_account(
     )
     account = _service_account(tenant, username)
     if client.service_account is account:
-        return client
+        return Outcome(client, changed=False)
     client.service_account = account
     db.session.flush()
     _audit_link(tenant, client, actor)
-    return client
+    return Outcome(client, changed=True)
 
 
-def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Client:
+def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Outcome[Client]:
     if client.service_account is None:
-        return client
+        return Outcome(client, changed=False)
     previous = client.service_account.username
     client.service_account = None
     db.session.flush()
@@ -328,7 +331,7 @@ def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Client:
         subject=client.client_id,
         service_account=previous,
     )
-    return client
+    return Outcome(client, changed=True)
 
 
 def _check_backend(kind: str, auth_method: str, grants: list[str], named: str) -> None:
