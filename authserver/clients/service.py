@@ -116,7 +116,7 @@ def register(
         token_endpoint_auth_method=auth_method,
         client_secret_digest=security.digest(secret) if secret else None,
         redirect_uris=uris,
-        allowed_scope=metadata.scopes(scopes or []),
+        allowed_scope=metadata.scopes(scopes or [], grants=grants),
         grant_types=grants,
         service_account=account,
         **keys,
