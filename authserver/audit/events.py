@@ -31,6 +31,7 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token:revoked"
     ROLE_CEILING_CHANGED = "role:ceiling-changed"
     CLIENT_POLICY_CHANGED = "client:policy-changed"
+    CLIENT_SCOPES_CHANGED = "client:scopes-changed"
     CODE_ISSUED = "code:issued"
     CODE_REPLAYED = "code:replayed"
     AUTHORIZATION_DENIED = "authorization:denied"

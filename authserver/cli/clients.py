@@ -174,6 +174,22 @@ def reset_secret(tenant: str, client_id: str) -> None:
     emit(service.describe(registration.client, registration.client_secret))
 
 
+@client.command("set-scopes")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.option(
+    "--scope", "scopes", multiple=True, help="A scope the client may be granted (repeat)."
+)
+@with_appcontext
+@service_command
+def set_scopes(tenant: str, client_id: str, scopes: tuple[str, ...]) -> None:
+    """Replace the scopes CLIENT_ID of TENANT may be granted; each refresh applies them."""
+    outcome = service.set_scopes(tenant_named(tenant), client_id, list(scopes), actor=ACTOR)
+    if not outcome.changed:
+        nothing_changed(f"Client {client_id} of tenant {tenant} has those scopes already")
+    emit(service.describe(outcome.row))
+
+
 @client.command("set-policy")
 @click.argument("tenant")
 @click.argument("client_id")

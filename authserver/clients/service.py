@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
+RESOURCE_SERVER_SCOPES = (
+    "a resource server has no scopes: it introspects tokens, it is never issued one"
+)
 # One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
 # without a scheduler, and the table stays about as large as the assertions still alive.
 PURGE_ONE_IN = 500
@@ -168,9 +171,7 @@ def _resource_server_shape(
         raise ValidationError("a resource server has no redirect URIs or grant types")
     if scopes:
         # Stored, they would bound nothing: no token is ever issued to a resource server.
-        raise ValidationError(
-            "a resource server has no scopes: it introspects tokens, it is never issued one"
-        )
+        raise ValidationError(RESOURCE_SERVER_SCOPES)
     return []
 
 
@@ -216,6 +217,43 @@ def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) ->
     db.session.flush()
     audit.record(tenant, AuditEvent.CLIENT_SECRET_RESET, actor=actor, subject=client_id)
     return Registration(client, secret)
+
+
+def set_scopes(
+    tenant: Tenant, client_id: str, scopes: list[str], *, actor: str | None = None
+) -> Outcome[Client]:
+    """Replace the scopes app ``client_id`` may be granted, checked as :func:`register` checks
+    them (:func:`metadata.scopes`, against the client's grants).
+
+    Access tokens already issued keep their scope until they expire; every token minted from
+    now on, a refresh's included, gets no more than the new registration allows
+    (``oauth/grants/refresh_token.py``). The same scopes in any order change nothing, and
+    nothing is audited.
+
+    :raises NotFound: for a client ``tenant`` does not have.
+    :raises ValidationError: for a resource server, no scope at all (an app registered with
+        none is bounded by its users' roles alone), or a scope registration refuses.
+    """
+    client = get_client(tenant, client_id)
+    if client.kind == RESOURCE_SERVER:
+        raise ValidationError(RESOURCE_SERVER_SCOPES)
+    if not scopes:
+        raise ValidationError("give at least one --scope: the scopes the client may be granted")
+    allowed = metadata.scopes(scopes, grants=client.grant_types)
+    before = client.allowed_scope
+    if set(allowed.split()) == set(before.split()):
+        return Outcome(client, changed=False)
+    client.allowed_scope = allowed
+    db.session.flush()
+    audit.record(
+        tenant,
+        AuditEvent.CLIENT_SCOPES_CHANGED,
+        actor=actor,
+        subject=client_id,
+        before=before.split(),
+        after=allowed.split(),
+    )
+    return Outcome(client, changed=True)
 
 
 def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
