@@ -55,6 +55,7 @@ USERNAME_EVENTS = frozenset(
         AuditEvent.LOGIN_SUCCEEDED,
         AuditEvent.LOGIN_FAILED,
         AuditEvent.LOGOUT,
+        AuditEvent.TOKEN_REVOKED,  # of one user; a token, family or client is named by its id
         AuditEvent.SERVICE_ACCOUNT_TOKEN_ISSUED,
     }
 )
