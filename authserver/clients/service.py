@@ -222,7 +222,7 @@ def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) ->
 def set_scopes(
     tenant: Tenant, client_id: str, scopes: list[str], *, actor: str | None = None
 ) -> Outcome[Client]:
-    """Replace the scopes app ``client_id`` may be granted, checked as :func:`register` checks
+    """Replace the scopes client ``client_id`` may be granted, checked as :func:`register` checks
     them (:func:`metadata.scopes`, against the client's grants).
 
     Access tokens already issued keep their scope until they expire; every token minted from
