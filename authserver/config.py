@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,11 @@ DEFAULTS: dict[str, Any] = {
     # connection that died silently. 0 turns the cache off (say, behind a pooler that does not
     # pass LISTEN through): every introspection then reads the database.
     "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 5.0,
-}
-
-# Flask's own settings whose defaults we change; like every setting, create_app(...) overrides
-# them.
-FLASK_DEFAULTS: dict[str, Any] = {
-    # The per-tenant session cookie (authserver/sessions.py), not Flask's "session": browsers
-    # may still hold one of those for path /, from when every tenant shared it, and would send
-    # it along with a tenant's own.
-    "SESSION_COOKIE_NAME": "authserver_session",
+    # The name of the per-tenant session cookie holding the CSRF secret (authserver/sessions.py;
+    # Flask's SESSION_COOKIE_NAME), for a deployment whose other apps share its host. Not
+    # Flask's "session": browsers may still hold one of those for path /, from when every
+    # tenant shared it, and would send it along with a tenant's own.
+    "AUTHSERVER_SESSION_COOKIE_NAME": "authserver_session",
 }
 
 ENVIRONMENTS = ("production", "development")
@@ -106,6 +103,8 @@ PUBLIC_URL_HELP = (
 )
 # Plain http is only safe where nobody else can listen: the machine itself.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# An RFC 7230 token (tchar), which RFC 6265 §4.1.1 makes a cookie's name.
+COOKIE_NAME_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class ConfigError(RuntimeError):
@@ -114,7 +113,7 @@ class ConfigError(RuntimeError):
 
 def load(overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Return the settings: defaults, then the environment, then ``overrides``."""
-    settings = {**FLASK_DEFAULTS, **DEFAULTS}
+    settings = dict(DEFAULTS)
     for name, default in DEFAULTS.items():
         if name in os.environ:
             settings[name] = _coerce(name, os.environ[name], default)
@@ -185,7 +184,44 @@ def finalize(settings: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     )
     if not settings["AUTHSERVER_TEMPLATE_DIR"]:
         settings["AUTHSERVER_TEMPLATE_DIR"] = str(instance_path / "templates")
+    # Flask's own name for it, given to create_app(...), still wins.
+    settings["SESSION_COOKIE_NAME"] = session_cookie_name(
+        settings.get("SESSION_COOKIE_NAME") or settings["AUTHSERVER_SESSION_COOKIE_NAME"],
+        secure=settings["AUTHSERVER_PUBLIC_URL"].startswith("https://"),
+    )
     return settings
+
+
+def session_cookie_name(name: str, *, secure: bool) -> str:
+    """Check the session cookie's name: one a browser stores, and sends back on every page of a
+    tenant beside the login cookie.
+
+    :param secure: whether the cookie is sent with ``Secure`` (an https public URL).
+    :raises ConfigError: for a name that is not an RFC 6265 token, the login cookie's name, or
+        one with a prefix browsers refuse on this cookie.
+    """
+    problem = _cookie_name_problem(name, secure)
+    if problem:
+        raise ConfigError(
+            f"AUTHSERVER_SESSION_COOKIE_NAME {name!r} {problem}; the default is authserver_session"
+        )
+    return name
+
+
+def _cookie_name_problem(name: str, secure: bool) -> str | None:
+    from authserver.accounts.sessions import COOKIE_NAME as LOGIN_COOKIE_NAME
+
+    if not COOKIE_NAME_TOKEN.fullmatch(name):
+        return "is not a cookie name: use letters, digits and !#$%&'*+-.^_`|~ only"
+    if name == LOGIN_COOKIE_NAME:
+        return "is the login cookie's name: one would overwrite the other"
+    if name.lower().startswith("__host-"):
+        # RFC 6265bis §4.1.3.2: only with Path=/, and the cookie's path is the tenant's.
+        return "starts with __Host-, which browsers refuse on a cookie of one tenant's path"
+    if name.lower().startswith("__secure-") and not secure:
+        # RFC 6265bis §4.1.3.1: only with Secure, set when AUTHSERVER_PUBLIC_URL is https.
+        return "starts with __Secure-, which browsers refuse without https"
+    return None
 
 
 def public_url(value: str, *, production: bool) -> str:

@@ -10,6 +10,9 @@ from authserver import config
 from authserver import create_app
 from authserver.config import ConfigError
 from authserver.extensions import db
+from tests.fixtures.accounts import DUMMY_PASSWORD
+from tests.fixtures.accounts import csrf_token
+from tests.fixtures.database import FreshContextClient
 
 KEK = base64.b64encode(b"e" * 32).decode()
 
@@ -307,3 +310,53 @@ def test_an_on_off_setting_that_is_neither_is_refused_naming_it(monkeypatch, set
 
     with pytest.raises(ConfigError, match="AUTHSERVER_JWKS_URI_ALLOW_PRIVATE: expected true or"):
         create_app(settings)
+
+
+def test_the_session_cookie_takes_its_name_from_the_environment(
+    monkeypatch, make_app, tenant, make_user
+):
+    make_user(tenant, "alice")
+    monkeypatch.setenv("AUTHSERVER_SESSION_COOKIE_NAME", "riverside_forms")
+    app = make_app()
+    app.test_client_class = FreshContextClient
+    browser = app.test_client()
+
+    page = browser.get("/t/clinic-a/login")
+
+    cookies = [header.split("=", 1)[0] for header in page.headers.getlist("Set-Cookie")]
+    assert cookies == ["riverside_forms"]
+    # The form's CSRF secret is read back from that cookie: the sign-in passes its check.
+    form = {"username": "alice", "password": DUMMY_PASSWORD}
+    form["csrf_token"] = csrf_token(page.get_data(as_text=True))
+    assert browser.post("/t/clinic-a/login", data=form).status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "is not a cookie name"),
+        ("forms session", "is not a cookie name"),
+        ("forms;Path=/", "is not a cookie name"),
+        ("sessi\u00f6n", "is not a cookie name"),
+        ("authserver_login", "is the login cookie's name"),
+        ("__Host-forms", "starts with __Host-"),
+        ("__secure-forms", "starts with __Secure-"),  # the default public URL is plain http
+    ],
+)
+def test_a_session_cookie_name_browsers_would_not_send_back_is_refused(
+    monkeypatch, settings, name, problem
+):
+    monkeypatch.setenv("AUTHSERVER_SESSION_COOKIE_NAME", name)
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    assert str(refused.value).startswith(f"AUTHSERVER_SESSION_COOKIE_NAME {name!r} {problem}")
+    assert "the default is authserver_session" in str(refused.value)
+
+
+def test_a_secure_prefixed_session_cookie_is_taken_over_https(settings):
+    settings["AUTHSERVER_PUBLIC_URL"] = "https://auth.example.org"
+    settings["AUTHSERVER_SESSION_COOKIE_NAME"] = "__Secure-forms"
+
+    assert create_app(settings).config["SESSION_COOKIE_NAME"] == "__Secure-forms"

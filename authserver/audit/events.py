@@ -32,6 +32,7 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token:revoked"
     ROLE_CEILING_CHANGED = "role:ceiling-changed"
     CLIENT_POLICY_CHANGED = "client:policy-changed"
+    CLIENT_SCOPES_CHANGED = "client:scopes-changed"
     CODE_ISSUED = "code:issued"
     CODE_REPLAYED = "code:replayed"
     AUTHORIZATION_DENIED = "authorization:denied"
@@ -56,6 +57,7 @@ USERNAME_EVENTS = frozenset(
         AuditEvent.LOGIN_SUCCEEDED,
         AuditEvent.LOGIN_FAILED,
         AuditEvent.LOGOUT,
+        AuditEvent.TOKEN_REVOKED,  # of one user; a token, family or client is named by its id
         AuditEvent.SERVICE_ACCOUNT_TOKEN_ISSUED,
     }
 )

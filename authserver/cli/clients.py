@@ -174,6 +174,22 @@ def reset_secret(tenant: str, client_id: str) -> None:
     emit(service.describe(registration.client, registration.client_secret))
 
 
+@client.command("set-scopes")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.option(
+    "--scope", "scopes", multiple=True, help="A scope the client may be granted (repeat)."
+)
+@with_appcontext
+@service_command
+def set_scopes(tenant: str, client_id: str, scopes: tuple[str, ...]) -> None:
+    """Replace the scopes CLIENT_ID of TENANT may be granted; each refresh applies them."""
+    outcome = service.set_scopes(tenant_named(tenant), client_id, list(scopes), actor=ACTOR)
+    if not outcome.changed:
+        nothing_changed(f"Client {client_id} of tenant {tenant} has those scopes already")
+    emit(service.describe(outcome.row))
+
+
 @client.command("set-policy")
 @click.argument("tenant")
 @click.argument("client_id")
@@ -189,25 +205,17 @@ def set_policy(
     tenant: str, client_id: str, trusted: bool | None, legacy_smart_v1: bool | None
 ) -> None:
     """Change how TENANT's authorization endpoint treats app CLIENT_ID."""
-    tenant_row = tenant_named(tenant)
-    app = service.get_client(tenant_row, client_id)
-    before = (app.trusted, app.legacy_smart_v1)
-    changed = service.set_policy(
-        tenant_row,
+    outcome = service.set_policy(
+        tenant_named(tenant),
         client_id,
         trusted=trusted,
         legacy_smart_v1=legacy_smart_v1,
         actor=ACTOR,
     )
-    if (changed.trusted, changed.legacy_smart_v1) == before:
+    if not outcome.changed:
         nothing_changed(f"Client {client_id} of tenant {tenant} has that policy already")
-    emit(
-        {
-            **service.describe(changed),
-            "trusted": changed.trusted,
-            "legacy_smart_v1": changed.legacy_smart_v1,
-        }
-    )
+    app = outcome.row
+    emit({**service.describe(app), "trusted": app.trusted, "legacy_smart_v1": app.legacy_smart_v1})
 
 
 @client.command("link-service-account")
@@ -218,10 +226,9 @@ def set_policy(
 @service_command
 def link_service_account(tenant: str, client_id: str, username: str) -> None:
     """Let backend client CLIENT_ID act for USERNAME of TENANT, within USERNAME's role ceiling."""
-    tenant_row = tenant_named(tenant)
-    before = service.get_client(tenant_row, client_id).service_account
-    linked = service.set_service_account(tenant_row, client_id, username, actor=ACTOR)
-    if linked.service_account is before:
+    outcome = service.set_service_account(tenant_named(tenant), client_id, username, actor=ACTOR)
+    linked = outcome.row
+    if not outcome.changed:
         account = linked.service_account.username
         nothing_changed(f"Client {client_id} of tenant {tenant} acts for {account} already")
     emit(service.describe(linked))
@@ -234,8 +241,7 @@ def link_service_account(tenant: str, client_id: str, username: str) -> None:
 @service_command
 def unlink_service_account(tenant: str, client_id: str) -> None:
     """Stop CLIENT_ID of TENANT acting for a service account; its registration alone bounds it."""
-    tenant_row = tenant_named(tenant)
-    if service.get_client(tenant_row, client_id).service_account is None:
+    outcome = service.set_service_account(tenant_named(tenant), client_id, None, actor=ACTOR)
+    if not outcome.changed:
         nothing_changed(f"Client {client_id} of tenant {tenant} acts for no service account")
-    unlinked = service.set_service_account(tenant_row, client_id, None, actor=ACTOR)
-    emit(service.describe(unlinked))
+    emit(service.describe(outcome.row))

@@ -11,8 +11,6 @@ from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.tenancy import service
-from authserver.tenancy.models import ACTIVE
-from authserver.tenancy.models import SUSPENDED
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 
@@ -46,10 +44,10 @@ def list_() -> None:
 @service_command
 def suspend(slug: str) -> None:
     """Suspend SLUG: its endpoints refuse service until it is activated."""
-    tenant_row = tenant_named(slug)
-    if tenant_row.status == SUSPENDED:
+    outcome = service.suspend(tenant_named(slug), actor=ACTOR)
+    if not outcome.changed:
         nothing_changed(f"Tenant {slug} is already suspended")
-    emit(service.describe(service.suspend(tenant_row, actor=ACTOR)))
+    emit(service.describe(outcome.row))
 
 
 @tenant.command("activate")
@@ -58,10 +56,10 @@ def suspend(slug: str) -> None:
 @service_command
 def activate(slug: str) -> None:
     """Serve SLUG again."""
-    tenant_row = tenant_named(slug)
-    if tenant_row.status == ACTIVE:
+    outcome = service.activate(tenant_named(slug), actor=ACTOR)
+    if not outcome.changed:
         nothing_changed(f"Tenant {slug} is already active")
-    emit(service.describe(service.activate(tenant_row, actor=ACTOR)))
+    emit(service.describe(outcome.row))
 
 
 @tenant.command("brand")

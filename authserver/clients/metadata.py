@@ -11,6 +11,8 @@ from authserver import validation
 from authserver.errors import ValidationError
 from authserver.keys.crypto import thumbprint
 from authserver.smart.scopes import InvalidScope
+from authserver.smart.scopes import ResourceScope
+from authserver.smart.scopes import Scope
 from authserver.smart.scopes import parse_scope
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
@@ -25,6 +27,14 @@ MAX_JWKS_KEYS = 20
 # client libraries sign with (clients/assertions.py verifies with these).
 SIGNING_ALGS = ("RS384", "ES384", "RS256", "ES256")
 KEY_TYPE_OF_ALG = {"RS": "RSA", "ES": "EC"}
+# The kinds of scope each grant issues (a resource scope's level, or a named scope's kind):
+# SMART App Launch grants what a user may reach (smart/policy.py: role ceilings hold patient/
+# and user/ scopes only), with identity, launch and refresh scopes; SMART Backend Services
+# grants system/ scopes only (smart/backend.py). Extension scopes go with either.
+SCOPE_KINDS_ISSUED = {
+    "authorization_code": ("patient", "user", "identity", "launch", "refresh", "extension"),
+    "client_credentials": ("system", "extension"),
+}
 
 
 def redirect_uris(uris: list[str]) -> list[str]:
@@ -71,22 +81,45 @@ def auth_method(method: str) -> str:
     return method
 
 
-def scopes(scope_list: list[str]) -> str:
-    """A space-joined scope string of well-formed SMART and OpenID scopes.
+def scopes(scope_list: list[str], *, grants: list[str]) -> str:
+    """A space-joined scope string of well-formed SMART and OpenID scopes, each of a kind one
+    of ``grants`` issues (:data:`SCOPE_KINDS_ISSUED`).
 
     The registration is the client's ceiling, so a scope that does not parse is refused here:
-    kept, it would restrict nothing.
+    kept, it would restrict nothing. So is one none of its grants ever issues (``patient/`` for
+    a backend client, ``system/`` for an app users sign in to): kept, it would bound nothing.
+
+    :raises ValidationError: naming the first scope refused and why.
     """
     if len(scope_list) > MAX_SCOPES:
         raise ValidationError(f"at most {MAX_SCOPES} scopes")
+    issued = {kind for grant in grants for kind in SCOPE_KINDS_ISSUED.get(grant, ())}
     for scope in scope_list:
         if not scope or len(scope) > MAX_SCOPE_LENGTH or not scope.isprintable() or " " in scope:
             raise ValidationError(f"invalid scope {scope!r}")
         try:
-            parse_scope(scope)
+            parsed = parse_scope(scope)
         except InvalidScope as error:
             raise ValidationError(str(error)) from None
+        if _scope_kind(parsed) not in issued:
+            raise ValidationError(_not_issued(scope, parsed))
     return " ".join(dict.fromkeys(scope_list))
+
+
+def _scope_kind(scope: Scope) -> str:
+    return scope.level if isinstance(scope, ResourceScope) else scope.kind
+
+
+def _not_issued(text: str, scope: Scope) -> str:
+    if _scope_kind(scope) == "system":
+        return (
+            f"scope {text!r} is for backend clients (the client_credentials grant); "
+            "an app users sign in to is granted patient/ and user/ scopes"
+        )
+    return (
+        f"scope {text!r} needs a user signing in (the authorization_code grant); "
+        "a backend client is granted system/ scopes, e.g. system/Observation.rs"
+    )
 
 
 def grant_types(grants: list[str], *, method: str, has_redirect_uris: bool) -> list[str]:

@@ -33,6 +33,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.models import UTCDateTime
 from authserver.models import utcnow
+from authserver.outcomes import Outcome
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID_PREFIX = {APP: "app", RESOURCE_SERVER: "rs"}
 SECRET_PREFIX = "ascs"
+RESOURCE_SERVER_SCOPES = (
+    "a resource server has no scopes: it introspects tokens, it is never issued one"
+)
 # One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
 # without a scheduler, and the table stays about as large as the assertions still alive.
 PURGE_ONE_IN = 500
@@ -115,7 +119,7 @@ def register(
         token_endpoint_auth_method=auth_method,
         client_secret_digest=security.digest(secret) if secret else None,
         redirect_uris=uris,
-        allowed_scope=metadata.scopes(scopes or []),
+        allowed_scope=metadata.scopes(scopes or [], grants=grants),
         grant_types=grants,
         service_account=account,
         **keys,
@@ -167,9 +171,7 @@ def _resource_server_shape(
         raise ValidationError("a resource server has no redirect URIs or grant types")
     if scopes:
         # Stored, they would bound nothing: no token is ever issued to a resource server.
-        raise ValidationError(
-            "a resource server has no scopes: it introspects tokens, it is never issued one"
-        )
+        raise ValidationError(RESOURCE_SERVER_SCOPES)
     return []
 
 
@@ -217,6 +219,43 @@ def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) ->
     return Registration(client, secret)
 
 
+def set_scopes(
+    tenant: Tenant, client_id: str, scopes: list[str], *, actor: str | None = None
+) -> Outcome[Client]:
+    """Replace the scopes client ``client_id`` may be granted, checked as :func:`register` checks
+    them (:func:`metadata.scopes`, against the client's grants).
+
+    Access tokens already issued keep their scope until they expire; every token minted from
+    now on, a refresh's included, gets no more than the new registration allows
+    (``oauth/grants/refresh_token.py``). The same scopes in any order change nothing, and
+    nothing is audited.
+
+    :raises NotFound: for a client ``tenant`` does not have.
+    :raises ValidationError: for a resource server, no scope at all (an app registered with
+        none is bounded by its users' roles alone), or a scope registration refuses.
+    """
+    client = get_client(tenant, client_id)
+    if client.kind == RESOURCE_SERVER:
+        raise ValidationError(RESOURCE_SERVER_SCOPES)
+    if not scopes:
+        raise ValidationError("give at least one --scope: the scopes the client may be granted")
+    allowed = metadata.scopes(scopes, grants=client.grant_types)
+    before = client.allowed_scope
+    if set(allowed.split()) == set(before.split()):
+        return Outcome(client, changed=False)
+    client.allowed_scope = allowed
+    db.session.flush()
+    audit.record(
+        tenant,
+        AuditEvent.CLIENT_SCOPES_CHANGED,
+        actor=actor,
+        subject=client_id,
+        before=before.split(),
+        after=allowed.split(),
+    )
+    return Outcome(client, changed=True)
+
+
 def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
     """The client's registration as the CLI prints it; the secret only when just made."""
     shown: dict[str, Any] = {
@@ -244,33 +283,35 @@ def set_policy(
     trusted: bool | None = None,
     legacy_smart_v1: bool | None = None,
     actor: str | None = None,
-) -> Client:
+) -> Outcome[Client]:
     """Change how the authorization endpoint treats an app; ``None`` leaves a flag as it is.
 
     ``trusted`` skips the consent page; ``legacy_smart_v1`` lets a confidential SMART v1 app
     omit PKCE (public apps never may, SMART 2.2 #considerations-for-pkce-support). An app that
     has the policy asked for already is left as is, and nothing is audited.
 
+    :raises NotFound: for a client ``tenant`` does not have.
     :raises ValidationError: for no flag given (nothing would change), a resource server, or
         a public app marked legacy.
     """
+    client = get_client(tenant, client_id)
     if trusted is None and legacy_smart_v1 is None:
         raise ValidationError(
             "nothing to change: give --trusted or --not-trusted, "
             "--legacy-smart-v1 or --no-legacy-smart-v1"
         )
-    client = get_client(tenant, client_id)
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is a resource server, not an app")
     if legacy_smart_v1 and client.is_public:
         raise ValidationError("a public app must use PKCE; only confidential apps may be legacy")
     before = (client.trusted, client.legacy_smart_v1)
-    if trusted is not None:
-        client.trusted = trusted
-    if legacy_smart_v1 is not None:
-        client.legacy_smart_v1 = legacy_smart_v1
-    if (client.trusted, client.legacy_smart_v1) == before:
-        return client
+    after = (
+        before[0] if trusted is None else trusted,
+        before[1] if legacy_smart_v1 is None else legacy_smart_v1,
+    )
+    if after == before:
+        return Outcome(client, changed=False)
+    client.trusted, client.legacy_smart_v1 = after
     db.session.flush()
     audit.record(
         tenant,
@@ -280,12 +321,12 @@ def set_policy(
         trusted=client.trusted,
         legacy_smart_v1=client.legacy_smart_v1,
     )
-    return client
+    return Outcome(client, changed=True)
 
 
 def set_service_account(
     tenant: Tenant, client_id: str, username: str | None, *, actor: str | None = None
-) -> Client:
+) -> Outcome[Client]:
     """Link backend client ``client_id`` to the user ``username`` of ``tenant``, or unlink it.
 
     A linked client acts for that user: the user's role ceiling (its ``user/`` scopes read at
@@ -308,16 +349,16 @@ def set_service_account(
     )
     account = _service_account(tenant, username)
     if client.service_account is account:
-        return client
+        return Outcome(client, changed=False)
     client.service_account = account
     db.session.flush()
     _audit_link(tenant, client, actor)
-    return client
+    return Outcome(client, changed=True)
 
 
-def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Client:
+def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Outcome[Client]:
     if client.service_account is None:
-        return client
+        return Outcome(client, changed=False)
     previous = client.service_account.username
     client.service_account = None
     db.session.flush()
@@ -328,7 +369,7 @@ def _unlink(tenant: Tenant, client: Client, actor: str | None) -> Client:
         subject=client.client_id,
         service_account=previous,
     )
-    return client
+    return Outcome(client, changed=True)
 
 
 def _check_backend(kind: str, auth_method: str, grants: list[str], named: str) -> None:

@@ -22,6 +22,7 @@ from authserver.extensions import flush_or_conflict
 from authserver.keys import service as keys
 from authserver.keys.crypto import SUPPORTED_ALGORITHMS
 from authserver.keys.models import SigningKey
+from authserver.outcomes import Outcome
 from authserver.tenancy.models import ACTIVE
 from authserver.tenancy.models import SUSPENDED
 from authserver.tenancy.models import Tenant
@@ -120,23 +121,26 @@ def list_tenants() -> list[Tenant]:
     return list(db.session.scalars(select(Tenant).order_by(Tenant.slug)))
 
 
-def suspend(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+def suspend(tenant: Tenant, *, actor: str | None = None) -> Outcome[Tenant]:
     """Make every endpoint of ``tenant`` refuse service; a suspended tenant is left as is."""
     return _set_status(tenant, SUSPENDED, AuditEvent.TENANT_SUSPENDED, actor)
 
 
-def activate(tenant: Tenant, *, actor: str | None = None) -> Tenant:
+def activate(tenant: Tenant, *, actor: str | None = None) -> Outcome[Tenant]:
     """Serve ``tenant`` again; an active tenant is left as is."""
     return _set_status(tenant, ACTIVE, AuditEvent.TENANT_ACTIVATED, actor)
 
 
-def _set_status(tenant: Tenant, status: str, event: AuditEvent, actor: str | None) -> Tenant:
+def _set_status(
+    tenant: Tenant, status: str, event: AuditEvent, actor: str | None
+) -> Outcome[Tenant]:
     # Only a change is audited: the log says when the status changed, not who asked again.
-    if tenant.status != status:
-        tenant.status = status
-        db.session.flush()
-        audit.record(tenant, event, actor=actor, subject=tenant.slug)
-    return tenant
+    if tenant.status == status:
+        return Outcome(tenant, changed=False)
+    tenant.status = status
+    db.session.flush()
+    audit.record(tenant, event, actor=actor, subject=tenant.slug)
+    return Outcome(tenant, changed=True)
 
 
 def brand(

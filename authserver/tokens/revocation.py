@@ -3,7 +3,8 @@ the codes they have not exchanged yet).
 
 Revocation is a row update (``revoked_at``) that introspection reads on every request, so it
 counts at once on every instance sharing the database. This module needs only the token and
-code tables, so the account and client services can revoke without importing the token issuer.
+code tables (and the user's or client's name, for the audit record), so the account and client
+services can revoke without importing the token issuer.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import update
 
+from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
+from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
@@ -67,21 +70,31 @@ def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = Non
     return _revoke_issued(tenant, "client", client_pk, actor)
 
 
-# Whose tokens and codes a revocation ends: the column naming them in each table.
+# Whose tokens and codes a revocation ends: the column naming them in each table, and the name
+# their audit records go by (a username, a client_id), so `audit list --subject` finds the
+# revocation with the rest of their records.
 _ISSUED_FOR = {
-    "user": (IssuedToken.user_id, AuthorizationCode.user_id),
-    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk),
+    "user": (IssuedToken.user_id, AuthorizationCode.user_id, User.username),
+    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk, Client.client_id),
 }
 
 
 def _revoke_issued(tenant: Tenant, of: str, pk: int, actor: str | None) -> int:
     """Revoke the live tokens of the user or client (``of``) with primary key ``pk``, after
     ending its codes not yet exchanged (:func:`_expire_codes` says why first)."""
-    token_column, code_column = _ISSUED_FOR[of]
+    token_column, code_column, name_column = _ISSUED_FOR[of]
     codes = _expire_codes(tenant, code_column == pk)
     count = _revoke(tenant, token_column == pk)
-    _audit(tenant, actor, str(pk), of, count, codes=codes)
+    _audit(tenant, actor, _name(tenant, name_column, pk) or str(pk), of, count, codes=codes)
     return count
+
+
+def _name(tenant: Tenant, name_column: Any, pk: int) -> str | None:
+    """The audit name of ``tenant``'s user or client ``pk``; None for another tenant's."""
+    holder = name_column.class_
+    return db.session.scalar(
+        holder.for_tenant(tenant).where(holder.id == pk).with_only_columns(name_column)
+    )
 
 
 def _expire_codes(tenant: Tenant, condition: Any) -> int:

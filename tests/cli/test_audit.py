@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 from authserver.accounts import service as accounts
 from authserver.audit import service
 from authserver.audit.events import AuditEvent
@@ -148,3 +150,37 @@ def test_client_ids_and_kids_still_match_exactly(cli, tenant, make_client, make_
     assert len(audit_list(cli, "clinic-a", "--subject", kid)) == 1
     for typed in (kid.lower(), kid.upper()):
         assert audit_list(cli, "clinic-a", "--subject", typed) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["token", "revoke", "--tenant", "clinic-a", "--user", "Dr.Smith"],
+        ["user", "disable", "clinic-a", "DR.SMITH"],  # which revokes the user's tokens too
+    ],
+    ids=["token-revoke", "user-disable"],
+)
+def test_a_revocation_of_a_users_tokens_is_found_by_the_username(cli, tenant, make_user, command):
+    make_user(tenant, "Dr.Smith")
+    run(cli, *command)
+
+    records = audit_list(cli, "clinic-a", "--subject", "dr.SMITH", "--event", "token:revoked")
+
+    assert [(record["subject"], record["details"]["of"]) for record in records] == [
+        ("dr.smith", "user")
+    ]
+
+
+def test_a_revocation_of_a_clients_tokens_is_found_by_the_client_id(cli, tenant, make_client):
+    client_id = make_client(tenant).client.client_id
+    run(cli, "token", "revoke", "--tenant", "clinic-a", "--client", client_id)
+    run(cli, "client", "delete", "clinic-a", client_id)  # which revokes its tokens too
+
+    records = audit_list(cli, "clinic-a", "--subject", client_id)
+
+    assert [(record["event"], record["details"].get("of")) for record in records] == [
+        ("client:created", None),
+        ("token:revoked", "client"),
+        ("token:revoked", "client"),
+        ("client:deleted", None),
+    ]

@@ -212,6 +212,52 @@ def test_a_malformed_scope_is_refused_and_nothing_is_stored(cli, tenant, scope):
     assert stored_clients() == before
 
 
+BACKEND_ONLY = "is for backend clients (the client_credentials grant)"
+NEEDS_A_USER = "needs a user signing in (the authorization_code grant)"
+
+
+@pytest.mark.parametrize(
+    ("options", "scope", "reason"),
+    [
+        (["--public", "--redirect-uri", REDIRECT], "system/Patient.rs", BACKEND_ONLY),
+        (["--jwks-file", "JWKS"], "patient/*.rs", NEEDS_A_USER),
+        (["--jwks-file", "JWKS"], "user/Observation.rs", NEEDS_A_USER),
+        (["--jwks-file", "JWKS"], "openid", NEEDS_A_USER),
+        (["--jwks-file", "JWKS"], "launch/patient", NEEDS_A_USER),
+        (["--jwks-file", "JWKS"], "offline_access", NEEDS_A_USER),
+    ],
+    ids=[
+        "app-system",
+        "backend-patient",
+        "backend-user",
+        "backend-openid",
+        "backend-launch",
+        "backend-offline",
+    ],
+)
+def test_a_scope_none_of_the_clients_grants_issues_is_refused(
+    cli, tenant, tmp_path, options, scope, reason
+):
+    # Stored, it would bound nothing: the client's grants never issue a scope of that kind.
+    options = [jwks_file(tmp_path, rsa_jwk()) if value == "JWKS" else value for value in options]
+    before = stored_clients()
+
+    line = refused(cli, "client", "create", "clinic-a", "--name", "Test app", *options,
+                   "--scope", scope)  # fmt: skip
+
+    assert line.startswith(f"Error: scope {scope!r} {reason}; ")
+    assert stored_clients() == before
+
+
+def test_a_client_with_both_grants_may_have_both_kinds_of_scope(cli, tenant, tmp_path):
+    created = create(cli, "--jwks-file", jwks_file(tmp_path, rsa_jwk()), "--redirect-uri",
+                     REDIRECT, "--grant-type", "authorization_code", "--grant-type",
+                     "client_credentials", "--scope", "user/*.rs", "--scope", "system/*.rs",
+                     "--scope", "__lab_feed")  # fmt: skip
+
+    assert created["scope"] == "user/*.rs system/*.rs __lab_feed"
+
+
 @pytest.mark.parametrize(
     "uri",
     ["http://127.0.0.1:8000/cb", "http://localhost/cb", "http://[::1]:9000/cb"],

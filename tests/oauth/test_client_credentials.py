@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from werkzeug.datastructures import MultiDict
 
+from authserver.extensions import db
 from authserver.keys import service as keys
 from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import make_client_key
@@ -140,8 +141,17 @@ def test_scope_entirely_outside_the_registration_is_invalid_scope(client, tenant
     assert response.json["error"] == "invalid_scope"
 
 
+def registered_before_scope_kinds_were_checked(client_row, scope: str) -> None:
+    """Give a client scopes registration now refuses it (none of its grants issues them), as a
+    row registered before it checked them may hold: the token endpoint must not grant them."""
+    client_row.allowed_scope = scope
+    db.session.commit()
+
+
 def test_patient_or_user_scopes_are_never_granted_to_a_backend(client, tenant, make_backend_client):
-    backend = make_backend_client(tenant, scopes=["patient/*.rs", "user/*.rs", "system/Patient.rs"])
+    backend = make_backend_client(tenant)
+    scope = "patient/*.rs user/*.rs system/Patient.rs"
+    registered_before_scope_kinds_were_checked(backend.registration.client, scope)
     response = post_token(client, backend.assertion(TOKEN_URL), scope="patient/*.rs user/*.rs")
     assert response.status_code == 400
     assert response.json["error"] == "invalid_scope"
@@ -369,8 +379,8 @@ def test_secret_client_cannot_use_client_credentials(client, tenant, make_client
         tenant,
         auth_method="client_secret_basic",
         redirect_uris=["https://app.example.test/callback"],
-        scopes=["system/*.rs"],
     )
+    registered_before_scope_kinds_were_checked(registration.client, "system/*.rs")
     credentials = f"{registration.client.client_id}:{registration.client_secret}"
     response = client.post(
         TOKEN_PATH,
@@ -389,7 +399,9 @@ def test_asymmetric_client_without_client_credentials_grant_is_unauthorized(
         tenant,
         redirect_uris=["https://app.example.test/callback"],
         grant_types=["authorization_code"],
+        scopes=["user/*.rs"],
     )
+    registered_before_scope_kinds_were_checked(backend.registration.client, "system/*.rs")
     response = post_token(client, backend.assertion(TOKEN_URL))
     assert response.status_code == 400
     assert response.json["error"] == "unauthorized_client"
@@ -397,7 +409,6 @@ def test_asymmetric_client_without_client_credentials_grant_is_unauthorized(
 
 def test_deleted_client_is_refused(client, tenant, backend):
     from authserver.clients import service as clients
-    from authserver.extensions import db
 
     clients.delete(tenant, backend.client_id)
     db.session.commit()

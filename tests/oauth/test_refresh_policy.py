@@ -179,16 +179,21 @@ def registered_app(clinic, make_client):
     return make_client(clinic.tenant, name="Registered app", scopes=scopes).client
 
 
-def test_a_narrowed_client_registration_narrows_the_next_refresh(pat, clinic, registered_app):
+def set_scopes(cli, clinic, app, scope):
+    """``authserver client set-scopes``, as an operator narrows a registration."""
+    options = [part for item in scope.split() for part in ("--scope", item)]
+    run(cli, "client", "set-scopes", clinic.slug, app.client_id, *options)
+
+
+def test_a_narrowed_client_registration_narrows_the_next_refresh(cli, pat, clinic, registered_app):
     first = tokens_for(pat, clinic, app=registered_app)
     assert first["scope"] == PATIENT_SCOPE
 
-    # No command narrows a registration today: the row as an operator would change it.
-    registered_app.allowed_scope = "launch/patient openid offline_access patient/Observation.rs"
-    db.session.commit()
+    narrowed = "launch/patient openid offline_access patient/Observation.rs"
+    set_scopes(cli, clinic, registered_app, narrowed)
     body = refresh(pat, clinic, first["refresh_token"], registered_app).json
 
-    assert body["scope"] == "launch/patient openid offline_access patient/Observation.rs"
+    assert body["scope"] == narrowed
     claims = claims_of(body)
     assert "fhirUser" not in claims  # the identity scope went with the registration
     assert claims["patient"] == "p-clinic-a"
@@ -197,16 +202,16 @@ def test_a_narrowed_client_registration_narrows_the_next_refresh(pat, clinic, re
 
 
 def test_a_client_registration_widened_again_gives_back_scope_and_fhir_user(
-    pat, clinic, registered_app
+    cli, pat, clinic, registered_app
 ):
     first = tokens_for(pat, clinic, app=registered_app)
-    registered_app.allowed_scope = "launch/patient openid offline_access patient/Observation.rs"
-    db.session.commit()
+    set_scopes(
+        cli, clinic, registered_app, "launch/patient openid offline_access patient/Observation.rs"
+    )
     narrowed = refresh(pat, clinic, first["refresh_token"], registered_app).json
     assert "fhirUser" not in claims_of(narrowed)
 
-    registered_app.allowed_scope = PATIENT_SCOPE  # as it was registered
-    db.session.commit()
+    set_scopes(cli, clinic, registered_app, PATIENT_SCOPE)  # as it was registered
     body = refresh(pat, clinic, narrowed["refresh_token"], registered_app).json
 
     assert body["scope"] == PATIENT_SCOPE
@@ -215,11 +220,12 @@ def test_a_client_registration_widened_again_gives_back_scope_and_fhir_user(
     assert claims["patient"] == body["patient"] == "p-clinic-a"
 
 
-def test_a_registration_without_offline_access_ends_the_refresh_chain(pat, clinic, registered_app):
+def test_a_registration_without_offline_access_ends_the_refresh_chain(
+    cli, pat, clinic, registered_app
+):
     first = tokens_for(pat, clinic, app=registered_app)
 
-    registered_app.allowed_scope = "launch/patient openid fhirUser patient/*.rs"
-    db.session.commit()
+    set_scopes(cli, clinic, registered_app, "launch/patient openid fhirUser patient/*.rs")
     body = refresh(pat, clinic, first["refresh_token"], registered_app).json
 
     assert body["scope"] == "launch/patient openid fhirUser patient/*.rs"

@@ -350,8 +350,7 @@ def test_cli_revokes_and_reports_only_the_live_tokens(cli, client, clinic, make_
     ).one()
     assert record.details["count"] == 2
     of = option.removeprefix("--")
-    holder = {"user": clinic.patient.id, "client": clinic.public_app.id}[of]
-    assert (record.subject, record.details["of"], record.actor) == (str(holder), of, "cli")
+    assert (record.subject, record.details["of"], record.actor) == (target, of, "cli")
     after = token_rows(clinic.tenant)
     changed = {row_id for row_id in before if after[row_id] != before[row_id]}
     assert len(before) == 8 and len(changed) == 2
