@@ -28,6 +28,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.extensions import flush_or_conflict
 from authserver.models import utcnow
+from authserver.outcomes import Outcome
 from authserver.smart import scopes
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
@@ -235,19 +236,20 @@ def get_user(tenant: Tenant, username: str) -> User:
     return user
 
 
-def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None = None) -> bool:
+def set_roles(
+    tenant: Tenant, user: User, names: list[str], *, actor: str | None = None
+) -> Outcome[User]:
     """Give ``user`` exactly the roles ``names``. Access tokens already issued keep their scope
     until they expire; every refresh from now on mints only what the new roles allow
     (``oauth/grants/refresh_token.py``), as after :func:`set_role_ceiling`.
 
     A user who holds exactly these roles already is left as is, and nothing is audited.
 
-    :returns: whether the roles changed.
     :raises ValidationError: for a set :func:`find_roles` refuses.
     """
     roles = find_roles(tenant, names)
     if {role.id for role in roles} == {role.id for role in user.roles}:
-        return False
+        return Outcome(user, changed=False)
     before, user.roles = user.role_names, roles
     db.session.flush()
     db.session.expire(user, ["roles"])  # read back in the order every listing shows
@@ -259,7 +261,7 @@ def set_roles(tenant: Tenant, user: User, names: list[str], *, actor: str | None
         before=before,
         after=user.role_names,
     )
-    return True
+    return Outcome(user, changed=True)
 
 
 def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None = None) -> int:
@@ -286,16 +288,16 @@ def set_password(tenant: Tenant, user: User, password: str, *, actor: str | None
     return ended
 
 
-def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = None) -> bool:
+def set_status(
+    tenant: Tenant, user: User, active: bool, *, actor: str | None = None
+) -> Outcome[User]:
     """Enable or disable a user; disabling ends their login sessions and tokens at once.
 
     A user who already has that status is left as is, and nothing is audited again.
-
-    :returns: whether the status changed.
     """
     status = ACTIVE if active else DISABLED
     if user.status == status:
-        return False
+        return Outcome(user, changed=False)
     user.status = status
     if not active:
         revocation.revoke_for_user(tenant, user.id, actor=actor)
@@ -303,7 +305,7 @@ def set_status(tenant: Tenant, user: User, active: bool, *, actor: str | None = 
     db.session.flush()
     event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED
     audit.record(tenant, event, actor=actor, subject=user.username)
-    return True
+    return Outcome(user, changed=True)
 
 
 def _end_login_sessions(tenant: Tenant, user: User) -> int:

@@ -72,7 +72,7 @@ def set_roles(tenant: str, username: str, roles: tuple[str, ...]) -> None:
     """
     tenant_row = tenant_named(tenant)
     account = service.get_user(tenant_row, username)
-    if not service.set_roles(tenant_row, account, list(roles), actor=ACTOR):
+    if not service.set_roles(tenant_row, account, list(roles), actor=ACTOR).changed:
         held = ", ".join(account.role_names)
         nothing_changed(f"User {account.username} of tenant {tenant} already has roles {held}")
     emit(service.describe_user(account))
@@ -125,7 +125,7 @@ def enable(tenant: str, username: str) -> None:
 def _set_status(tenant: str, username: str, *, active: bool) -> None:
     tenant_row = tenant_named(tenant)
     account = service.get_user(tenant_row, username)
-    if not service.set_status(tenant_row, account, active, actor=ACTOR):
+    if not service.set_status(tenant_row, account, active, actor=ACTOR).changed:
         status = "enabled" if active else "disabled"
         nothing_changed(f"User {account.username} of tenant {tenant} is already {status}")
     emit(service.describe_user(account))
