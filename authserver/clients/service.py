@@ -12,6 +12,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy import text
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import security
@@ -31,6 +32,7 @@ from authserver.clients.models import UsedAssertion
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.launch.models import Launch
 from authserver.models import UTCDateTime
 from authserver.models import utcnow
 from authserver.outcomes import Outcome
@@ -195,13 +197,38 @@ def list_clients(tenant: Tenant) -> list[Client]:
 
 
 def delete(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Client:
-    """Mark the client deleted and revoke its tokens: it can no longer authenticate or be found."""
+    """Mark the client deleted and revoke its tokens: it can no longer authenticate or be found.
+
+    An EHR's (a resource server's) launches not yet used end with it: whoever stopped trusting
+    the credential stops trusting what it started, not five minutes later. A deleted app's own
+    launches need nothing: they are bound to it, and it can no longer authenticate.
+    """
     client = get_client(tenant, client_id)
     client.status = DELETED
     revocation.revoke_for_client(tenant, client.id, actor=actor)
+    launches = _end_launches_of(tenant, client) if client.kind == RESOURCE_SERVER else 0
     db.session.flush()
-    audit.record(tenant, AuditEvent.CLIENT_DELETED, actor=actor, subject=client_id)
+    audit.record(
+        tenant, AuditEvent.CLIENT_DELETED, actor=actor, subject=client_id, launches_ended=launches
+    )
     return client
+
+
+def _end_launches_of(tenant: Tenant, ehr: Client) -> int:
+    """End the live launches ``ehr`` created; returns how many. Like a revoked code, a launch
+    ends by expiring (at its creation time, whatever this instance's clock says)."""
+    statement = (
+        update(Launch)
+        .where(
+            Launch.tenant_id == tenant.id,
+            Launch.created_by == ehr.client_id,
+            Launch.used_at.is_(None),
+            Launch.expires_at > utcnow(),
+        )
+        .values(expires_at=Launch.created_at)
+    )
+    result = db.session.execute(statement, execution_options={"synchronize_session": False})
+    return result.rowcount
 
 
 def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Registration:

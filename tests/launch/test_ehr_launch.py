@@ -11,6 +11,7 @@ import requests
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.launch import service as launches
 from authserver.launch.models import Launch
@@ -261,6 +262,24 @@ def test_expired_launch_is_refused(doctor, clinic):
     db.session.execute(update(Launch).values(expires_at=utcnow() - timedelta(seconds=1)))
     db.session.commit()
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
+
+
+def test_deleting_the_ehr_credential_ends_the_launches_it_started(doctor, clinic, ehr, cli):
+    """Deleting the credential is how an admin stops trusting it: a launch it started and
+    nobody used yet is refused at once, not for the rest of its lifetime."""
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    started = doctor.post("/t/clinic-a/launch", json={"patient": "pt-1"}, headers=headers)
+    assert started.status_code == 201, started.json
+    kept_id = new_launch(clinic.tenant)  # another EHR's (here the CLI's): left alone
+
+    result = cli.invoke(args=["client", "delete", "clinic-a", ehr.client.client_id])
+
+    assert result.exit_code == 0, result.output
+    params = ehr_params(clinic, started.json["launch"])
+    assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
+    assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, kept_id)))
+    event = db.session.scalar(db.select(AuditRecord).where(AuditRecord.event == "client:deleted"))
+    assert event.details["launches_ended"] == 1
 
 
 def test_launch_of_another_tenant_is_refused(doctor, clinic, other_clinic):
