@@ -1,0 +1,159 @@
+"""References between a tenant's rows: deleting a row does to the rows naming it what it
+always did. Rows are deleted here in SQL, as an operator could, not through the services, which
+never do.
+"""
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from authserver.accounts import service as accounts
+from authserver.extensions import db
+from authserver.launch import service as launches
+from authserver.oauth import service as codes
+from authserver.tokens import service as tokens
+from authserver.tokens.models import IssuedToken
+from tests.test_isolation import rows
+
+TABLES = ("users", "clients", "login_sessions", "authorization_codes", "issued_tokens", "launches")
+
+
+def rows_naming_each_other(tenant, make_user, make_client):
+    """One row of each of :data:`TABLES` in ``tenant``, naming each other; their ids by table.
+
+    The app's login has a code and a refresh token; a launch is bound to the app.
+    """
+    user = make_user(tenant, "rosa")
+    app_client = make_client(tenant).client
+    _, login = accounts.start_session(tenant, user)
+    decided = codes.CodeRequest(
+        client=app_client,
+        user=user,
+        login=login,
+        redirect_uri=app_client.redirect_uris[0],
+        scope="openid",
+        context={},
+    )
+    code = codes.save_code(tenant, codes.new_code(), decided)
+    authorization = tokens.Authorization(
+        tenant, app_client, "openid", user=user, login_session_id=login.id
+    )
+    tokens.issue_refresh_token(authorization)
+    (token,) = rows(IssuedToken, tenant)
+    _, launch = launches.create_launch(
+        tenant, patient="123", client_id=app_client.client_id, actor="test"
+    )
+    made = (user, app_client, login, code, token, launch)
+    ids = {table: row.id for table, row in zip(TABLES, made, strict=True)}
+    db.session.commit()
+    return ids
+
+
+@pytest.fixture
+def own(tenant, make_user, make_client):
+    return rows_naming_each_other(tenant, make_user, make_client)
+
+
+@pytest.fixture
+def theirs(other_tenant, make_user, make_client):
+    return rows_naming_each_other(other_tenant, make_user, make_client)
+
+
+def write(statement, **values):
+    with db.engine.begin() as connection:
+        connection.execute(text(statement), values)
+
+
+def named(table, column, row_id):
+    with db.engine.connect() as connection:
+        query = text(f"SELECT {column} FROM {table} WHERE id = :id")  # noqa: S608
+        return connection.execute(query, {"id": row_id}).scalar()
+
+
+def counts(tenant):
+    with db.engine.connect() as connection:
+        return {
+            table: connection.execute(
+                text(f"SELECT count(*) FROM {table} WHERE tenant_id = :id"),  # noqa: S608
+                {"id": tenant.id},
+            ).scalar()
+            for table in TABLES
+        }
+
+
+def logins_named(ids):
+    return {
+        table: named(table, "login_session_id", ids[table])
+        for table in ("authorization_codes", "issued_tokens")
+    }
+
+
+# --- What a delete does to the rows naming what it deletes ---------------------------------------
+
+
+def test_an_ended_login_leaves_its_codes_and_tokens_naming_it(tenant, own):
+    """An ``online_access`` refresh token ends with its login by reading it there."""
+    rosa = accounts.get_user(tenant, "rosa")
+    assert accounts.set_password(tenant, rosa, "another sturdy passphrase") == 1
+    db.session.commit()
+
+    assert logins_named(own) == {
+        "authorization_codes": own["login_sessions"],
+        "issued_tokens": own["login_sessions"],
+    }
+
+
+def test_a_deleted_login_leaves_its_codes_and_tokens_without_one(tenant, other_tenant, own, theirs):
+    before = counts(tenant)
+
+    write("DELETE FROM login_sessions WHERE id = :id", id=own["login_sessions"])
+
+    assert logins_named(own) == {"authorization_codes": None, "issued_tokens": None}
+    assert counts(tenant) == {**before, "login_sessions": 0}
+    assert logins_named(theirs) == {
+        "authorization_codes": theirs["login_sessions"],
+        "issued_tokens": theirs["login_sessions"],
+    }
+
+
+def test_a_deleted_user_takes_their_logins_codes_and_tokens(tenant, other_tenant, own, theirs):
+    before_at_b = counts(other_tenant)
+
+    write("DELETE FROM users WHERE id = :id", id=own["users"])
+
+    gone = dict.fromkeys(("users", "login_sessions", "authorization_codes", "issued_tokens"), 0)
+    assert counts(tenant) == {"clients": 1, "launches": 1, **gone}
+    assert counts(other_tenant) == before_at_b
+
+
+def test_a_user_who_is_a_clients_service_account_is_not_deleted(tenant, own):
+    write(
+        "UPDATE clients SET service_account_id = :user WHERE id = :id",
+        user=own["users"],
+        id=own["clients"],
+    )
+    before = counts(tenant)
+
+    with pytest.raises(IntegrityError):
+        write("DELETE FROM users WHERE id = :id", id=own["users"])
+
+    assert counts(tenant) == before
+
+
+def test_a_deleted_client_takes_its_codes_tokens_and_launches(tenant, other_tenant, own, theirs):
+    before_at_b = counts(other_tenant)
+
+    write("DELETE FROM clients WHERE id = :id", id=own["clients"])
+
+    gone = dict.fromkeys(("clients", "authorization_codes", "issued_tokens", "launches"), 0)
+    assert counts(tenant) == {"users": 1, "login_sessions": 1, **gone}
+    assert counts(other_tenant) == before_at_b
+
+
+def test_a_deleted_tenant_takes_every_row_of_it(tenant, other_tenant, own, theirs):
+    before_at_b = counts(other_tenant)
+
+    write("DELETE FROM tenants WHERE id = :id", id=tenant.id)
+
+    assert counts(tenant) == dict.fromkeys(TABLES, 0)
+    assert counts(other_tenant) == before_at_b
