@@ -1,6 +1,10 @@
-"""References between a tenant's rows: deleting a row does to the rows naming it what it
-always did. Rows are deleted here in SQL, as an operator could, not through the services, which
-never do.
+"""References between a tenant's rows: the schema keeps them in the tenant, and deleting a row
+does to the rows naming it what it always did.
+
+Every foreign key from one tenant-owned table to another includes ``tenant_id`` on both sides
+(``authserver.models.tenant_reference``), so the database refuses a row of one tenant naming a
+row of another, whatever code wrote it. Rows are written and deleted here in SQL, as a bug or an
+operator could, not through the services, which never do either.
 """
 
 import pytest
@@ -10,11 +14,25 @@ from sqlalchemy.exc import IntegrityError
 from authserver.accounts import service as accounts
 from authserver.extensions import db
 from authserver.launch import service as launches
+from authserver.models import Base
 from authserver.oauth import service as codes
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
 from tests.test_isolation import rows
+from tests.test_isolation import tenant_owned_tables
 
+# Every reference from a tenant-owned row to another: (table, column, the table it names).
+REFERENCES = (
+    ("clients", "service_account_id", "users"),
+    ("login_sessions", "user_id", "users"),
+    ("authorization_codes", "client_pk", "clients"),
+    ("authorization_codes", "user_id", "users"),
+    ("authorization_codes", "login_session_id", "login_sessions"),
+    ("issued_tokens", "client_pk", "clients"),
+    ("issued_tokens", "user_id", "users"),
+    ("issued_tokens", "login_session_id", "login_sessions"),
+    ("launches", "client_pk", "clients"),
+)
 TABLES = ("users", "clients", "login_sessions", "authorization_codes", "issued_tokens", "launches")
 
 
@@ -86,6 +104,47 @@ def logins_named(ids):
         table: named(table, "login_session_id", ids[table])
         for table in ("authorization_codes", "issued_tokens")
     }
+
+
+# --- Another tenant's row is refused -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "column", "target"), REFERENCES)
+def test_the_database_refuses_a_reference_to_another_tenants_row(
+    own, theirs, table, column, target
+):
+    """Whatever code writes it: a row of clinic A names a row of A, never one of B."""
+    name_target = f"UPDATE {table} SET {column} = :target WHERE id = :id"  # noqa: S608
+
+    write(name_target, target=own[target], id=own[table])  # A's own: taken
+    with pytest.raises(IntegrityError):
+        write(name_target, target=theirs[target], id=own[table])
+
+    assert named(table, column, own[table]) == own[target]
+
+
+def test_every_reference_between_tenant_owned_tables_is_bound_to_the_tenant():
+    """A foreign key from one tenant-owned table to another includes ``tenant_id`` on both
+    sides, and has its test above. A key on the column alone is only there, beside the bound
+    one, to set the column NULL (``authserver.models.tenant_reference_set_null``)."""
+    tenant_owned = tenant_owned_tables()
+    bound, set_null = set(), set()
+    for name in tenant_owned:
+        for key in Base.metadata.tables[name].foreign_key_constraints:
+            target = key.referred_table.name
+            if target not in tenant_owned:
+                continue
+            columns = [column.name for column in key.columns]
+            referred = [element.column.name for element in key.elements]
+            if columns[0] == "tenant_id" and referred == ["tenant_id", "id"]:
+                bound.add((name, columns[1], target))
+            else:
+                assert key.ondelete == "SET NULL", (name, columns, target)
+                set_null.add((name, *columns, target))
+    user_roles = {("user_roles", "user_id", "users"), ("user_roles", "role_id", "roles")}
+
+    assert bound - user_roles == set(REFERENCES)
+    assert set_null <= bound
 
 
 # --- What a delete does to the rows naming what it deletes ---------------------------------------
