@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from sqlalchemy import DateTime
 from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy import MetaData
 from sqlalchemy import Select
 from sqlalchemy import select
@@ -66,9 +67,9 @@ class TenantOwned:
     the tenant as a required argument, so a query cannot forget it.
     """
 
-    # True on a table whose unique key starts with ``tenant_id``: that key's index serves the
-    # same lookups and the tenant's cascading delete, and a second index would only cost memory
-    # and writes (tests/test_migrations.py checks every table has exactly one of the two).
+    # True on a table with a unique key or an index that starts with ``tenant_id``: that index
+    # serves the same lookups and the tenant's cascading delete, and a second index would only
+    # cost memory and writes (tests/test_migrations.py checks every table has exactly one).
     keyed_by_tenant: ClassVar[bool] = False
 
     @declared_attr
@@ -84,6 +85,43 @@ class TenantOwned:
         if tenant_id is None:
             raise ValueError("a tenant is required")
         return select(cls).where(cls.tenant_id == tenant_id)  # type: ignore[attr-defined]
+
+
+def tenant_reference(
+    column: str, table: str, *, ondelete: str | None = None, **options: Any
+) -> ForeignKeyConstraint:
+    """A foreign key from ``column`` to the row of ``table`` with that id in the same tenant.
+
+    ``(tenant_id, column)`` refers to ``table``'s ``(tenant_id, id)``, which the target declares
+    unique, so the database itself refuses a row of one tenant naming a row of another, whatever
+    code wrote it. Not for ``ondelete="SET NULL"``, which would null ``tenant_id`` too (NOT
+    NULL): :func:`tenant_reference_set_null` is.
+
+    :param options: passed on to :class:`~sqlalchemy.ForeignKeyConstraint` (``deferrable``,
+        ``initially``).
+    """
+    return ForeignKeyConstraint(
+        ["tenant_id", column], [f"{table}.tenant_id", f"{table}.id"], ondelete=ondelete, **options
+    )
+
+
+def tenant_reference_set_null(
+    column: str, table: str
+) -> tuple[ForeignKeyConstraint, ForeignKeyConstraint]:
+    """A reference to ``table`` in the same tenant that a deleted target leaves NULL.
+
+    ``ON DELETE SET NULL`` on the composite key would null ``tenant_id`` as well (NOT NULL, so
+    the delete would fail); PostgreSQL 15 can name the one column to null, SQLite cannot. So two
+    keys: ``column`` alone refers to ``table (id)`` ``ON DELETE SET NULL``, and the tenant-bound
+    key (:func:`tenant_reference`) refuses another tenant's row. The latter is checked at commit:
+    checked at the end of the statement, PostgreSQL may run it before the other key has set the
+    column NULL (a table's foreign key triggers fire in the order of their generated names) and
+    refuse the delete.
+    """
+    return (
+        ForeignKeyConstraint([column], [f"{table}.id"], ondelete="SET NULL"),
+        tenant_reference(column, table, deferrable=True, initially="DEFERRED"),
+    )
 
 
 def render_migration_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:

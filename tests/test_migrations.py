@@ -13,10 +13,13 @@ from authserver import create_app
 from authserver.accounts import service as accounts
 from authserver.clients import service as clients
 from authserver.extensions import db
+from authserver.launch import service as launches
 from authserver.models import Base
+from authserver.oauth import service as codes
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
 from tests.fixtures.database import app_config
+from tests.fixtures.database import backend
 
 
 def _migrated_app(make_database_url, tmp_path):
@@ -279,5 +282,186 @@ def test_the_user_roles_revision_stops_at_a_link_across_tenants(make_database_ur
                 version = connection.execute(text("SELECT version_num FROM alembic_version"))
                 assert version.scalar() == USER_ROLES_REVISION_PARENT
                 assert connection.execute(text("SELECT count(*) FROM user_roles")).scalar() == 2
+        finally:
+            db.engine.dispose()
+
+
+@pytest.mark.skipif(backend() != "postgresql", reason="trigger order is PostgreSQL's")
+def test_a_deleted_login_leaves_no_reference_whatever_order_its_keys_were_made_in(
+    make_database_url, tmp_path
+):
+    """PostgreSQL runs a table's foreign key triggers in the order of their names, which follow
+    their creation. Were the tenant-bound key on ``login_session_id`` checked with the statement,
+    a key on the column alone made after it (by a restore, a later migration) would set the
+    column NULL too late and the delete would fail: it is checked at commit."""
+    app = _migrated_app(make_database_url, tmp_path)
+    with app.app_context():
+        try:
+            upgrade(directory=app.extensions["migrate"].directory)
+            tenant = tenants.create_tenant("clinic-l", "Clinic L")
+            rosa = accounts.create_user(tenant, "rosa", "a sturdy passphrase", ["nurse"])
+            app_client = clients.register(
+                tenant, name="App", auth_method="none", redirect_uris=["https://app.test/cb"]
+            ).client
+            _, login = accounts.start_session(tenant, rosa)
+            callback = app_client.redirect_uris[0]
+            decided = codes.CodeRequest(app_client, rosa, login, callback, "openid", {})
+            codes.save_code(tenant, codes.new_code(), decided)
+            authorization = tokens.Authorization(
+                tenant, app_client, "openid", user=rosa, login_session_id=login.id
+            )
+            tokens.issue_refresh_token(authorization)
+            login_id = login.id
+            db.session.commit()
+            db.session.remove()
+            with db.engine.begin() as connection:
+                for table in ("authorization_codes", "issued_tokens"):
+                    key = f"fk_{table}_login_session_id_login_sessions"
+                    connection.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {key}"))
+                    connection.execute(
+                        text(
+                            f"ALTER TABLE {table} ADD CONSTRAINT {key} FOREIGN KEY"
+                            " (login_session_id) REFERENCES login_sessions (id) ON DELETE SET NULL"
+                        )
+                    )
+
+            with db.engine.begin() as connection:
+                delete = text("DELETE FROM login_sessions WHERE id = :id")
+                connection.execute(delete, {"id": login_id})
+
+            with db.engine.connect() as connection:
+                for table in ("authorization_codes", "issued_tokens"):
+                    logins = connection.execute(
+                        text(f"SELECT login_session_id FROM {table}")  # noqa: S608
+                    ).scalars()
+                    assert list(logins) == [None], table
+        finally:
+            db.engine.dispose()
+
+
+TENANT_REFERENCES_REVISION_PARENT = "bd1ac993c61d"
+REFERENCES = (
+    ("clients", "service_account_id"),
+    ("login_sessions", "user_id"),
+    ("authorization_codes", "client_pk"),
+    ("authorization_codes", "user_id"),
+    ("authorization_codes", "login_session_id"),
+    ("issued_tokens", "client_pk"),
+    ("issued_tokens", "user_id"),
+    ("issued_tokens", "login_session_id"),
+    ("launches", "client_pk"),
+)
+
+
+def _clinic_with_rows_naming_each_other(slug):
+    """A tenant with a service account's backend client, an app, and a login's code, refresh
+    token and EHR launch for the app; returns the tenant."""
+    tenant = tenants.create_tenant(slug, slug.title())
+    rosa = accounts.create_user(tenant, "rosa", "a sturdy passphrase", ["nurse"])
+    clients.register(
+        tenant,
+        name="Lab",
+        auth_method="private_key_jwt",
+        jwks_uri="https://lab.example.test/jwks.json",
+        scopes=["system/Patient.rs"],
+        service_account="rosa",
+    )
+    app_client = clients.register(
+        tenant, name="App", auth_method="none", redirect_uris=["https://app.test/cb"]
+    ).client
+    _, login = accounts.start_session(tenant, rosa)
+    callback = app_client.redirect_uris[0]
+    codes.save_code(
+        tenant,
+        codes.new_code(),
+        codes.CodeRequest(app_client, rosa, login, callback, "openid", {}),
+    )
+    tokens.issue_refresh_token(
+        tokens.Authorization(tenant, app_client, "openid", user=rosa, login_session_id=login.id)
+    )
+    launches.create_launch(tenant, patient="123", client_id=app_client.client_id, actor="test")
+    return tenant
+
+
+def _references():
+    """Every referring row's tenant and the row it names, by table and column."""
+    with db.engine.connect() as connection:
+        return {
+            (table, column): connection.execute(
+                text(f"SELECT id, tenant_id, {column} FROM {table} ORDER BY id")  # noqa: S608
+            ).all()
+            for table, column in REFERENCES
+        }
+
+
+def test_the_tenant_references_revision_keeps_every_row_and_what_it_names(
+    make_database_url, tmp_path
+):
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            for slug in ("clinic-u", "clinic-v"):
+                _clinic_with_rows_naming_each_other(slug)
+            db.session.commit()
+            db.session.remove()
+            held = _references()
+            naming = [row for rows in held.values() for row in rows if row[2] is not None]
+            assert len(naming) == 2 * len(REFERENCES)  # each reference once in each tenant
+
+            downgrade(directory=directory, revision=TENANT_REFERENCES_REVISION_PARENT)
+            assert _references() == held
+            upgrade(directory=directory)
+
+            assert _references() == held
+            assert _differences() == []
+        finally:
+            db.engine.dispose()
+
+
+def test_the_tenant_references_revision_stops_at_a_row_naming_another_tenants(
+    make_database_url, tmp_path, capfd
+):
+    """As the user_roles revision does: the upgrade changes nothing and says how to find them."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            clinic_u = _clinic_with_rows_naming_each_other("clinic-u")
+            clinic_v = _clinic_with_rows_naming_each_other("clinic-v")
+            ids = {"u": clinic_u.id, "v": clinic_v.id}
+            db.session.commit()
+            db.session.remove()
+            downgrade(directory=directory, revision=TENANT_REFERENCES_REVISION_PARENT)
+            with db.engine.begin() as connection:  # what a bug could have written before
+                connection.execute(
+                    text(
+                        "UPDATE issued_tokens SET client_pk ="
+                        " (SELECT max(id) FROM clients WHERE tenant_id = :v)"
+                        " WHERE tenant_id = :u"
+                    ),
+                    ids,
+                )
+            held = _references()
+
+            with pytest.raises(SystemExit):
+                upgrade(directory=directory)
+
+            error = capfd.readouterr().err
+            assert "Error: rows name a row of another tenant: 1 in issued_tokens.client_pk" in (
+                error
+            )
+            assert (
+                '(find them with "SELECT issued_tokens.id FROM issued_tokens JOIN clients'
+                " ON clients.id = issued_tokens.client_pk"
+                ' WHERE clients.tenant_id <> issued_tokens.tenant_id")'
+            ) in error
+            assert "login_sessions.user_id" not in error
+            with db.engine.connect() as connection:
+                version = connection.execute(text("SELECT version_num FROM alembic_version"))
+                assert version.scalar() == TENANT_REFERENCES_REVISION_PARENT
+            assert _references() == held
         finally:
             db.engine.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column
-from sqlalchemy import ForeignKey
 from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy import Index
 from sqlalchemy import Integer
@@ -19,6 +18,7 @@ from sqlalchemy.orm import relationship
 
 from authserver.models import Base
 from authserver.models import TenantOwned
+from authserver.models import tenant_reference
 from authserver.models import utcnow
 
 ACTIVE = "active"
@@ -66,7 +66,9 @@ class User(TenantOwned, Base):
     keyed_by_tenant = True
     __table_args__ = (
         UniqueConstraint("tenant_id", "username"),
-        UniqueConstraint("tenant_id", "id"),  # for user_roles, as on roles
+        # For the rows that name a user in its tenant: roles held, logins, codes, tokens, the
+        # clients it is the service account of.
+        UniqueConstraint("tenant_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -91,15 +93,26 @@ class LoginSession(TenantOwned, Base):
 
     __tablename__ = "login_sessions"
     keyed_by_tenant = True
-    __table_args__ = (UniqueConstraint("tenant_id", "token_digest"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "token_digest"),
+        UniqueConstraint("tenant_id", "id"),  # for the codes and tokens issued at this login
+        tenant_reference("user_id", "users", ondelete="CASCADE"),
+        # For the user's sessions (ended with their password) and the cascade from the user.
+        Index("ix_login_sessions_tenant_id_user_id", "tenant_id", "user_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column()
     token_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
-    user: Mapped[User] = relationship()
+    # Through the tenant-bound key; only user_id is the relationship's to write (tenant_id is
+    # the session's own).
+    user: Mapped[User] = relationship(
+        primaryjoin="and_(User.tenant_id == LoginSession.tenant_id,"
+        " User.id == foreign(LoginSession.user_id))"
+    )
 
     @property
     def auth_time(self) -> datetime:

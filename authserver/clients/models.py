@@ -7,7 +7,6 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import JSON
-from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
@@ -21,6 +20,7 @@ from authserver import security
 from authserver.accounts.models import User
 from authserver.models import Base
 from authserver.models import TenantOwned
+from authserver.models import tenant_reference
 from authserver.models import utcnow
 
 APP = "app"
@@ -32,7 +32,13 @@ DELETED = "deleted"
 class Client(TenantOwned, ClientMixin, Base):
     __tablename__ = "clients"
     keyed_by_tenant = True
-    __table_args__ = (UniqueConstraint("tenant_id", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "client_id"),
+        UniqueConstraint("tenant_id", "id"),  # for the codes, tokens and launches naming a client
+        tenant_reference("service_account_id", "users"),
+        # For the check that refuses to delete a linked user.
+        Index("ix_clients_tenant_id_service_account_id", "tenant_id", "service_account_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
@@ -54,9 +60,14 @@ class Client(TenantOwned, ClientMixin, Base):
     # ceiling also bounds its tokens, and its tokens are recorded (and revoked) as that user's.
     # No ON DELETE action: deleting a linked user is refused, since SET NULL would silently lift
     # the ceiling; unlink first (clients.service.set_service_account).
-    service_account_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    service_account_id: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    service_account: Mapped[User | None] = relationship()
+    # Through the tenant-bound key; only service_account_id is the relationship's to write, so
+    # unlinking (None) leaves the client's tenant_id alone.
+    service_account: Mapped[User | None] = relationship(
+        primaryjoin="and_(User.tenant_id == Client.tenant_id,"
+        " User.id == foreign(Client.service_account_id))"
+    )
 
     @property
     def is_public(self) -> bool:

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
-from sqlalchemy import ForeignKey
 from sqlalchemy import String
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
@@ -14,6 +13,7 @@ from sqlalchemy.orm import mapped_column
 
 from authserver.models import Base
 from authserver.models import TenantOwned
+from authserver.models import tenant_reference
 from authserver.models import utcnow
 
 
@@ -23,7 +23,10 @@ class Launch(TenantOwned, Base):
     __tablename__ = "launches"
     keyed_by_tenant = True
     # Found by tenant and digest (service.resolve), so unique per tenant like every other key.
-    __table_args__ = (UniqueConstraint("tenant_id", "launch_digest"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "launch_digest"),
+        tenant_reference("client_pk", "clients", ondelete="CASCADE"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     launch_digest: Mapped[str] = mapped_column(String(64))
@@ -33,7 +36,7 @@ class Launch(TenantOwned, Base):
     intent: Mapped[str | None] = mapped_column(String(200))
     need_patient_banner: Mapped[bool] = mapped_column(default=False)
     # When set, only this app may use the launch (EHR-05).
-    client_pk: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    client_pk: Mapped[int | None] = mapped_column()
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

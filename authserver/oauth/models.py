@@ -7,7 +7,7 @@ from typing import Any
 
 from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import JSON
-from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy.orm import Mapped
@@ -15,6 +15,8 @@ from sqlalchemy.orm import mapped_column
 
 from authserver.models import Base
 from authserver.models import TenantOwned
+from authserver.models import tenant_reference
+from authserver.models import tenant_reference_set_null
 from authserver.models import utcnow
 
 
@@ -27,15 +29,23 @@ class AuthorizationCode(TenantOwned, AuthorizationCodeMixin, Base):
     """
 
     __tablename__ = "authorization_codes"
+    keyed_by_tenant = True
+    __table_args__ = (
+        tenant_reference("client_pk", "clients", ondelete="CASCADE"),
+        tenant_reference("user_id", "users", ondelete="CASCADE"),
+        # An ended login leaves its codes as they are; a deleted one leaves them NULL here.
+        *tenant_reference_set_null("login_session_id", "login_sessions"),
+        # For a revocation's codes of a client or a user, and the cascades from them.
+        Index("ix_authorization_codes_tenant_id_client_pk", "tenant_id", "client_pk"),
+        Index("ix_authorization_codes_tenant_id_user_id", "tenant_id", "user_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code_digest: Mapped[str] = mapped_column(String(64), unique=True)
     grant_id: Mapped[str] = mapped_column(String(64))
-    client_pk: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    login_session_id: Mapped[int | None] = mapped_column(
-        ForeignKey("login_sessions.id", ondelete="SET NULL")
-    )
+    client_pk: Mapped[int] = mapped_column()
+    user_id: Mapped[int] = mapped_column()
+    login_session_id: Mapped[int | None] = mapped_column()
     redirect_uri: Mapped[str] = mapped_column(String(2000))
     scope: Mapped[str] = mapped_column(Text)
     nonce: Mapped[str | None] = mapped_column(String(255))

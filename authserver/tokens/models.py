@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
-from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
@@ -16,6 +15,8 @@ from sqlalchemy.orm import mapped_column
 
 from authserver.models import Base
 from authserver.models import TenantOwned
+from authserver.models import tenant_reference
+from authserver.models import tenant_reference_set_null
 from authserver.models import utcnow
 
 ACCESS = "access"
@@ -36,6 +37,13 @@ class IssuedToken(TenantOwned, Base):
         UniqueConstraint("tenant_id", "jti"),
         UniqueConstraint("tenant_id", "token_digest"),
         Index("ix_issued_tokens_tenant_id_grant_id", "tenant_id", "grant_id"),
+        tenant_reference("client_pk", "clients", ondelete="CASCADE"),
+        tenant_reference("user_id", "users", ondelete="CASCADE"),
+        # An ended login leaves its tokens as they are; a deleted one leaves them NULL here.
+        *tenant_reference_set_null("login_session_id", "login_sessions"),
+        # For revoking a client's or a user's tokens, and the cascades from them.
+        Index("ix_issued_tokens_tenant_id_client_pk", "tenant_id", "client_pk"),
+        Index("ix_issued_tokens_tenant_id_user_id", "tenant_id", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -44,14 +52,10 @@ class IssuedToken(TenantOwned, Base):
     grant_id: Mapped[str] = mapped_column(String(64))
     # Refresh tokens are opaque: only their SHA-256 digest is kept, to look them up.
     token_digest: Mapped[str | None] = mapped_column(String(64))
-    client_pk: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    client_pk: Mapped[int] = mapped_column()
     client_id: Mapped[str] = mapped_column(String(64))
-    user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
-    login_session_id: Mapped[int | None] = mapped_column(
-        ForeignKey("login_sessions.id", ondelete="SET NULL")
-    )
+    user_id: Mapped[int | None] = mapped_column()
+    login_session_id: Mapped[int | None] = mapped_column()
     scope: Mapped[str] = mapped_column(Text, default="")
     # Launch context and identity claims that ride along: patient, encounter, fhirContext...
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
