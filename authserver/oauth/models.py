@@ -10,6 +10,7 @@ from sqlalchemy import JSON
 from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -31,6 +32,8 @@ class AuthorizationCode(TenantOwned, AuthorizationCodeMixin, Base):
     __tablename__ = "authorization_codes"
     keyed_by_tenant = True
     __table_args__ = (
+        # Found by tenant and digest (service.redeem_code), so unique per tenant like every key.
+        UniqueConstraint("tenant_id", "code_digest"),
         tenant_reference("client_pk", "clients", ondelete="CASCADE"),
         tenant_reference("user_id", "users", ondelete="CASCADE"),
         # An ended login leaves its codes as they are; a deleted one leaves them NULL here.
@@ -41,7 +44,7 @@ class AuthorizationCode(TenantOwned, AuthorizationCodeMixin, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    code_digest: Mapped[str] = mapped_column(String(64))
     grant_id: Mapped[str] = mapped_column(String(64))
     client_pk: Mapped[int] = mapped_column()
     user_id: Mapped[int] = mapped_column()

@@ -9,6 +9,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
 
 from authserver.audit.models import AuditRecord
@@ -603,3 +604,35 @@ def test_legacy_client_without_pkce_exchanges_without_verifier(signed_in, clinic
         headers=basic(app.client_id, clinic.secret),
     )
     assert response.status_code == 200, response.json
+
+
+def test_a_code_digest_is_unique_within_its_tenant_only(signed_in, clinic, other_clinic):
+    """Codes are found by tenant and digest, so, like every other key, the digest is unique per
+    tenant: a twin at another tenant is that tenant's own row, and the code still exchanges
+    here for this tenant's grant."""
+    code = get_code(signed_in, clinic, VERIFIER)
+    row = db.session.scalar(select(AuthorizationCode))
+
+    def twin(home):
+        copied = {
+            column.key: getattr(row, column.key)
+            for column in AuthorizationCode.__table__.columns
+            if column.key not in ("id", "tenant_id", "client_pk", "user_id", "login_session_id")
+        }
+        return AuthorizationCode(
+            **copied,
+            tenant_id=home.tenant.id,
+            client_pk=home.public_app.id,
+            user_id=home.patient.id,
+        )
+
+    db.session.add(twin(other_clinic))
+    db.session.commit()
+    db.session.add(twin(clinic))
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+    response = exchange(signed_in, clinic, code, VERIFIER)
+    assert response.status_code == 200, response.json
+    assert response.json["patient"] == "p-clinic-a"
