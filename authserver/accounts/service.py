@@ -300,7 +300,7 @@ def set_status(
         return Outcome(user, changed=False)
     user.status = status
     if not active:
-        revocation.revoke_for_user(tenant, user.id, actor=actor)
+        revocation.revoke_for_user(tenant, user, actor=actor)
         _end_login_sessions(tenant, user)
     db.session.flush()
     event = AuditEvent.USER_ENABLED if active else AuditEvent.USER_DISABLED

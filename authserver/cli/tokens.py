@@ -33,9 +33,9 @@ def revoke(tenant_slug: str, username: str | None, client_id: str | None) -> Non
     tenant = tenant_named(tenant_slug)
     if username is not None:
         user = accounts.get_user(tenant, username)
-        revoked = revocation.revoke_for_user(tenant, user.id, actor=ACTOR)
+        revoked = revocation.revoke_for_user(tenant, user, actor=ACTOR)
         emit({"tenant": tenant.slug, "user": user.username, "revoked": revoked})
     else:
         client = clients.get_client(tenant, client_id or "")
-        revoked = revocation.revoke_for_client(tenant, client.id, actor=ACTOR)
+        revoked = revocation.revoke_for_client(tenant, client, actor=ACTOR)
         emit({"tenant": tenant.slug, "client_id": client.client_id, "revoked": revoked})

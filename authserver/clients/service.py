@@ -205,7 +205,7 @@ def delete(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Clien
     """
     client = get_client(tenant, client_id)
     client.status = DELETED
-    revocation.revoke_for_client(tenant, client.id, actor=actor)
+    revocation.revoke_for_client(tenant, client, actor=actor)
     launches = _end_launches_of(tenant, client) if client.kind == RESOURCE_SERVER else 0
     db.session.flush()
     audit.record(

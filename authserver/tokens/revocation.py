@@ -3,22 +3,20 @@ the codes they have not exchanged yet).
 
 Revocation is a row update (``revoked_at``) that introspection reads on every request, so it
 counts at once on every instance sharing the database. This module needs only the token and
-code tables (and the user's or client's name, for the audit record), so the account and client
-services can revoke without importing the token issuer.
+code tables, so the account and client services can revoke without importing the token issuer.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import update
 
-from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
-from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
@@ -26,6 +24,10 @@ from authserver.tenancy.models import Tenant
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
+
+if TYPE_CHECKING:  # type names only: this module needs no account or client code
+    from authserver.accounts.models import User
+    from authserver.clients.models import Client
 
 
 def revoke_token(
@@ -58,43 +60,39 @@ def retire_replaced_access_tokens(tenant: Tenant, grant_id: str) -> int:
     return _update(_live(tenant, IssuedToken.grant_id == grant_id, IssuedToken.kind == ACCESS))
 
 
-def revoke_for_user(tenant: Tenant, user_id: int, *, actor: str | None = None) -> int:
+def revoke_for_user(tenant: Tenant, user: User, *, actor: str | None = None) -> int:
     """Revoke every live token issued for the user, and end the codes they have not exchanged
     yet; returns how many tokens."""
-    return _revoke_issued(tenant, "user", user_id, actor)
+    return _revoke_issued(tenant, "user", user, user.username, actor)
 
 
-def revoke_for_client(tenant: Tenant, client_pk: int, *, actor: str | None = None) -> int:
-    """Revoke every live token issued to the client (by primary key), and end the codes it has
-    not exchanged yet; returns how many tokens."""
-    return _revoke_issued(tenant, "client", client_pk, actor)
+def revoke_for_client(tenant: Tenant, client: Client, *, actor: str | None = None) -> int:
+    """Revoke every live token issued to the client, and end the codes it has not exchanged
+    yet; returns how many tokens."""
+    return _revoke_issued(tenant, "client", client, client.client_id, actor)
 
 
-# Whose tokens and codes a revocation ends: the column naming them in each table, and the name
-# their audit records go by (a username, a client_id), so `audit list --subject` finds the
-# revocation with the rest of their records.
+# Whose tokens and codes a revocation ends: the column naming them in each table.
 _ISSUED_FOR = {
-    "user": (IssuedToken.user_id, AuthorizationCode.user_id, User.username),
-    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk, Client.client_id),
+    "user": (IssuedToken.user_id, AuthorizationCode.user_id),
+    "client": (IssuedToken.client_pk, AuthorizationCode.client_pk),
 }
 
 
-def _revoke_issued(tenant: Tenant, of: str, pk: int, actor: str | None) -> int:
-    """Revoke the live tokens of the user or client (``of``) with primary key ``pk``, after
-    ending its codes not yet exchanged (:func:`_expire_codes` says why first)."""
-    token_column, code_column, name_column = _ISSUED_FOR[of]
-    codes = _expire_codes(tenant, code_column == pk)
-    count = _revoke(tenant, token_column == pk)
-    _audit(tenant, actor, _name(tenant, name_column, pk) or str(pk), of, count, codes=codes)
+def _revoke_issued(
+    tenant: Tenant, of: str, holder: User | Client, name: str, actor: str | None
+) -> int:
+    """Revoke the live tokens of the user or client (``of``) ``holder``, after ending its codes
+    not yet exchanged (:func:`_expire_codes` says why first). The audit record goes by its
+    ``name`` (a username, a client_id), so `audit list --subject` finds the revocation with the
+    rest of its records; another tenant's user or client, whose name is not this tenant's to
+    log, goes by its id (nothing of it is revoked here)."""
+    token_column, code_column = _ISSUED_FOR[of]
+    codes = _expire_codes(tenant, code_column == holder.id)
+    count = _revoke(tenant, token_column == holder.id)
+    subject = name if holder.tenant_id == tenant.id else str(holder.id)
+    _audit(tenant, actor, subject, of, count, codes=codes)
     return count
-
-
-def _name(tenant: Tenant, name_column: Any, pk: int) -> str | None:
-    """The audit name of ``tenant``'s user or client ``pk``; None for another tenant's."""
-    holder = name_column.class_
-    return db.session.scalar(
-        holder.for_tenant(tenant).where(holder.id == pk).with_only_columns(name_column)
-    )
 
 
 def _expire_codes(tenant: Tenant, condition: Any) -> int:

@@ -461,9 +461,9 @@ def test_a_revocation_between_reading_a_code_and_claiming_it_still_ends_the_code
 
     def revoked_then_claimed(row, *still):
         if revoke == "user":
-            revocation.revoke_for_user(clinic.tenant, clinic.patient.id)
+            revocation.revoke_for_user(clinic.tenant, clinic.patient)
         else:
-            revocation.revoke_for_client(clinic.tenant, clinic.public_app.id)
+            revocation.revoke_for_client(clinic.tenant, clinic.public_app)
         return claim(row, *still)
 
     monkeypatch.setattr(oauth_service, "_claim", revoked_then_claimed)

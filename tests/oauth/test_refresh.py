@@ -17,7 +17,9 @@ from sqlalchemy import text
 from sqlalchemy import update
 
 from authserver.accounts import service as accounts
+from authserver.accounts.models import User
 from authserver.audit.models import AuditRecord
+from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.models import utcnow
 from authserver.tenancy.models import Tenant
@@ -505,12 +507,12 @@ class Race:
 
 
 def revoke_the_users_tokens(race):  # `authserver token revoke --user`, a disabled user
-    revocation.revoke_for_user(race.tenant(), race.user_id)
+    revocation.revoke_for_user(race.tenant(), db.session.get(User, race.user_id))
     db.session.commit()
 
 
 def revoke_the_clients_tokens(race):  # `authserver token revoke --client`, a deleted client
-    revocation.revoke_for_client(race.tenant(), race.app_pk)
+    revocation.revoke_for_client(race.tenant(), db.session.get(Client, race.app_pk))
     db.session.commit()
 
 

@@ -253,7 +253,7 @@ def test_revoking_the_accounts_tokens_leaves_unlinked_clients_alone(
     unlinked = make_backend_client(tenant)
     assert post_token(client, linked).status_code == 200
     kept = claims_of(tenant, post_token(client, unlinked).json["access_token"])["jti"]
-    assert revocation.revoke_for_user(tenant, account.id) == 1
+    assert revocation.revoke_for_user(tenant, account) == 1
     assert tokens.find_by_jti(tenant, kept).revoked_at is None
 
 

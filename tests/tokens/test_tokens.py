@@ -103,9 +103,9 @@ def test_revoking_a_family_revokes_every_token_of_that_grant(authorization, make
 
 def test_revoke_for_user_and_client(authorization):
     service.issue_access_token(authorization)
-    assert revocation.revoke_for_user(authorization.tenant, authorization.user.id) == 1
+    assert revocation.revoke_for_user(authorization.tenant, authorization.user) == 1
     service.issue_access_token(authorization)
-    assert revocation.revoke_for_client(authorization.tenant, authorization.client.id) == 1
+    assert revocation.revoke_for_client(authorization.tenant, authorization.client) == 1
 
 
 def test_another_tenant_sees_and_revokes_none_of_these_tokens(authorization, other_tenant):
@@ -116,5 +116,5 @@ def test_another_tenant_sees_and_revokes_none_of_these_tokens(authorization, oth
     assert service.find_by_jti(other_tenant, jti) is None
     assert db.session.scalars(IssuedToken.for_tenant(other_tenant)).all() == []
     assert revocation.revoke_family(other_tenant, authorization.grant_id) == 0
-    assert revocation.revoke_for_user(other_tenant, authorization.user.id) == 0
+    assert revocation.revoke_for_user(other_tenant, authorization.user) == 0
     assert not service.find_refresh_token(authorization.tenant, refresh).is_revoked
