@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column
-from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
@@ -33,12 +32,8 @@ user_roles = Table(
     Column("tenant_id", Integer, primary_key=True),
     Column("user_id", Integer, primary_key=True),
     Column("role_id", Integer, primary_key=True),
-    ForeignKeyConstraint(
-        ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
-    ),
-    ForeignKeyConstraint(
-        ["tenant_id", "role_id"], ["roles.tenant_id", "roles.id"], ondelete="CASCADE"
-    ),
+    tenant_reference("user_id", "users", ondelete="CASCADE"),
+    tenant_reference("role_id", "roles", ondelete="CASCADE"),
     # For the cascade from a deleted role; the primary key serves the one from a user.
     Index("ix_user_roles_tenant_id_role_id", "tenant_id", "role_id"),
 )
