@@ -74,11 +74,6 @@ class ContinuesFamily:
         """What this request redeems: an authorization code or a refresh token's record."""
         raise NotImplementedError
 
-    def refreshable_scope(self, granted: ScopeSet) -> ScopeSet:
-        """What of the family's scope a refresh token may be issued for now, which decides
-        whether one is due and how long it lives: what was granted, when the family starts."""
-        return granted
-
     def generate_token(
         self,
         user: Any = None,
@@ -86,7 +81,12 @@ class ContinuesFamily:
         grant_type: str | None = None,
         expires_in: int | None = None,
         include_refresh_token: bool = True,
+        *,
+        refreshable: ScopeSet | None = None,
     ) -> dict[str, Any]:
+        """Authlib's, with ``refreshable``: what of the family's scope a refresh token may be
+        issued for now, which decides whether one is due and how long it lives; the granted
+        ``scope`` when left out, as when a family starts."""
         source = self.redeemed()
         granted = parse_scopes(scope or "")
         extras = token_request()
@@ -99,7 +99,9 @@ class ContinuesFamily:
         extras.refresh_scope = source.scope
         extras.refresh_context = source.context
         extras.refresh_token_lifetime = refresh_lifetime(
-            current_tenant(), self.refreshable_scope(granted), source.login_session_id
+            current_tenant(),
+            granted if refreshable is None else refreshable,
+            source.login_session_id,
         )
         due = extras.refresh_token_lifetime is not None
         return super().generate_token(  # type: ignore[misc]
@@ -188,11 +190,17 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         if not len(scope):
             raise InvalidScopeError("None of the requested scopes can be granted.")
         self._audit_narrowing(user, refresh_token.record, asked, scope)
-        self.request.refreshable_scope = (
+        # The family's scope as the policy allows it now, whatever the request narrowed:
+        # scope=patient/Patient.rs keeps an offline_access family's refresh token coming; a
+        # registration that no longer allows offline_access ends the chain.
+        refreshable = (
             consent.grantable_scope(family, self.request.client, user) if requested else scope
         )
         return self.generate_token(
-            user=user, scope=str(scope), include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+            user=user,
+            scope=str(scope),
+            include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN,
+            refreshable=refreshable,
         )
 
     @staticmethod
@@ -216,12 +224,6 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
 
     def redeemed(self) -> IssuedToken:
         return self.request.refresh_token.record
-
-    def refreshable_scope(self, granted: ScopeSet) -> ScopeSet:
-        """The family's scope as the policy allows it now, whatever the request narrowed:
-        ``scope=patient/Patient.rs`` keeps an ``offline_access`` family's refresh token coming;
-        a registration that no longer allows ``offline_access`` ends the chain."""
-        return self.request.refreshable_scope
 
     def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
         """Nothing to do: :func:`service.redeem_refresh_token` spent it when it claimed it."""
