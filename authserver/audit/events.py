@@ -38,6 +38,7 @@ class AuditEvent(StrEnum):
     AUTHORIZATION_DENIED = "authorization:denied"
     REFRESH_TOKEN_REUSED = "refresh-token:reused"
     REFRESH_SCOPE_NARROWED = "refresh-token:scope-narrowed"
+    REFRESH_CHAIN_ENDED = "refresh-token:chain-ended"
     LAUNCH_CREATED = "launch:created"
     CLIENT_SERVICE_ACCOUNT_LINKED = "client:service-account-linked"
     CLIENT_SERVICE_ACCOUNT_UNLINKED = "client:service-account-unlinked"

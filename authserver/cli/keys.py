@@ -7,6 +7,7 @@ from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
 from authserver.cli.common import emit
+from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.keys import service
@@ -71,4 +72,7 @@ def rotate(tenant: str, alg: str, now: bool) -> None:
 @service_command
 def retire(tenant: str, kid: str) -> None:
     """Remove KID from TENANT's JWKS; tokens it signed stop verifying."""
-    emit(service.retire(tenant_named(tenant), kid, actor=ACTOR).describe())
+    outcome = service.retire(tenant_named(tenant), kid, actor=ACTOR)
+    if not outcome.changed:
+        nothing_changed(f"Key {kid} of tenant {tenant} is already retired")
+    emit(outcome.row.describe())

@@ -113,11 +113,14 @@ def set_token_alg(slug: str, alg: str, now: bool) -> None:
     When SLUG has no ALG signing key yet, this takes two runs, like `keys stage` and `keys
     rotate`: the first publishes a new key in the JWKS and switches nothing; the second, once
     the key has been there as long as verifiers may cache the JWKS (the first says when),
-    switches. With --now the first run switches.
+    switches. With --now the first run switches. With the ALG SLUG signs its access tokens with
+    already, nothing changes.
     """
     change = service.set_access_token_alg(tenant_named(slug), alg, now=now, actor=ACTOR)
-    described = service.describe(change.tenant)
+    described = service.describe(change.row)
     if change.staged_key is None:
+        if not change.changed:
+            nothing_changed(f"Tenant {slug} signs its access tokens with {alg} already")
         emit(described)
         return
     switch_after = change.switch_after.isoformat()

@@ -29,8 +29,9 @@ SIGNING_ALGS = ("RS384", "ES384", "RS256", "ES256")
 KEY_TYPE_OF_ALG = {"RS": "RSA", "ES": "EC"}
 # The kinds of scope each grant issues (a resource scope's level, or a named scope's kind):
 # SMART App Launch grants what a user may reach (smart/policy.py: role ceilings hold patient/
-# and user/ scopes only), with identity, launch and refresh scopes; SMART Backend Services
-# grants system/ scopes only (smart/backend.py). Extension scopes go with either.
+# and user/ scopes only), with identity, launch and refresh scopes (these last only with the
+# refresh_token grant too, :func:`scopes`); SMART Backend Services grants system/ scopes only
+# (smart/backend.py). Extension scopes go with either.
 SCOPE_KINDS_ISSUED = {
     "authorization_code": ("patient", "user", "identity", "launch", "refresh", "extension"),
     "client_credentials": ("system", "extension"),
@@ -87,7 +88,9 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
 
     The registration is the client's ceiling, so a scope that does not parse is refused here:
     kept, it would restrict nothing. So is one none of its grants ever issues (``patient/`` for
-    a backend client, ``system/`` for an app users sign in to): kept, it would bound nothing.
+    a backend client, ``system/`` for an app users sign in to), and ``offline_access`` or
+    ``online_access`` without the ``refresh_token`` grant (no refresh token is ever issued
+    then): kept, it would bound nothing.
 
     :raises ValidationError: naming the first scope refused and why.
     """
@@ -103,6 +106,11 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
             raise ValidationError(str(error)) from None
         if _scope_kind(parsed) not in issued:
             raise ValidationError(_not_issued(scope, parsed))
+        if _scope_kind(parsed) == "refresh" and "refresh_token" not in grants:
+            raise ValidationError(
+                f"scope {scope!r} needs the refresh_token grant: without it the client is "
+                "never issued a refresh token"
+            )
     return " ".join(dict.fromkeys(scope_list))
 
 

@@ -32,6 +32,7 @@ from authserver.keys.models import PUBLISHED
 from authserver.keys.models import RETIRED
 from authserver.keys.models import SigningKey
 from authserver.models import utcnow
+from authserver.outcomes import Outcome
 from authserver.tenancy.models import Tenant
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
@@ -289,11 +290,14 @@ def _check_algorithm(alg: str) -> None:
         raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
 
 
-def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> SigningKey:
+def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> Outcome[SigningKey]:
     """Take a published or staged key out of the JWKS, so tokens it signed stop verifying.
 
+    A key retired already is left as it is, and nothing is audited.
+
     :raises NotFound: when this tenant has no such key.
-    :raises ValidationError: for the active signer (rotate first) or a retired key.
+    :raises ValidationError: for the active signer (rotate first).
+    :raises Conflict: when another command rotated or retired the key at the same time.
     """
     key = db.session.scalar(SigningKey.for_tenant(tenant).where(SigningKey.kid == kid))
     if key is None:
@@ -301,14 +305,14 @@ def retire(tenant: Tenant, kid: str, *, actor: str | None = None) -> SigningKey:
     if key.status == ACTIVE:
         raise ValidationError(f"key {kid!r} is the active signer; rotate before retiring it")
     if key.status == RETIRED:
-        raise ValidationError(f"key {kid!r} is already retired")
+        return Outcome(key, changed=False)
     conflict = (
         f"key {kid!r} was rotated or retired at the same time; list the keys and retire again "
         "if needed"
     )
     _move(key, key.status, conflict, status=RETIRED, retired_at=utcnow())
     audit.record(tenant, AuditEvent.KEY_RETIRED, actor=actor, subject=kid)
-    return key
+    return Outcome(key, changed=True)
 
 
 def list_keys(tenant: Tenant) -> list[SigningKey]:

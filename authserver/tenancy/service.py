@@ -202,11 +202,11 @@ def set_patient_search_url(tenant: Tenant, url: str, *, actor: str | None = None
 
 
 @dataclass(frozen=True)
-class AccessTokenAlgChange:
-    """What :func:`set_access_token_alg` did: switched the tenant's access tokens to ``alg``
-    (``staged_key`` is None), or staged ``staged_key`` in the JWKS and switched nothing."""
+class AccessTokenAlgChange(Outcome[Tenant]):
+    """What :func:`set_access_token_alg` did to the tenant (``row``): switched its access tokens
+    to ``alg`` (``staged_key`` is None), staged ``staged_key`` in the JWKS and switched nothing,
+    or nothing at all (``changed`` is False: it signs them with ``alg`` already)."""
 
-    tenant: Tenant
     alg: str
     staged_key: SigningKey | None = None
 
@@ -237,15 +237,20 @@ def set_access_token_alg(
     ES256 signs about twenty times faster than RS256; id_tokens stay RS256 whatever this says,
     as SMART requires.
 
-    :raises ValidationError: for an algorithm we do not sign with, or the one in use already
-        (nothing changes and nothing is audited again); without ``now``, when the
-        staged key has not been in the JWKS long enough (nothing changes).
+    The ``alg`` in use already, with no switch to another one staged, changes nothing, with or
+    without ``now``, and nothing is audited.
+
+    :raises ValidationError: for an algorithm we do not sign with; for the one in use already
+        while a switch to another is staged (the operator may mean to cancel it: that takes
+        ``keys retire``); without ``now``, when the staged key has not been in the JWKS long
+        enough. Nothing changes.
     :raises Conflict: when another command staged or promoted an ``alg`` key at the same time.
     """
     if alg not in SUPPORTED_ALGORITHMS:
         raise ValidationError(f"unsupported algorithm {alg!r}; use one of RS256, ES256")
     if alg == tenant.access_token_alg:
-        raise ValidationError(f"tenant {tenant.slug!r} signs its access tokens with {alg} already")
+        _check_no_switch_staged(tenant)
+        return AccessTokenAlgChange(tenant, changed=False, alg=alg)
     if alg in keys.active_algorithms(tenant):
         return _switch_access_token_alg(tenant, alg, at_once=False, actor=actor)
     staged = keys.staged_key(tenant, alg)
@@ -259,9 +264,27 @@ def set_access_token_alg(
     return _switch_access_token_alg(tenant, alg, at_once=now, actor=actor)
 
 
+def _check_no_switch_staged(tenant: Tenant) -> None:
+    """Refuse to answer "nothing to do" for the access-token alg in use while a switch to
+    another one is staged (:func:`_stage_access_token_alg`): its key is in the JWKS, and the
+    next ``set-token-alg`` of that alg would switch.
+
+    :raises ValidationError: naming the staged key to retire to cancel the switch.
+    """
+    signing = keys.active_algorithms(tenant)
+    for alg in sorted(set(SUPPORTED_ALGORITHMS) - set(signing)):
+        staged = keys.staged_key(tenant, alg)
+        if staged is not None:
+            raise ValidationError(
+                f"tenant {tenant.slug!r} signs its access tokens with "
+                f"{tenant.access_token_alg} already, and a switch to {alg} is staged: retire "
+                f"its key to cancel it (keys retire {tenant.slug} {staged.kid})"
+            )
+
+
 def _stage_access_token_alg(tenant: Tenant, alg: str, actor: str | None) -> AccessTokenAlgChange:
     key = keys.stage_first(tenant, alg, actor=actor)
-    change = AccessTokenAlgChange(tenant, alg, staged_key=key)
+    change = AccessTokenAlgChange(tenant, changed=True, alg=alg, staged_key=key)
     audit.record(
         tenant,
         AuditEvent.TENANT_TOKEN_ALG_STAGED,
@@ -290,7 +313,7 @@ def _switch_access_token_alg(
         previous_alg=previous_alg,
         at_once=at_once,
     )
-    return AccessTokenAlgChange(tenant, alg)
+    return AccessTokenAlgChange(tenant, changed=True, alg=alg)
 
 
 def urls(tenant: Tenant) -> TenantURLs:

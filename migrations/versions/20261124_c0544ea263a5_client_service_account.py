@@ -21,9 +21,10 @@ INDEX = 'ix_clients_service_account_id'
 
 def upgrade():
     if op.get_bind().dialect.name == 'sqlite':
-        # Not batch mode: it would copy and DROP the clients table, and with foreign keys on
-        # that drop cascades to every issued token and code. SQLite can add a nullable column
-        # with an inline REFERENCES in place.
+        # In place, not batch mode: SQLite adds a nullable column with an inline REFERENCES
+        # without copying the table. (Batch mode's copy and DROP of clients would cascade
+        # nothing either: migrations/env.py turns foreign keys off while migrating, and checks
+        # every reference before committing.)
         op.execute(
             'ALTER TABLE clients ADD COLUMN service_account_id INTEGER'
             f' CONSTRAINT {FOREIGN_KEY} REFERENCES users (id)'

@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from authserver.audit.models import AuditRecord
+from authserver.clients import service as clients
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import token_form
@@ -85,6 +87,44 @@ def test_a_scope_registration_refuses_is_refused_and_nothing_changes(cli, app_id
     assert line.startswith(f"Error: {message}")
     assert registered_scope(cli, app_id) == " ".join(APP_SCOPES)
     assert scope_events() == []
+
+
+@pytest.mark.parametrize("scope", ["offline_access", "online_access"])
+def test_a_refresh_scope_needs_the_refresh_grant_and_nothing_changes(
+    cli, tenant, make_client, scope
+):
+    # Stored, it would bound nothing: without the grant no refresh token is ever issued.
+    code_only = make_client(tenant, grant_types=["authorization_code"], scopes=["openid"]).client
+
+    line = refused(cli, *set_scopes(code_only.client_id, "openid", scope))
+
+    assert line == (
+        f"Error: scope {scope!r} needs the refresh_token grant: without it the client is "
+        "never issued a refresh token"
+    )
+    assert registered_scope(cli, code_only.client_id) == "openid"
+    assert scope_events() == []
+
+
+def test_the_service_refuses_a_refresh_scope_without_the_refresh_grant(tenant, make_client):
+    code_only = make_client(tenant, grant_types=["authorization_code"], scopes=["openid"]).client
+
+    with pytest.raises(ValidationError, match="'offline_access' needs the refresh_token grant"):
+        clients.set_scopes(tenant, code_only.client_id, ["openid", "offline_access"])
+
+    db.session.rollback()
+    assert code_only.allowed_scope == "openid"
+    assert scope_events() == []
+
+
+def test_an_app_with_the_refresh_grant_may_have_refresh_scopes_set(cli, tenant, app_id):
+    shown = run(cli, *set_scopes(app_id, "openid", "online_access", "patient/*.rs"))
+
+    assert shown["grant_types"] == ["authorization_code", "refresh_token"]
+    assert shown["scope"] == "openid online_access patient/*.rs"
+    outcome = clients.set_scopes(tenant, app_id, ["openid", "offline_access", "online_access"])
+    assert outcome.changed
+    assert outcome.row.allowed_scope == "openid offline_access online_access"
 
 
 def test_a_backend_client_takes_system_scopes_only(cli, backend):

@@ -258,6 +258,68 @@ def test_a_client_with_both_grants_may_have_both_kinds_of_scope(cli, tenant, tmp
     assert created["scope"] == "user/*.rs system/*.rs __lab_feed"
 
 
+NEEDS_THE_REFRESH_GRANT = "needs the refresh_token grant: without it the client is never issued"
+
+
+@pytest.mark.parametrize("scope", ["offline_access", "online_access"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--public", "--redirect-uri", REDIRECT, "--grant-type", "authorization_code"],
+        ["--jwks-file", "JWKS", "--redirect-uri", REDIRECT, "--grant-type",
+         "authorization_code", "--grant-type", "client_credentials"],
+    ],
+    ids=["code-only", "code-and-backend"],
+)  # fmt: skip
+def test_a_refresh_scope_without_the_refresh_grant_is_refused(
+    cli, tenant, tmp_path, options, scope
+):
+    # Stored, it would bound nothing: without the grant no refresh token is ever issued.
+    options = [jwks_file(tmp_path, rsa_jwk()) if value == "JWKS" else value for value in options]
+    before, events = stored_clients(), audit_count()
+
+    line = refused(cli, "client", "create", "clinic-a", "--name", "Test app", *options,
+                   "--scope", "openid", "--scope", scope)  # fmt: skip
+
+    assert line == f"Error: scope {scope!r} {NEEDS_THE_REFRESH_GRANT} a refresh token"
+    assert stored_clients() == before
+    assert audit_count() == events
+
+
+@pytest.mark.parametrize("scope", ["offline_access", "online_access"])
+@pytest.mark.parametrize(
+    "grants",
+    [[], ["--grant-type", "authorization_code", "--grant-type", "refresh_token"]],
+    ids=["default-grants", "refresh-grant-given"],
+)
+def test_a_refresh_scope_with_the_refresh_grant_is_accepted(cli, tenant, grants, scope):
+    created = create(cli, "--public", "--redirect-uri", REDIRECT, *grants, "--scope", scope)
+
+    assert created["grant_types"] == ["authorization_code", "refresh_token"]
+    assert created["scope"] == scope
+
+
+def test_the_service_refuses_a_refresh_scope_without_the_refresh_grant(tenant):
+    with pytest.raises(ValidationError, match=f"'online_access' {NEEDS_THE_REFRESH_GRANT}"):
+        service.register(
+            tenant,
+            name="Code only",
+            auth_method="none",
+            redirect_uris=[REDIRECT],
+            grant_types=["authorization_code"],
+            scopes=["openid", "online_access"],
+        )
+    registered = service.register(
+        tenant,
+        name="Code and refresh",
+        auth_method="none",
+        redirect_uris=[REDIRECT],
+        grant_types=["authorization_code", "refresh_token"],
+        scopes=["openid", "online_access"],
+    )
+    assert registered.client.allowed_scope == "openid online_access"
+
+
 @pytest.mark.parametrize(
     "uri",
     ["http://127.0.0.1:8000/cb", "http://localhost/cb", "http://[::1]:9000/cb"],

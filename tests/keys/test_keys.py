@@ -13,6 +13,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from authserver.audit.models import AuditRecord
+from authserver.errors import NotFound
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.keys import crypto
 from authserver.keys import service
@@ -22,6 +24,7 @@ from authserver.tenancy.models import Tenant
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 from tests.fixtures.keys import age_key
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
@@ -418,14 +421,42 @@ def test_retiring_an_unknown_kid_is_refused_and_changes_nothing(cli, tenant):
     assert stored_keys(tenant) == before
 
 
-def test_retiring_a_key_twice_is_refused(cli, client, tenant):
+def test_retiring_a_retired_key_again_changes_and_audits_nothing_and_says_so(cli, client, tenant):
     (old_kid,) = served_kids(client)
     run(cli, "keys", "rotate", "clinic-a", "--now")
-    run(cli, "keys", "retire", "clinic-a", old_kid)
-    before = stored_keys(tenant)
+    retired = run(cli, "keys", "retire", "clinic-a", old_kid)
+    before, after = stored_keys(tenant), last_audit_id()
 
-    assert "already retired" in refused(cli, "keys", "retire", "clinic-a", old_kid)
+    shown, line = unchanged(cli, "keys", "retire", "clinic-a", old_kid)
+
+    assert line == f"Key {old_kid} of tenant clinic-a is already retired; nothing changed."
+    assert shown == retired  # as it is, retired when it first was
     assert stored_keys(tenant) == before
+    assert last_audit_id() == after
+    assert old_kid not in served_kids(client)
+
+
+def test_the_service_retires_a_key_once(tenant):
+    old_kid = service.list_keys(tenant)[0].kid
+    service.rotate(tenant, now=True)
+    after = last_audit_id()
+
+    first = service.retire(tenant, old_kid, actor="ops")
+    again = service.retire(tenant, old_kid, actor="ops")
+
+    assert (first.changed, again.changed) == (True, False)
+    assert again.row is first.row and again.row.status == "retired"
+    assert key_events(tenant, after) == [("key:retired", "ops", old_kid, {})]
+
+
+def test_the_service_still_refuses_the_active_signer_and_an_unknown_kid(tenant):
+    (signer,) = active_kids(tenant)
+
+    with pytest.raises(ValidationError, match="is the active signer; rotate before retiring it"):
+        service.retire(tenant, signer)
+    with pytest.raises(NotFound, match="tenant 'clinic-a' has no key 'no-such-kid'"):
+        service.retire(tenant, "no-such-kid")
+    assert active_kids(tenant) == [signer]
 
 
 def test_retiring_another_tenants_kid_is_refused_and_changes_nothing(

@@ -9,6 +9,7 @@ import pytest
 from authserver.accounts import service as accounts
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
+from authserver.tokens import service as tokens
 from tests.fixtures.accounts import login
 from tests.fixtures.commands import run
 from tests.oauth.conftest import PATIENT_SCOPE
@@ -19,6 +20,7 @@ from tests.oauth.test_refresh import tokens_for
 STAFF_SCOPE = "openid fhirUser offline_access user/Observation.rs user/Condition.rs"
 NARROWED = "openid fhirUser offline_access user/Observation.rs"
 NARROWED_EVENT = "refresh-token:scope-narrowed"
+CHAIN_ENDED_EVENT = "refresh-token:chain-ended"
 
 
 @pytest.fixture
@@ -46,6 +48,15 @@ def narrowings(tenant):
     db.session.expire_all()
     query = AuditRecord.for_tenant(tenant).where(AuditRecord.event == NARROWED_EVENT)
     return db.session.scalars(query).all()
+
+
+def chain_ends(cli, clinic):
+    """The tenant's ``refresh-token:chain-ended`` records, as an operator lists them."""
+    return run(cli, "audit", "list", clinic.slug, "--event", CHAIN_ENDED_EVENT)
+
+
+def grant_of(clinic, refresh_token):
+    return tokens.find_refresh_token(clinic.tenant, refresh_token).grant_id
 
 
 # --- A role's ceiling narrowed after the login ------------------------------------------------
@@ -197,8 +208,10 @@ def test_a_narrowed_client_registration_narrows_the_next_refresh(cli, pat, clini
     claims = claims_of(body)
     assert "fhirUser" not in claims  # the identity scope went with the registration
     assert claims["patient"] == "p-clinic-a"
+    assert "refresh_token" in body
     [event] = narrowings(clinic.tenant)
     assert event.details["dropped"] == ["fhirUser", "patient/*.rs"]
+    assert chain_ends(cli, clinic) == []  # offline_access is still allowed: the chain goes on
 
 
 def test_a_client_registration_widened_again_gives_back_scope_and_fhir_user(
@@ -220,20 +233,73 @@ def test_a_client_registration_widened_again_gives_back_scope_and_fhir_user(
     assert claims["patient"] == body["patient"] == "p-clinic-a"
 
 
-def test_a_registration_without_offline_access_ends_the_refresh_chain(
+def test_a_registration_without_offline_access_ends_the_refresh_chain_on_the_record(
     cli, pat, clinic, registered_app
 ):
     first = tokens_for(pat, clinic, app=registered_app)
+    grant_id = grant_of(clinic, first["refresh_token"])
 
     set_scopes(cli, clinic, registered_app, "launch/patient openid fhirUser patient/*.rs")
     body = refresh(pat, clinic, first["refresh_token"], registered_app).json
 
     assert body["scope"] == "launch/patient openid fhirUser patient/*.rs"
     assert "refresh_token" not in body
+    [ended] = chain_ends(cli, clinic)
+    assert (ended["subject"], ended["actor"]) == (registered_app.client_id, None)
+    assert ended["details"] == {
+        "user": "pat",
+        "grant_id": grant_id,
+        "dropped": ["offline_access"],
+        "scope": "launch/patient openid fhirUser patient/*.rs",
+    }
+    # Recorded once: the spent refresh token presented again is a reuse, not another end.
+    assert_error(refresh(pat, clinic, first["refresh_token"], registered_app), 400, "invalid_grant")
+    assert len(chain_ends(cli, clinic)) == 1
+
+
+@pytest.fixture
+def online_app(clinic, make_client):
+    scopes = ["launch/patient", "offline_access", "online_access", "patient/*.rs"]
+    return make_client(clinic.tenant, name="Online app", scopes=scopes).client
+
+
+def test_a_registration_without_online_access_ends_an_online_chain_on_the_record(
+    cli, pat, clinic, online_app
+):
+    first = tokens_for(
+        pat, clinic, scope="launch/patient online_access patient/*.rs", app=online_app
+    )
+    assert "refresh_token" in first
+
+    set_scopes(cli, clinic, online_app, "launch/patient offline_access patient/*.rs")
+    body = refresh(pat, clinic, first["refresh_token"], online_app).json
+
+    assert "refresh_token" not in body
+    [ended] = chain_ends(cli, clinic)
+    assert ended["subject"] == online_app.client_id
+    assert ended["details"]["grant_id"] == grant_of(clinic, first["refresh_token"])
+    assert ended["details"]["dropped"] == ["online_access"]
+    assert ended["details"]["scope"] == "launch/patient patient/*.rs"
+
+
+def test_a_chain_keeping_one_of_its_refresh_scopes_goes_on_with_nothing_recorded(
+    cli, pat, clinic, online_app
+):
+    both = "launch/patient offline_access online_access patient/*.rs"
+    first = tokens_for(pat, clinic, scope=both, app=online_app)
+
+    set_scopes(cli, clinic, online_app, "launch/patient online_access patient/*.rs")
+    second = refresh(pat, clinic, first["refresh_token"], online_app).json
+    # A request for less keeps the family's refresh token coming too.
+    third = refresh(pat, clinic, second["refresh_token"], online_app, scope="patient/*.rs").json
+
+    assert second["scope"] == "launch/patient online_access patient/*.rs"
+    assert "refresh_token" in second and "refresh_token" in third
+    assert chain_ends(cli, clinic) == []
 
 
 def test_a_narrowed_request_does_not_keep_what_the_registration_no_longer_allows(
-    pat, clinic, registered_app
+    cli, pat, clinic, registered_app
 ):
     # The family's scope decides whether a refresh token is due, as the policy allows it now:
     # a request that leaves offline_access out keeps it only while the registration allows it.
@@ -245,6 +311,9 @@ def test_a_narrowed_request_does_not_keep_what_the_registration_no_longer_allows
 
     assert body["scope"] == "patient/*.rs"
     assert "refresh_token" not in body
+    [ended] = chain_ends(cli, clinic)
+    assert ended["details"]["dropped"] == ["offline_access"]
+    assert ended["details"]["scope"] == "patient/*.rs"
 
 
 # --- Nothing changed, and another tenant ----------------------------------------------------
@@ -259,7 +328,9 @@ def test_a_narrowed_request_does_not_keep_what_the_registration_no_longer_allows
     ],
     ids=["staff-wildcard-v1", "patient-granular"],
 )
-def test_a_refresh_with_nothing_changed_keeps_the_scope_exactly(client, clinic, username, scope):
+def test_a_refresh_with_nothing_changed_keeps_the_scope_exactly(
+    cli, client, clinic, username, scope
+):
     login(client, clinic.slug, username)
     first = tokens_for(client, clinic, scope=scope)
 
@@ -268,7 +339,9 @@ def test_a_refresh_with_nothing_changed_keeps_the_scope_exactly(client, clinic, 
 
     assert second["scope"] == third["scope"] == first["scope"]
     assert claims_of(third)["scope"] == first["scope"]
+    assert "refresh_token" in third
     assert narrowings(clinic.tenant) == []
+    assert chain_ends(cli, clinic) == []
 
 
 def test_narrowing_a_role_at_one_tenant_leaves_another_tenants_family_alone(

@@ -25,6 +25,7 @@ from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 from tests.fixtures.assertions import token_form
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.commands import unchanged
 from tests.fixtures.keys import age_key
 
 
@@ -190,16 +191,57 @@ def test_an_alg_with_a_signer_switches_at_once_both_ways(client, tenant, backend
     assert jwt.get_unverified_header(access_token(client, backend))["alg"] == "RS256"
 
 
-def test_setting_the_alg_in_use_is_refused_and_changes_nothing(tenant):
+def test_setting_the_alg_in_use_changes_and_audits_nothing(tenant):
     service.set_access_token_alg(tenant, "ES256", now=True)
-    events = db.session.scalar(select(func.count()).select_from(AuditRecord))
+    db.session.commit()
+    before, after = stored_keys(tenant), last_audit_id()
 
     for now in (False, True):
-        with pytest.raises(ValidationError, match="signs its access tokens with ES256 already"):
-            service.set_access_token_alg(tenant, "ES256", now=now)
+        change = service.set_access_token_alg(tenant, "ES256", now=now)
+        assert (change.row, change.changed, change.staged_key) == (tenant, False, None)
 
-    assert [key.alg for key in keys.list_keys(tenant)].count("ES256") == 1
-    assert db.session.scalar(select(func.count()).select_from(AuditRecord)) == events
+    db.session.commit()
+    assert current_alg(tenant) == "ES256"
+    assert stored_keys(tenant) == before
+    assert tenant_events(tenant, after) == []
+
+
+def test_a_staged_successor_of_the_signer_in_use_is_no_switch_to_cancel(tenant):
+    keys.stage(tenant, "RS256")  # the next RS256 key of a rotation: access tokens stay RS256
+    db.session.commit()
+    before, after = stored_keys(tenant), last_audit_id()
+
+    change = service.set_access_token_alg(tenant, "RS256")
+
+    assert not change.changed
+    assert stored_keys(tenant) == before
+    assert tenant_events(tenant, after) == []
+
+
+def staged_switch_refusal(staged):
+    return (
+        "tenant 'clinic-a' signs its access tokens with RS256 already, and a switch to ES256 is "
+        f"staged: retire its key to cancel it (keys retire clinic-a {staged})"
+    )
+
+
+def test_the_alg_in_use_while_a_switch_to_another_is_staged_is_refused_naming_its_key(tenant):
+    # The operator may mean to call the switch off: saying "already" would leave it staged,
+    # one set-token-alg away.
+    staged = stage_es256(tenant)
+    before, after = stored_keys(tenant), last_audit_id()
+
+    for now in (False, True):
+        with pytest.raises(ValidationError) as refusal:
+            service.set_access_token_alg(tenant, "RS256", now=now)
+        assert str(refusal.value) == staged_switch_refusal(staged)
+
+    db.session.rollback()
+    assert current_alg(tenant) == "RS256"
+    assert stored_keys(tenant) == before
+    assert tenant_events(tenant, after) == []
+    keys.retire(tenant, staged)
+    assert not service.set_access_token_alg(tenant, "RS256").changed
 
 
 def test_a_staged_key_dated_ahead_by_another_clock_never_asks_for_a_negative_or_longer_wait(
@@ -373,6 +415,34 @@ def test_cli_now_switches_at_once(cli, client, tenant, backend):
     assert json.loads(result.stdout)["access_token_alg"] == "ES256"
     assert result.stderr == ""
     assert jwt.get_unverified_header(access_token(client, backend))["alg"] == "ES256"
+
+
+def test_cli_says_the_alg_in_use_is_set_already_and_changes_nothing(cli, tenant):
+    run(cli, "tenant", "set-token-alg", "clinic-a", "ES256", "--now")
+    before, after = stored_keys(tenant), last_audit_id()
+
+    for now in ([], ["--now"]):
+        shown, line = unchanged(cli, "tenant", "set-token-alg", "clinic-a", "ES256", *now)
+        assert line == (
+            "Tenant clinic-a signs its access tokens with ES256 already; nothing changed."
+        )
+        assert shown["access_token_alg"] == "ES256" and "staged_key" not in shown
+
+    assert stored_keys(tenant) == before
+    assert tenant_events(tenant, after) == []
+
+
+def test_cli_refuses_the_alg_in_use_while_a_switch_is_staged_and_says_how_to_cancel_it(cli, tenant):
+    staged = run(cli, "tenant", "set-token-alg", "clinic-a", "ES256")["staged_key"]["kid"]
+    before = stored_keys(tenant)
+
+    line = refused(cli, "tenant", "set-token-alg", "clinic-a", "RS256")
+
+    assert line == f"Error: {staged_switch_refusal(staged)}"
+    assert stored_keys(tenant) == before
+    run(cli, "keys", "retire", "clinic-a", staged)
+    shown, _ = unchanged(cli, "tenant", "set-token-alg", "clinic-a", "RS256")
+    assert shown["access_token_alg"] == "RS256"
 
 
 def test_cli_refuses_an_unknown_alg_in_one_line_and_changes_nothing(cli, tenant):

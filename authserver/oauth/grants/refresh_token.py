@@ -16,7 +16,8 @@ registration, as the authorization endpoint narrows a request (:func:`consent.gr
 and what was dropped is audited (``refresh-token:scope-narrowed``). The refresh token still holds
 the family's scope, so once an admin widens the policy again a refresh gets back what it allows
 then, and never more; a policy that no longer allows the family's ``offline_access`` ends the
-chain. A user who holds no role at the tenant any more, like a disabled one, refreshes nothing.
+chain, audited as ``refresh-token:chain-ended``. A user who holds no role at the tenant any
+more, like a disabled one, refreshes nothing.
 
 The launch context (``patient``, ``encounter``, ...) is the family's and comes with every access
 token, however narrow: it says where the app was launched, not what it may read (SMART 2.2
@@ -46,6 +47,7 @@ from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.tokens import token_request
 from authserver.smart.context import granted_context
 from authserver.smart.context import token_response_members
+from authserver.smart.scopes import REFRESH_SCOPES
 from authserver.smart.scopes import ScopeSet
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy.models import Tenant
@@ -196,6 +198,7 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         refreshable = (
             consent.grantable_scope(family, self.request.client, user) if requested else scope
         )
+        self._audit_chain_end(user, refresh_token.record, family, refreshable, scope)
         return self.generate_token(
             user=user,
             scope=str(scope),
@@ -219,6 +222,26 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
             user=user.username,
             grant_id=record.grant_id,
             dropped=dropped,
+            scope=str(granted),
+        )
+
+    @staticmethod
+    def _audit_chain_end(
+        user: User, record: IssuedToken, family: ScopeSet, refreshable: ScopeSet, granted: ScopeSet
+    ) -> None:
+        """Record a refresh that gets no new refresh token because the policy no longer allows
+        the family's ``offline_access`` or ``online_access``: the chain ends here, by an admin's
+        change, and the app must send its user through authorization again."""
+        held = [name for name in sorted(REFRESH_SCOPES) if family.has(name)]
+        if not held or any(refreshable.has(name) for name in held):
+            return
+        audit.record(
+            current_tenant(),
+            AuditEvent.REFRESH_CHAIN_ENDED,
+            subject=record.client_id,
+            user=user.username,
+            grant_id=record.grant_id,
+            dropped=held,
             scope=str(granted),
         )
 
