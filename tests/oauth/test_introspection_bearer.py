@@ -296,6 +296,20 @@ def test_deleting_the_resource_server_ends_its_introspect_token(client, home, ga
     assert_bearer_refused(response, "invalid_token", home.slug)
 
 
+def test_a_new_gateway_secret_ends_the_introspect_tokens_the_old_one_got(
+    client, home, gateway, issue
+):
+    bearer = bearer_token(client, gateway)
+    renewed = clients.reset_secret(home, gateway.client_id)
+    db.session.commit()
+
+    response = introspect(client, home.slug, bearer, issue(home).access_token)
+
+    assert_bearer_refused(response, "invalid_token", home.slug)
+    fresh = bearer_token(client, replace(gateway, secret=renewed.client_secret))
+    assert introspect(client, home.slug, fresh, issue(home).access_token).json["active"] is True
+
+
 def test_another_tenants_introspect_token_is_invalid_token_here(
     client, home, away, make_gateway, issue
 ):
