@@ -55,7 +55,8 @@ from authserver.tokens.statecache import TokenStateCache
 INACTIVE: dict[str, Any] = {"active": False}
 Keeper = Callable[[], None]
 # LEFT JOINs: the row exists whenever the tenant does, whatever else is missing. Columns 0-2
-# are the tenant's, 3-6 the caller's, the last six the presented token's (TOKEN_COLUMNS).
+# are the tenant's, the last six the presented token's (TOKEN_COLUMNS), those between the
+# caller's (its credential, or its own token's state).
 TOKEN_JOINS = """
 LEFT JOIN issued_tokens t ON t.tenant_id = tn.id AND t.jti = :jti AND t.kind = 'access'
 LEFT JOIN clients c ON c.id = t.client_pk
@@ -80,7 +81,7 @@ SELECT tn.id, tn.status, tn.fhir_base_url_override,
 FROM tenants tn
 LEFT JOIN issued_tokens ct ON ct.tenant_id = tn.id AND ct.jti = :caller_jti
   AND ct.kind = 'access' AND ct.user_id IS NULL
-LEFT JOIN clients rs ON rs.id = ct.client_pk
+LEFT JOIN clients rs ON rs.tenant_id = tn.id AND rs.id = ct.client_pk
 LEFT JOIN signing_keys ck ON ck.tenant_id = tn.id AND ck.kid = :caller_kid
 {TOKEN_JOINS}
 WHERE tn.slug = :slug

@@ -126,6 +126,23 @@ def test_a_resource_server_using_private_key_jwt_is_issued_one_too(client, home,
     assert response.json["scope"] == "introspect"
 
 
+def test_a_resource_server_using_client_secret_post_is_issued_one_too(client, home, make_gateway):
+    gateway = make_gateway(home, auth_method="client_secret_post")
+
+    response = client.post(
+        f"/t/{home.slug}/token",
+        data={
+            "grant_type": "client_credentials",
+            "scope": "introspect",
+            "client_id": gateway.client_id,
+            "client_secret": gateway.secret,
+        },
+    )
+
+    assert response.status_code == 200, response.json
+    assert response.json["scope"] == "introspect"
+
+
 @pytest.mark.parametrize("scope", ["system/Patient.rs", "introspect system/Patient.rs", "openid"])
 def test_a_resource_server_asking_for_anything_else_is_invalid_scope(client, home, gateway, scope):
     response = introspection_token(client, gateway, scope=scope)
