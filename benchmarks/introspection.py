@@ -2,7 +2,8 @@
 
 Starts authserver as production does (``wsgi:app`` on the chosen WSGI server, several workers)
 on SQLite and on a throwaway PostgreSQL, creates tenants and tokens through the services, loads
-``/t/{slug}/introspect`` with ``wrk`` at 8 connections, and prints rps, p50 and p99. In the same
+``/t/{slug}/introspect`` with ``wrk`` at 8 connections (the gateway authenticating with its
+secret, then with its ``introspect`` Bearer token), and prints rps, p50 and p99. In the same
 run it measures the bare-Flask floor (``shared/bench/flask_floor.py``) on the same server stack
 and node ``oidc-provider`` introspection in one process and in a cluster of one process per core,
 and prints the ratios. Only ratios from one run mean anything: these machines swing by 2x.
@@ -16,6 +17,7 @@ Needs ``wrk`` (Debian package) and, for the peer, ``node`` and ``npm``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -59,7 +61,7 @@ def main() -> None:
     floor = measure_floor(options)
     results.append(floor)
     for backend in options.backends:
-        results.append(measure_authserver(options, backend))
+        results.extend(measure_authserver(options, backend))
     node = measure_node(options) if options.node else []
     results.extend(node)
     report(results, floor, node)
@@ -97,7 +99,8 @@ def measure_floor(options: argparse.Namespace) -> Result:
 # -- authserver -----------------------------------------------------------------------------
 
 
-def measure_authserver(options: argparse.Namespace, backend: str) -> Result:
+def measure_authserver(options: argparse.Namespace, backend: str) -> list[Result]:
+    """The gateway calling with its secret (Basic), then with its ``introspect`` token."""
     workdir = Path(tempfile.mkdtemp(prefix="authserver-bench-"))
     postgres = ThrowawayPostgres().start() if backend == "postgresql" else None
     try:
@@ -114,7 +117,12 @@ def measure_authserver(options: argparse.Namespace, backend: str) -> Result:
         with serving(command, cwd=ROOT, env={**os.environ, **env}, ready=url(port, "/healthz")):
             check_answer(url(port, path), body, authorization, b'"active": true')
             name = f"authserver introspection ({backend})"
-            return wrk_post(options, name, url(port, path), body, authorization)
+            results = [wrk_post(options, name, url(port, path), body, authorization)]
+            bearer = "Bearer " + introspect_token(url(port, path), authorization)
+            check_answer(url(port, path), body, bearer, b'"active": true')
+            name = f"authserver introspection ({backend}, Bearer)"
+            results.append(wrk_post(options, name, url(port, path), body, bearer))
+            return results
     finally:
         if postgres is not None:
             postgres.stop()
@@ -170,6 +178,16 @@ def prepare() -> tuple[str, str, str]:
         f"token={access_token}",
         basic(gateway_id, gateway_secret),
     )
+
+
+def introspect_token(introspect_url: str, authorization: str) -> str:
+    """The gateway's ``introspect`` token from the tenant's token endpoint (five minutes)."""
+    token_url = introspect_url.removesuffix("/introspect") + "/token"
+    form = "grant_type=client_credentials&scope=introspect"
+    status, answer = post(token_url, form, authorization)
+    if status != 200:
+        sys.exit(f"no introspect token from {token_url}: {status} {answer[:300]!r}")
+    return json.loads(answer)["access_token"]
 
 
 # -- node oidc-provider ---------------------------------------------------------------------

@@ -25,6 +25,9 @@ from authserver.models import utcnow
 
 APP = "app"
 RESOURCE_SERVER = "resource_server"
+# The one scope a resource server is issued (client_credentials): it opens introspection with
+# the token as a Bearer credential (SMART token introspection, INT-06) and no FHIR data.
+INTROSPECTION_SCOPE = "introspect"
 ACTIVE = "active"
 DELETED = "deleted"
 
@@ -104,6 +107,9 @@ class Client(TenantOwned, ClientMixin, Base):
         return response_type == "code" and "authorization_code" in self.grant_types
 
     def check_grant_type(self, grant_type: str) -> bool:
+        if self.kind == RESOURCE_SERVER:
+            # Every resource server may introspect, so each may get the token that does it.
+            return grant_type == "client_credentials"
         return grant_type in self.grant_types
 
 

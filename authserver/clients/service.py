@@ -234,6 +234,10 @@ def _end_launches_of(tenant: Tenant, ehr: Client) -> int:
 def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) -> Registration:
     """Give a secret client a new secret; the old one stops working at once.
 
+    A resource server's ``introspect`` tokens are revoked with it: whoever held the old secret
+    could have got one, and the gateway gets a new one with its new secret. (An app's tokens
+    stay: its users' sessions did not leak with its secret.)
+
     :raises ValidationError: for a client that does not authenticate with a secret.
     """
     client = get_client(tenant, client_id)
@@ -241,6 +245,8 @@ def reset_secret(tenant: Tenant, client_id: str, *, actor: str | None = None) ->
         raise ValidationError(f"client {client_id!r} does not use a client secret")
     secret = new_secret()
     client.client_secret_digest = security.digest(secret)
+    if client.kind == RESOURCE_SERVER:
+        revocation.revoke_for_client(tenant, client, actor=actor)
     db.session.flush()
     audit.record(tenant, AuditEvent.CLIENT_SECRET_RESET, actor=actor, subject=client_id)
     return Registration(client, secret)

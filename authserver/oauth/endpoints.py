@@ -11,16 +11,22 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 
+from authserver.clients import service as clients
+from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.tenancy.resolution import current_tenant
 from authserver.tokens import revocation
+from authserver.tokens.introspection import SECOND_CREDENTIALS
 from authserver.tokens.introspection import TokenState
+from authserver.tokens.introspection import bearer_credential
 from authserver.tokens.introspection import find_token
+from authserver.tokens.models import ACCESS
 
 
 class _TenantTokenEndpoint:
@@ -51,16 +57,29 @@ class _TenantTokenEndpoint:
             raise InvalidRequestError("The 'token' parameter is required.")
 
 
+class InsufficientScopeError(InvalidTokenError):
+    """RFC 6750 §3.1 ``insufficient_scope``, with the 401 RFC 7662 §2.3 gives it here."""
+
+    error = "insufficient_scope"
+
+
 class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
     """RFC 7662 for the tenant's resource servers (the FHIR gateway), as §4 of our decisions says.
 
     Any resource server of the tenant may introspect any token of the tenant; everything that is
-    not an active token of this tenant answers ``{"active": false}`` and nothing else.
+    not an active token of this tenant answers ``{"active": false}`` and nothing else. A resource
+    server authenticates with its credential, or with ``Authorization: Bearer`` and the
+    ``introspect`` token it got from the token endpoint (SMART token introspection, INT-06).
     """
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
     def authenticate_endpoint_client(self, request: Any) -> Client:
+        bearer = bearer_credential(request.headers.get("Authorization"))
+        if bearer is not None:
+            client = self.authenticate_bearer(request, bearer)
+            request.client = client
+            return client
         try:
             return super().authenticate_endpoint_client(request)
         except InvalidClientError as error:
@@ -75,6 +94,38 @@ class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
             raise InvalidClientError(
                 status_code=401, description="Only a resource server may introspect tokens."
             )
+
+    def authenticate_bearer(self, request: Any, bearer: str) -> Client:
+        """The resource server whose active ``introspect`` token of this tenant ``bearer`` is.
+
+        RFC 7662 §2.3: a token that is not one answers 401 as RFC 6750 §3 describes,
+        ``invalid_token`` or, for an active token with no right to introspect (an app's),
+        ``insufficient_scope``.
+        """
+        if any(request.form.get(name) for name in SECOND_CREDENTIALS):
+            raise InvalidRequestError("Use one client authentication method, not several.")
+        tenant = current_tenant()
+        state = find_token(tenant, bearer)
+        if state is None or state.kind != ACCESS or not state.is_active:
+            raise InvalidTokenError(
+                description="The bearer token is not an active access token of this tenant.",
+                realm=tenant.slug,
+            )
+        client = clients.find_client(tenant, state.client_id)
+        granted = str(state.claims.get("scope", "")).split()
+        if (
+            client is None
+            or client.id != state.client_pk
+            or client.kind != RESOURCE_SERVER
+            or INTROSPECTION_SCOPE not in granted
+        ):
+            raise InsufficientScopeError(
+                description=f"Only a resource server's '{INTROSPECTION_SCOPE}' token may "
+                "introspect.",
+                realm=tenant.slug,
+                extra_attributes={"scope": INTROSPECTION_SCOPE},
+            )
+        return client
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenState | None:
         state = find_token(current_tenant(), token_string)

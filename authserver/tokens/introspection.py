@@ -153,6 +153,17 @@ class TokenState:
         return {"active": True, **self.claims}
 
 
+# Form members that would be a second client authentication beside a bearer token.
+SECOND_CREDENTIALS = frozenset({"client_secret", "client_assertion"})
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (RFC 6750 §2.1; the scheme in any case),
+    ``""`` for a Bearer header without one, ``None`` for no header or another scheme."""
+    scheme, _, credential = (authorization or "").strip().partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
 def find_token(tenant: Tenant, token: str) -> TokenState | None:
     """The token of ``tenant`` that ``token`` is, or ``None`` for anything not ours.
 

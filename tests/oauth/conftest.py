@@ -34,6 +34,19 @@ class Clinic:
 
 
 @pytest.fixture
+def fast_answers(monkeypatch):
+    """What introspection's fast path answered each request (None: it passed it to Flask)."""
+    from authserver.tokens import fastpath
+
+    seen = []
+    original = fastpath.introspect
+    monkeypatch.setattr(
+        fastpath, "introspect", lambda *args: seen.append(original(*args)) or seen[-1]
+    )
+    return seen
+
+
+@pytest.fixture
 def make_clinic(make_tenant, make_user, make_client):
     def make(slug: str) -> Clinic:
         tenant = make_tenant(slug)

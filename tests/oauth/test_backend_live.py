@@ -121,3 +121,31 @@ def test_slow_jwks_uri_does_not_hold_up_other_clients(
     assert waiting.is_alive()  # the slow client was still waiting while the other got served
     waiting.join()
     assert "invalid_client" in str(outcome["error"])
+
+
+def test_a_gateway_introspects_with_the_token_authlibs_client_got_for_it(
+    live_server, tenant, make_gateway, make_backend_client
+):
+    """INT-06 end to end: the gateway's own OAuth client fetches its ``introspect`` token with
+    its secret, then sends it as a Bearer token to introspect a backend job's token."""
+    gateway = make_gateway(tenant)
+    job = session_for(make_backend_client(tenant), "RS384")
+    session = OAuth2Session(
+        gateway.client_id,
+        gateway.secret,
+        token_endpoint_auth_method="client_secret_basic",
+        scope="introspect",
+    )
+    token = session.fetch_token(f"{live_server}/t/clinic-a/token", grant_type="client_credentials")
+    assert token["scope"] == "introspect"
+    job_token = job.fetch_token(f"{live_server}/t/clinic-a/token", grant_type="client_credentials")
+
+    answer = session.post(
+        f"{live_server}/t/clinic-a/introspect", data={"token": job_token["access_token"]}, timeout=5
+    )
+
+    assert answer.request.headers["Authorization"] == f"Bearer {token['access_token']}"
+    assert answer.status_code == 200
+    assert answer.json()["active"] is True
+    assert answer.json()["client_id"] == job.client_id
+    assert answer.json()["scope"] == job_token["scope"]

@@ -22,7 +22,6 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.launch import patients
 from authserver.tenancy import service as tenants
-from authserver.tokens import fastpath
 from authserver.tokens import introspection
 from authserver.tokens import revocation
 from authserver.tokens import service as tokens
@@ -36,17 +35,6 @@ from tests.fixtures.tokens import SCOPE
 from tests.fixtures.tokens import basic
 from tests.oauth.conftest import exchange
 from tests.oauth.conftest import get_code
-
-
-@pytest.fixture
-def fast_answers(monkeypatch):
-    """What the fast path answered each request (None: it passed the request to Flask)."""
-    seen = []
-    original = fastpath.introspect
-    monkeypatch.setattr(
-        fastpath, "introspect", lambda *args: seen.append(original(*args)) or seen[-1]
-    )
-    return seen
 
 
 @pytest.fixture(params=["clinic-a", "clinic-b"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import select
 import time
+from dataclasses import dataclass
 
 import jwt
 import pytest
@@ -209,6 +210,74 @@ def test_a_new_gateway_secret_is_seen_there(other, gateway, tenant, issue, monke
         time.sleep(0.002)
     fresh = type(gateway)(gateway.tenant_slug, gateway.client_id, renewed.client_secret)
     assert fresh.introspect(other.test_client(), issued.access_token).json["active"]
+
+
+@dataclass(frozen=True)
+class BearerGateway:
+    """The gateway calling with its ``introspect`` token instead of its secret (INT-06)."""
+
+    tenant_slug: str
+    bearer: str
+
+    def introspect(self, client, token):
+        return client.post(
+            f"/t/{self.tenant_slug}/introspect",
+            data={"token": token},
+            headers={"Authorization": f"Bearer {self.bearer}"},
+        )
+
+
+def bearer_of(instance, gateway) -> BearerGateway:
+    response = instance.test_client().post(
+        f"/t/{gateway.tenant_slug}/token",
+        data={"grant_type": "client_credentials", "scope": "introspect"},
+        headers=gateway.headers,
+    )
+    assert response.status_code == 200, response.json
+    return BearerGateway(gateway.tenant_slug, response.json["access_token"])
+
+
+def revoke_the_bearer(tenant, bearer, gateway):
+    revoke_access(tenant, bearer.bearer)
+
+
+def delete_the_gateway(tenant, bearer, gateway):
+    clients.delete(tenant, gateway.client_id)
+
+
+def retire_the_bearers_key(tenant, bearer, gateway):
+    keys.rotate(tenant, now=True)
+    keys.retire(tenant, jwt.get_unverified_header(bearer.bearer)["kid"])
+
+
+def suspend_the_bearers_tenant(tenant, bearer, gateway):
+    tenants.suspend(tenant)
+
+
+CALLER_CHANGES = [
+    revoke_the_bearer,
+    delete_the_gateway,
+    retire_the_bearers_key,
+    suspend_the_bearers_tenant,
+]
+
+
+@pytest.mark.parametrize("change", CALLER_CHANGES, ids=[c.__name__ for c in CALLER_CHANGES])
+def test_a_change_to_the_bearer_caller_is_seen_there(
+    other, gateway, tenant, issue, monkeypatch, change
+):
+    """The caller's own token is kept with the row too, and dropped with it."""
+    issued = issue(tenant)
+    bearer = bearer_of(other, gateway)
+    warm(other, bearer, issued.access_token, monkeypatch)
+
+    change(tenant, bearer, gateway)
+    db.session.commit()
+
+    deadline = time.monotonic() + DELIVERY
+    while bearer.introspect(other.test_client(), issued.access_token).status_code != 401:
+        assert time.monotonic() < deadline, "the bearer token still works over there"
+        time.sleep(0.002)
 
 
 def test_a_change_at_another_tenant_keeps_this_tenants_rows(

@@ -8,12 +8,18 @@ there is no user and no patient.
 A client linked to a service account (``Client.service_account``) acts for that user: the
 user's role ceiling narrows the grant too, the token's record names the user (so disabling the
 user or revoking the user's tokens ends it) and the issuance is audited under the user's name.
+
+A resource server (the FHIR gateway) may get a token here too, with whatever credential it is
+registered with, for one scope only: ``introspect``, which it presents as a Bearer token at the
+introspection endpoint (SMART's "appropriately-scoped" bearer token, INT-06). Such a token
+reaches no FHIR data.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749 import InvalidScopeError
@@ -24,6 +30,8 @@ from authserver.accounts.models import User
 from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.clients.assertions import PRIVATE_KEY_JWT
+from authserver.clients.models import INTROSPECTION_SCOPE
+from authserver.clients.models import RESOURCE_SERVER
 from authserver.inputs import describable
 from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.tokens import token_request
@@ -36,22 +44,42 @@ MAX_TOKEN_LIFETIME = 300
 
 
 class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = [PRIVATE_KEY_JWT]
+    # Apps: private_key_jwt only (BS-06, checked in authenticate_token_endpoint_client); a
+    # resource server: its registered method, secrets included, for its introspection token.
+    TOKEN_ENDPOINT_AUTH_METHODS = [PRIVATE_KEY_JWT, "client_secret_basic", "client_secret_post"]
     #: Discovery's scopes_supported: system scopes in v1 and v2 form.
     SCOPES_SUPPORTED = ("system/*.cruds", "system/*.rs", "system/*.*", "system/*.read")
     #: SMART capabilities this grant honours: both scope grammars (granular v2 included).
     CAPABILITIES = ("permission-v1", "permission-v2")
 
+    def authenticate_token_endpoint_client(self) -> Any:
+        client = super().authenticate_token_endpoint_client()
+        if client.kind != RESOURCE_SERVER and client.token_endpoint_auth_method != PRIVATE_KEY_JWT:
+            # BS-06: a secret never gets a Backend Services token, not even a confidential app's.
+            raise InvalidClientError(
+                status_code=401,
+                description="client_credentials needs private_key_jwt client authentication.",
+            )
+        return client
+
     def validate_requested_scope(self) -> None:
         """Grant = requested ∩ the client's system scopes (BS-05) ∩ its service account's role
-        ceiling, when it has one; nothing grantable is an error."""
+        ceiling, when it has one; nothing grantable is an error. A resource server is granted
+        ``introspect``, exactly."""
         requested = (self.request.payload.scope or "").strip()
+        if self.request.client.kind == RESOURCE_SERVER:
+            self.granted_scope = _introspection_scope(requested)
+            return
         if not requested:
             # SMART Backend Services §4.1: scope is required (BS-05), never a default grant.
             raise InvalidRequestError("Missing 'scope': ask for the system/ scopes this job needs.")
         account = self.service_account()
         ceilings = (accounts.role_ceiling(account),) if account is not None else ()
         client = self.request.client
+        if INTROSPECTION_SCOPE in requested.split():
+            raise InvalidScopeError(
+                description=f"Only a resource server is issued '{INTROSPECTION_SCOPE}'."
+            )
         try:
             granted = backend_grant(requested, client.allowed_scope, *ceilings)
         except InvalidScope as error:
@@ -96,3 +124,16 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
                 scope=self.granted_scope,
             )
         return token
+
+
+def _introspection_scope(requested: str) -> str:
+    """The one scope a resource server is issued, when it asks for exactly that."""
+    if not requested:
+        raise InvalidRequestError(
+            f"Missing 'scope': a resource server asks for '{INTROSPECTION_SCOPE}'."
+        )
+    if set(requested.split()) != {INTROSPECTION_SCOPE}:
+        raise InvalidScopeError(
+            description=f"A resource server is issued '{INTROSPECTION_SCOPE}' and nothing else."
+        )
+    return INTROSPECTION_SCOPE
