@@ -340,6 +340,24 @@ def test_wrong_client_assertion_type_is_refused(client, backend):
     assert_invalid_client(response, "cannot authenticate")
 
 
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"client_assertion_type": "urn:example:other"},
+        {"client_assertion": "not.a.jwt"},
+    ],
+    ids=["assertion-type", "garbage-assertion"],
+)
+def test_a_refused_assertion_is_400_without_a_challenge(client, backend, form):
+    """RFC 6749 §5.2: 401 is for a client that tried the Authorization header; g10's Backend
+    Services test of a wrong client_assertion_type asserts exactly 400."""
+    response = post_token(client, backend.assertion(TOKEN_URL), **form)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_client"
+    assert "WWW-Authenticate" not in response.headers
+
+
 def test_garbage_assertion_is_refused(client, backend):
     assert_invalid_client(post_token(client, "not.a.jwt"), "Invalid JWT assertion")
 
@@ -390,6 +408,18 @@ def test_secret_client_cannot_use_client_credentials(client, tenant, make_client
     assert response.status_code == 401
     assert response.json["error"] == "invalid_client"
     assert response.headers["WWW-Authenticate"].startswith("Basic")
+    # The same secret in the form: refused alike, as a 400 (RFC 6749 §5.2).
+    in_form = client.post(
+        TOKEN_PATH,
+        data={
+            "grant_type": "client_credentials",
+            "scope": "system/Patient.rs",
+            "client_id": registration.client.client_id,
+            "client_secret": registration.client_secret,
+        },
+    )
+    assert in_form.status_code == 400
+    assert in_form.json["error"] == "invalid_client"
 
 
 def test_asymmetric_client_without_client_credentials_grant_is_unauthorized(
