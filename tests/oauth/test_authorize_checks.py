@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs
 from urllib.parse import parse_qsl
 from urllib.parse import urlencode
@@ -12,11 +13,13 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 from sqlalchemy import update
+from werkzeug.datastructures import MultiDict
 
 from authserver.accounts.models import LoginSession
 from authserver.clients.metadata import MAX_SCOPES
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.launch import service as launches
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
 from tests.fixtures.accounts import DUMMY_PASSWORD
@@ -385,6 +388,39 @@ def test_repeated_oauth_parameter_is_invalid_request(signed_in, clinic, name):
 def test_repeated_smart_parameter_is_invalid_request(signed_in, clinic, name):
     params = list(authorization_params(clinic, nonce="n").items()) + [(name, "again")]
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def send_authorization_request(browser, params: list[tuple[str, str]], sent_by: str) -> Any:
+    """Send ``params`` as an app would: a GET, or a form POST (``authorize-post``), whose 303 the
+    browser follows; ``post-and-url`` posts the form to a URL already holding the last one."""
+    if sent_by == "GET":
+        return browser.get("/t/clinic-a/authorize", query_string=params)
+    in_url = params[-1:] if sent_by == "post-and-url" else []
+    in_form = params[:-1] if sent_by == "post-and-url" else params
+    posted = browser.post("/t/clinic-a/authorize", query_string=in_url, data=MultiDict(in_form))
+    assert posted.status_code == 303
+    return browser.get(posted.headers["Location"])
+
+
+@pytest.mark.parametrize("sent_by", ["GET", "POST", "post-and-url"])
+@pytest.mark.parametrize("name", ["launch", "code_challenge_method", "prompt"])
+def test_a_repeated_launch_pkce_method_or_prompt_is_invalid_request(
+    signed_in, clinic, name, sent_by
+):
+    """AUTHZ-18: a second ``launch``, ``code_challenge_method`` or ``prompt`` is refused, even one
+    repeating the first (each alone would be served: the consent page, a new sign-in), however
+    the request came; the refusal goes to the verified redirect URI with ``state``."""
+    launch_id, _ = launches.create_launch(clinic.tenant, patient="p-clinic-a", actor="ehr")
+    db.session.commit()
+    once = {"launch": launch_id, "code_challenge_method": "S256", "prompt": "login"}
+    params = authorization_params(clinic, scope="launch openid patient/*.rs", launch=launch_id)
+    sent = [*{**params, name: once[name]}.items(), (name, once[name])]
+
+    response = send_authorization_request(signed_in, sent, sent_by)
+
+    error = error_redirect(response, "invalid_request")
+    assert error["error_description"] == f"Multiple '{name}' in request."
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))  # the launch is unspent
 
 
 def test_unknown_parameters_are_ignored(signed_in, clinic):
