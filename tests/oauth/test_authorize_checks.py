@@ -205,6 +205,40 @@ def test_missing_response_type_is_invalid_request(signed_in, clinic):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
+BAD_RESPONSE_TYPES = pytest.mark.parametrize(
+    "response_type, error",
+    [("token", "unsupported_response_type"), (None, "invalid_request")],
+    ids=["token", "missing"],
+)
+
+
+@BAD_RESPONSE_TYPES
+def test_a_bad_response_type_never_redirects_to_an_unregistered_uri(
+    signed_in, clinic, response_type, error
+):
+    """AUTHZ-05 before AUTHZ-11: the response type is refused before the grant checks the
+    redirect URI, and the refusal goes back only to a URI the client registered."""
+    params = authorization_params(
+        clinic, response_type=response_type, redirect_uri="https://evil.example/callback"
+    )
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), error)
+
+
+@BAD_RESPONSE_TYPES
+@pytest.mark.parametrize("client_id", ["unknown", "other-tenants", "missing"])
+def test_a_bad_response_type_of_no_client_here_never_redirects(
+    signed_in, clinic, other_clinic, response_type, error, client_id
+):
+    """AUTHZ-06: with no client of this tenant, no redirect URI is verified, not even one
+    another tenant's client registered (``REDIRECT_URI``, as this request's). With the client's
+    own registered URI the error is redirected (``test_token_response_type_is_unsupported``)."""
+    client_ids = {"unknown": "app_nope", "other-tenants": other_clinic.public_app.client_id}
+    params = authorization_params(
+        clinic, response_type=response_type, client_id=client_ids.get(client_id)
+    )
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), error)
+
+
 def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_backend_client):
     backend = make_backend_client(
         clinic.tenant, redirect_uris=[REDIRECT_URI], grant_types=["client_credentials"]
