@@ -7,6 +7,7 @@ discovery documents read them back, so they can only list what is wired.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -161,14 +162,27 @@ class TenantAuthorizationServer(AuthorizationServer):
 
     @property
     def advertised_scopes(self) -> list[str]:
-        """``scopes_supported``: the ``SCOPES_SUPPORTED`` of every registered grant.
+        """``scopes_supported``: the ``SCOPES_SUPPORTED`` of every registered grant and
+        extension.
 
         Kept apart from Authlib's ``scopes_supported``, which would make Authlib refuse every
         scope not spelt exactly as listed; SMART scopes are checked by their grammar instead.
         """
-        grants = self._authorization_grants + self._token_grants
-        scopes = (scope for grant, _ in grants for scope in getattr(grant, "SCOPES_SUPPORTED", ()))
+        scopes = self._declared("SCOPES_SUPPORTED")
         return list(dict.fromkeys([*(self.scopes_supported or []), *scopes]))
+
+    @property
+    def claims_supported(self) -> list[str]:
+        """``claims_supported`` (OIDC Discovery §3): the ``CLAIMS_SUPPORTED`` of every registered
+        grant and extension, the claims of the ID tokens they sign."""
+        return list(dict.fromkeys(self._declared("CLAIMS_SUPPORTED")))
+
+    def _declared(self, constant: str) -> Iterator[str]:
+        """The values of the class constant ``constant`` of each registered grant, then of its
+        extensions, in registration order."""
+        for grant, extensions in self._authorization_grants + self._token_grants:
+            for feature in (grant, *(extensions or ())):
+                yield from getattr(feature, constant, ())
 
     @property
     def code_challenge_methods_supported(self) -> list[str]:

@@ -51,6 +51,8 @@ def openid_configuration(
     document.update(_shared_members(server))
     document["subject_types_supported"] = ["public"]
     document["id_token_signing_alg_values_supported"] = ID_TOKEN_SIGNING_ALGS
+    if server.claims_supported:
+        document["claims_supported"] = server.claims_supported
     if server.code_challenge_methods_supported:
         document["code_challenge_methods_supported"] = server.code_challenge_methods_supported
     return document

@@ -1,18 +1,21 @@
 """The other side of a launch: a SMART app's web server, its OAuth client, and a FHIR server.
 
 ``AppServer`` is what a browser reaches: the app's launch URL (the EHR opens it with ``iss``
-and ``launch``) and its redirect URI, which records every query the authorization server sent
-back. ``SmartClient`` is the app's OAuth client, Authlib's own, configured from the FHIR
-server's SMART discovery. ``PatientSearch`` is the tenant's FHIR ``Patient?name=`` search that
-the consent page's picker calls.
+and ``launch``), a page that posts an authorization request as a form, and its redirect URI,
+which records every query the authorization server sent back. ``SmartClient`` is the app's
+OAuth client, Authlib's own, configured from the FHIR server's SMART discovery.
+``PatientSearch`` is the tenant's FHIR ``Patient?name=`` search that the consent page's picker
+calls.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from html import escape
 from typing import Any
 from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
 import requests
@@ -34,6 +37,8 @@ class AppServer:
         self.redirects: list[str] = []
         #: ``(iss, launch) -> authorization URL``: what the app does when the EHR opens it.
         self.on_launch: Callable[[str, str], str] | None = None
+        #: The authorization URL whose request the ``/authorize-by-post`` page posts.
+        self.posted_authorization: str | None = None
 
     @property
     def redirect_uri(self) -> str:
@@ -42,6 +47,13 @@ class AppServer:
     @property
     def launch_uri(self) -> str:
         return f"{self.url}/launch"
+
+    @property
+    def cross_site_url(self) -> str:
+        """These pages by the name ``localhost``: another site than the authorization server at
+        ``127.0.0.1``, whatever the ports (a site is a scheme and a host), so a browser sends a
+        SameSite=Lax cookie of the server along on a top-level GET from here, and on no POST."""
+        return self.url.replace("//127.0.0.1:", "//localhost:", 1)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -52,6 +64,9 @@ class AppServer:
             response.content_type = "text/html"
         elif request.path == "/launch" and self.on_launch is not None:
             response = redirect(self.on_launch(request.args["iss"], request.args["launch"]))
+        elif request.path == "/authorize-by-post" and self.posted_authorization is not None:
+            response = Response(auto_posted_form(self.posted_authorization))
+            response.content_type = "text/html"
         else:
             response = Response("not found", status=404)
         return response(environ, start_response)
@@ -65,6 +80,20 @@ class AppServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def auto_posted_form(authorization_url: str) -> str:
+    """A page that posts the request of ``authorization_url`` to its endpoint as a form as soon
+    as it loads (SMART ``authorize-post``)."""
+    endpoint, _, query = authorization_url.partition("?")
+    fields = "".join(
+        f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+        for name, value in parse_qsl(query, keep_blank_values=True)
+    )
+    return (
+        f'<title>Growth chart</title><form method="post" action="{escape(endpoint)}">{fields}'
+        "</form><script>document.forms[0].submit()</script>"
+    )
 
 
 class SmartClient:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from authserver.accounts.sessions import COOKIE_NAME as LOGIN_COOKIE
 from authserver.extensions import db
 from authserver.tenancy import service as tenants
 from tests.browser.smart_app import AppServer
@@ -325,3 +328,44 @@ def test_signing_in_at_riverside_in_another_tab_leaves_hillcrests_open_consent_p
     assert (
         "signed in to Hillcrest Hospital as dr.adams" in hillcrest_tab.locator("main").inner_text()
     )
+
+
+# --- 6. authorize-post from the app's page on another site (AUTHZ-02) -----------------------
+
+
+def test_an_authorization_request_posted_from_another_site_finds_the_login(
+    browser, site, riverside, app_server
+):
+    """The login cookie is SameSite=Lax, so the browser leaves it off the app's cross-site POST;
+    the server answers that POST with a 303 to the same request as a GET, which carries it."""
+    page = browser.new_page()
+    page.goto(f"{site.url}/t/riverside/login")
+    sign_in(page, "ann")
+    page.wait_for_url(f"{site.url}/t/riverside/")
+    (login_cookie,) = [c for c in browser.cookies() if c["name"] == LOGIN_COOKIE]
+    assert login_cookie["sameSite"] == "Lax"
+
+    app = app_client(site, riverside, app_server, STANDALONE_SCOPE)
+    app_server.posted_authorization = app.authorization_url()
+    seen = []
+    page.on("request", lambda request: seen.append(request))
+    page.goto(f"{app_server.cross_site_url}/authorize-by-post")
+
+    page.wait_for_url(lambda url: url.startswith(site.url))
+    assert urlsplit(page.url).path == "/t/riverside/authorize", "sent to sign in again"
+    assert consent_page_title(page) == "Allow Growth chart? · Riverside Family Clinic"
+    endpoint = site.authorize_url("riverside")
+    posted, followed = [request for request in seen if request.url.startswith(endpoint)]
+    assert (posted.method, followed.method) == ("POST", "GET")
+    assert not carries_the_login(posted)  # SameSite=Lax: a cross-site POST
+    assert carries_the_login(followed)  # a top-level GET, cross-site or not
+    allow_button(page).click()
+
+    redirect = back_at_app(page, app_server)
+    assert redirect["state"] == app.state
+    assert app.fetch_token(app_server.redirects[-1])["patient"] == "smith-ann"
+
+
+def carries_the_login(request: Any) -> bool:
+    """Whether the browser sent the tenant's login cookie with ``request``."""
+    return LOGIN_COOKIE in SimpleCookie(request.all_headers().get("cookie", ""))

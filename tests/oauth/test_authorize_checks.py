@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs
 from urllib.parse import parse_qsl
 from urllib.parse import urlencode
@@ -12,11 +13,13 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 from sqlalchemy import update
+from werkzeug.datastructures import MultiDict
 
 from authserver.accounts.models import LoginSession
 from authserver.clients.metadata import MAX_SCOPES
 from authserver.errors import ValidationError
 from authserver.extensions import db
+from authserver.launch import service as launches
 from authserver.models import utcnow
 from authserver.oauth.models import AuthorizationCode
 from tests.fixtures.accounts import DUMMY_PASSWORD
@@ -202,6 +205,40 @@ def test_missing_response_type_is_invalid_request(signed_in, clinic):
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
 
 
+BAD_RESPONSE_TYPES = pytest.mark.parametrize(
+    "response_type, error",
+    [("token", "unsupported_response_type"), (None, "invalid_request")],
+    ids=["token", "missing"],
+)
+
+
+@BAD_RESPONSE_TYPES
+def test_a_bad_response_type_never_redirects_to_an_unregistered_uri(
+    signed_in, clinic, response_type, error
+):
+    """AUTHZ-05 before AUTHZ-11: the response type is refused before the grant checks the
+    redirect URI, and the refusal goes back only to a URI the client registered."""
+    params = authorization_params(
+        clinic, response_type=response_type, redirect_uri="https://evil.example/callback"
+    )
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), error)
+
+
+@BAD_RESPONSE_TYPES
+@pytest.mark.parametrize("client_id", ["unknown", "other-tenants", "missing"])
+def test_a_bad_response_type_of_no_client_here_never_redirects(
+    signed_in, clinic, other_clinic, response_type, error, client_id
+):
+    """AUTHZ-06: with no client of this tenant, no redirect URI is verified, not even one
+    another tenant's client registered (``REDIRECT_URI``, as this request's). With the client's
+    own registered URI the error is redirected (``test_token_response_type_is_unsupported``)."""
+    client_ids = {"unknown": "app_nope", "other-tenants": other_clinic.public_app.client_id}
+    params = authorization_params(
+        clinic, response_type=response_type, client_id=client_ids.get(client_id)
+    )
+    error_page(signed_in.get("/t/clinic-a/authorize", query_string=params), error)
+
+
 def test_client_without_the_code_grant_is_unauthorized(signed_in, clinic, make_backend_client):
     backend = make_backend_client(
         clinic.tenant, redirect_uris=[REDIRECT_URI], grant_types=["client_credentials"]
@@ -385,6 +422,39 @@ def test_repeated_oauth_parameter_is_invalid_request(signed_in, clinic, name):
 def test_repeated_smart_parameter_is_invalid_request(signed_in, clinic, name):
     params = list(authorization_params(clinic, nonce="n").items()) + [(name, "again")]
     error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_request")
+
+
+def send_authorization_request(browser, params: list[tuple[str, str]], sent_by: str) -> Any:
+    """Send ``params`` as an app would: a GET, or a form POST (``authorize-post``), whose 303 the
+    browser follows; ``post-and-url`` posts the form to a URL already holding the last one."""
+    if sent_by == "GET":
+        return browser.get("/t/clinic-a/authorize", query_string=params)
+    in_url = params[-1:] if sent_by == "post-and-url" else []
+    in_form = params[:-1] if sent_by == "post-and-url" else params
+    posted = browser.post("/t/clinic-a/authorize", query_string=in_url, data=MultiDict(in_form))
+    assert posted.status_code == 303
+    return browser.get(posted.headers["Location"])
+
+
+@pytest.mark.parametrize("sent_by", ["GET", "POST", "post-and-url"])
+@pytest.mark.parametrize("name", ["launch", "code_challenge_method", "prompt"])
+def test_a_repeated_launch_pkce_method_or_prompt_is_invalid_request(
+    signed_in, clinic, name, sent_by
+):
+    """AUTHZ-18: a second ``launch``, ``code_challenge_method`` or ``prompt`` is refused, even one
+    repeating the first (each alone would be served: the consent page, a new sign-in), however
+    the request came; the refusal goes to the verified redirect URI with ``state``."""
+    launch_id, _ = launches.create_launch(clinic.tenant, patient="p-clinic-a", actor="ehr")
+    db.session.commit()
+    once = {"launch": launch_id, "code_challenge_method": "S256", "prompt": "login"}
+    params = authorization_params(clinic, scope="launch openid patient/*.rs", launch=launch_id)
+    sent = [*{**params, name: once[name]}.items(), (name, once[name])]
+
+    response = send_authorization_request(signed_in, sent, sent_by)
+
+    error = error_redirect(response, "invalid_request")
+    assert error["error_description"] == f"Multiple '{name}' in request."
+    assert "code" in redirect_params(authorize(signed_in, clinic, params))  # the launch is unspent
 
 
 def test_unknown_parameters_are_ignored(signed_in, clinic):

@@ -5,11 +5,18 @@ SMART App Launch 2.2 conformance §metadata, OpenID Connect Discovery 1.0 §3.
 
 from types import SimpleNamespace
 
+import jwt
 import pytest
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.grants import BaseGrant
 from authlib.oauth2.rfc6749.grants import TokenEndpointMixin
 from authlib.oauth2.rfc7636 import CodeChallenge
+
+from tests.fixtures.accounts import login
+from tests.oauth.conftest import authorization_params
+from tests.oauth.conftest import authorize
+from tests.oauth.conftest import exchange
+from tests.oauth.conftest import redirect_params
 
 SMART = "/t/{slug}/.well-known/smart-configuration"
 SMART_UNDER_FHIR = "/t/{slug}/fhir/.well-known/smart-configuration"
@@ -126,9 +133,39 @@ def test_documents_agree_with_what_the_server_registered(app, client, tenant):
         assert shown["scopes_supported"] == server.advertised_scopes
     assert smart["capabilities"] == server.capabilities
     assert smart["code_challenge_methods_supported"] == server.code_challenge_methods_supported
+    assert openid["claims_supported"] == server.claims_supported
     for member in server.published_endpoints:
         assert smart[member].startswith(issuer())
         assert openid[member] == smart[member]
+
+
+# --- OpenID Connect: the claims ID tokens carry, the identity scopes behind them --------------
+
+
+def test_claims_supported_are_exactly_the_claims_of_the_fullest_id_token(client, clinic):
+    """OIDC Discovery §3 ``claims_supported``: an ID token with all it may hold (a ``nonce``,
+    ``fhirUser`` and SMART v1's ``profile``, OIDC-04/05/06) carries each claim listed, and no
+    other."""
+    claims_supported = document(client, OPENID)["claims_supported"]
+    login(client, clinic.slug, "pat")
+    verifier = "v" * 43
+    params = authorization_params(
+        clinic, verifier=verifier, scope="openid fhirUser profile patient/*.rs", nonce="n-1"
+    )
+    code = redirect_params(authorize(client, clinic, params))["code"]
+    id_token = exchange(client, clinic, code, verifier).json["id_token"]
+
+    claims = jwt.decode(id_token, options={"verify_signature": False})
+    assert sorted(claims_supported) == sorted(claims)
+    assert len(set(claims_supported)) == len(claims_supported)
+
+
+@pytest.mark.parametrize("path", [SMART, OPENID])
+def test_scopes_supported_list_the_identity_scopes_the_id_token_answers(client, tenant, path):
+    """``profile`` too: SMART v1's name for ``fhirUser`` (OIDC-06), which the server honours."""
+    scopes_supported = document(client, path)["scopes_supported"]
+
+    assert {"openid", "fhirUser", "profile"} <= set(scopes_supported)
 
 
 def test_without_sso_openid_connect_smart_configuration_has_no_issuer(app, client, tenant):

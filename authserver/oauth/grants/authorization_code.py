@@ -45,11 +45,10 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
         "permission-patient",
         "permission-user",
     )
-    # Discovery's scopes_supported: the context, identity and refresh scopes this grant honours,
-    # and the resource wildcards (each still narrowed by the client, the roles and the user).
+    # Discovery's scopes_supported: the context and refresh scopes this grant honours, and the
+    # resource wildcards (each still narrowed by the client, the roles and the user); the
+    # identity scopes are its OpenID extension's.
     SCOPES_SUPPORTED = (
-        "openid",
-        "fhirUser",
         "launch",
         "launch/patient",
         "launch/encounter",

@@ -24,6 +24,9 @@ from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 
 ID_TOKEN_ALG = "RS256"
+# The identity scopes that each put a claim of their own name in the ID token, the user's FHIR
+# resource URL: ``fhirUser`` (SMART 2.2) and ``profile``, its SMART v1 name (OIDC-06).
+FHIR_USER_SCOPES = ("fhirUser", "profile")
 
 
 def id_token_claims(
@@ -55,18 +58,40 @@ def id_token_claims(
     if nonce:
         claims["nonce"] = nonce
     granted = parse_scopes(scope)
-    if fhir_user and granted.has("fhirUser"):
-        claims["fhirUser"] = fhir_user
-    if fhir_user and granted.has("profile"):
-        claims["profile"] = fhir_user
+    for name in FHIR_USER_SCOPES:
+        if fhir_user and granted.has(name):
+            claims[name] = fhir_user
     if access_token:
         claims["at_hash"] = create_half_hash(access_token, ID_TOKEN_ALG).decode("ascii")
     return claims
 
 
+def id_token_claim_names() -> tuple[str, ...]:
+    """Every claim an ID token can carry (OIDC Discovery §3 ``claims_supported``): those of
+    :func:`id_token_claims` given every input and every identity scope. Pure."""
+    fullest = id_token_claims(
+        issuer="iss",
+        client_id="aud",
+        subject="sub",
+        scope=" ".join(("openid", *FHIR_USER_SCOPES)),
+        issued_at=0,
+        lifetime=0,
+        auth_time=0,
+        nonce="nonce",
+        fhir_user="Patient/p",
+        access_token="token",  # noqa: S106 - a stand-in: only the claim names are read
+    )
+    return tuple(fullest)
+
+
 class SmartOpenIDCode(OpenIDCode):
-    CAPABILITIES = ("sso-openid-connect",)
     """Authlib's ``OpenIDCode`` with our storage and the tenant's signing key."""
+
+    CAPABILITIES = ("sso-openid-connect",)
+    # Discovery's scopes_supported and claims_supported: the identity scopes this extension
+    # answers, and the claims of the ID tokens it signs.
+    SCOPES_SUPPORTED = ("openid", *FHIR_USER_SCOPES)
+    CLAIMS_SUPPORTED = id_token_claim_names()
 
     def __init__(self) -> None:
         super().__init__(require_nonce=False)
