@@ -77,6 +77,7 @@ from authserver.tenancy.urls import TOKEN_PATH
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
+from authserver.tokens.limits import fits
 from authserver.tokens.models import ACCESS
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
 from authserver.tokens.service import new_grant_id
@@ -414,6 +415,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         )
         token_claims = access_token_claims(subject)
         token = entry.signer.sign(token_claims)
+        if not fits(token):
+            return None  # the full path refuses it, and says why (tokens/limits.py)
         values = entry.record_values(
             assertion_jti=claims["jti"],
             assertion_expires_at=assertion_expiry(claims).timestamp(),
