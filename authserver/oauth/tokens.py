@@ -21,13 +21,42 @@ from authserver.extensions import db
 from authserver.tenancy.resolution import current_tenant
 from authserver.tokens import service as tokens
 from authserver.tokens.limits import MAX_TOKEN_LENGTH
+from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
+from authserver.tokens.limits import scope_fits
 
 log = logging.getLogger(__name__)
 
-# invalid_scope: what the client asks for is what makes a token too long.
+# invalid_scope descriptions: what the client asks for is what makes a token too long.
+REQUESTED_SCOPE_TOO_LONG = (
+    f"The scope is longer than the {MAX_TOKEN_SCOPE_LENGTH} characters an access token can"
+    " carry; ask for fewer scopes."
+)
+GRANTED_SCOPE_TOO_LONG = (
+    f"The scopes to grant are longer than the {MAX_TOKEN_SCOPE_LENGTH} characters an access"
+    " token can carry; ask for fewer scopes."
+)
 TOKEN_TOO_LONG = (
     f"The access token would be longer than {MAX_TOKEN_LENGTH} characters; ask for fewer scopes."
 )
+
+
+def check_requested_scope(scope: str | None) -> None:
+    """A token request's or an authorization request's ``scope`` fits in an access token.
+
+    :raises InvalidScopeError: otherwise (:mod:`authserver.tokens.limits`).
+    """
+    if scope and not scope_fits(scope):
+        raise InvalidScopeError(REQUESTED_SCOPE_TOO_LONG)
+
+
+def check_granted_scope(scope: str) -> None:
+    """What a grant is about to issue fits in an access token: narrowing may spell a short
+    request (``patient/*.rs``) out as the many scopes of a registration or a role ceiling.
+
+    :raises InvalidScopeError: otherwise.
+    """
+    if not scope_fits(scope):
+        raise InvalidScopeError(GRANTED_SCOPE_TOO_LONG)
 
 
 @dataclass

@@ -25,10 +25,15 @@ from werkzeug.wrappers import Response
 
 from authserver.accounts.roles import DEFAULT_ROLES
 from authserver.accounts.roles import PATIENT_ROLE
+from authserver.clients import service as clients
 from authserver.clients.models import RESOURCE_SERVER
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.launch import patients
 from authserver.oauth import fastpath
+from authserver.oauth.models import AuthorizationCode
+from authserver.smart import granular
+from authserver.smart.scopes import parse_scope
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
 from authserver.tokens.limits import ASSUMED_URL_LENGTH
@@ -39,6 +44,7 @@ from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
 from tests.fixtures.assertions import token_form
+from tests.fixtures.commands import refused
 from tests.fixtures.database import FreshContextClient
 from tests.fixtures.live import serve_in_thread
 from tests.fixtures.tokens import basic
@@ -47,6 +53,7 @@ from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
 from tests.oauth.conftest import challenge_of
 from tests.oauth.conftest import exchange
+from tests.oauth.conftest import get_code
 from tests.oauth.conftest import redirect_params
 from tests.oauth.conftest import set_policy
 
@@ -100,6 +107,200 @@ def answers(monkeypatch):
     original = fastpath.issue
     monkeypatch.setattr(fastpath, "issue", lambda *args: seen.append(original(*args)) or seen[-1])
     return seen
+
+
+# --- The audit's 14 kB request, at every door ------------------------------------------------
+
+
+def test_registration_refuses_the_audits_scopes_and_takes_scopes_at_the_bound(tenant, make_client):
+    with pytest.raises(
+        ValidationError, match="the scopes take 10546 characters, more than the 2048"
+    ):
+        make_client(tenant, scopes=AUDIT_SCOPES)
+    with pytest.raises(ValidationError, match="more than the 2048"):
+        make_client(tenant, scopes=app_scopes(MAX_TOKEN_SCOPE_LENGTH + 1))
+
+    app = make_client(tenant, scopes=app_scopes(MAX_TOKEN_SCOPE_LENGTH)).client
+
+    assert len(app.allowed_scope) == MAX_TOKEN_SCOPE_LENGTH
+    with pytest.raises(ValidationError, match="more than the 2048"):
+        clients.set_scopes(tenant, app.client_id, app_scopes(MAX_TOKEN_SCOPE_LENGTH + 1))
+    db.session.rollback()
+    assert len(db.session.get(type(app), app.id).allowed_scope) == MAX_TOKEN_SCOPE_LENGTH
+
+
+def test_the_cli_refuses_the_audits_scopes_in_one_line(cli, tenant, make_client):
+    scope_args = [part for scope in AUDIT_SCOPES for part in ("--scope", scope)]
+    create = ["client", "create", "clinic-a", "--name", "Audit", "--public"]
+    create += ["--redirect-uri", REDIRECT_URI]
+
+    line = refused(cli, *create, *scope_args)
+
+    assert "the scopes take 10546 characters" in line and "register fewer" in line
+    app = make_client(tenant, scopes=["launch/patient", "patient/*.rs"]).client
+    line = refused(cli, "client", "set-scopes", "clinic-a", app.client_id, *scope_args)
+    assert "more than the 2048 an access token can carry" in line
+    db.session.refresh(app)
+    assert app.allowed_scope == "launch/patient patient/*.rs"
+
+
+def test_an_authorization_request_for_the_audits_scopes_is_invalid_scope(client, clinic):
+    # The public app registered no scopes: only the user's roles bound it.
+    login(client, clinic.slug, "pat")
+    scope = " ".join(["launch/patient", *AUDIT_SCOPES])
+
+    response = client.get(
+        "/t/clinic-a/authorize", query_string=authorization_params(clinic, scope=scope)
+    )
+
+    params = redirect_params(response)
+    assert params["error"] == "invalid_scope"
+    assert params["error_description"].startswith("The scope is longer than the 2048 characters")
+    assert params["state"] == "state-123" and "code" not in params
+    assert db.session.scalar(select(func.count()).select_from(AuthorizationCode)) == 0
+
+
+def test_a_scope_too_long_is_shown_not_redirected_before_the_redirect_uri_checks_out(
+    client, clinic
+):
+    """RFC 6749 §4.1.2.1: no error goes to a redirect URI the client did not register."""
+    login(client, clinic.slug, "pat")
+    params = authorization_params(
+        clinic, scope=" ".join(AUDIT_SCOPES), redirect_uri="https://attacker.example/cb"
+    )
+
+    response = client.get("/t/clinic-a/authorize", query_string=params)
+
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert '<code class="error-code">invalid_request</code>' in response.get_data(as_text=True)
+
+
+def test_a_backend_request_for_the_audits_scopes_is_invalid_scope(
+    client, tenant, make_backend_client, answers
+):
+    backend = make_backend_client(tenant, scopes=["system/Observation.rs"])
+    form = token_form(backend.assertion(TOKEN_URL), " ".join(AUDIT_SYSTEM_SCOPES))
+
+    response = client.post("/t/clinic-a/token", data=form)
+
+    assert_invalid_scope(response, "The scope is longer than the 2048 characters")
+    assert not any(answers)  # the fast path issued nothing (a body this long, it never sees)
+    assert access_tokens_recorded() == 0
+
+
+def test_a_refresh_asking_for_the_audits_scopes_is_invalid_scope(client, clinic):
+    login(client, clinic.slug, "pat")
+    code = get_code(client, clinic, VERIFIER, scope="launch/patient offline_access patient/*.rs")
+    family = exchange(client, clinic, code, VERIFIER).json
+    data = {
+        "grant_type": "refresh_token",
+        "refresh_token": family["refresh_token"],
+        "client_id": clinic.public_app.client_id,
+        "scope": " ".join(AUDIT_SCOPES),
+    }
+
+    response = client.post("/t/clinic-a/token", data=data)
+
+    assert_invalid_scope(response, "The scope is longer than the 2048 characters")
+    data.pop("scope")
+    assert client.post("/t/clinic-a/token", data=data).status_code == 200  # still good
+
+
+def test_granular_boxes_ticked_past_the_bound_are_invalid_scope(client, clinic):
+    """A user may share categories instead of a whole type (SCOPE-06): the nine granular boxes
+    of Observation and Condition are 800 characters longer than the two scopes they replace."""
+    broad = ["patient/Observation.rs", "patient/Condition.rs"]
+    asked = scopes_totalling(
+        1900, ["launch/patient", *broad], f"patient/Observation.rs?code={LOINC}"
+    )
+    categories = [sub.text for scope in broad for sub in granular.sub_scopes(parse_scope(scope))]
+    login(client, clinic.slug, "pat")
+    params = authorization_params(clinic, scope=" ".join(asked))
+
+    refused = redirect_params(authorize(client, clinic, params, untick=broad, tick=categories))
+
+    assert refused["error"] == "invalid_scope" and "code" not in refused
+    assert "scopes to grant are longer than the 2048" in refused["error_description"]
+    granted = redirect_params(authorize(client, clinic, params, untick=broad, tick=categories[:1]))
+    assert "code" in granted
+
+
+# --- Registrations and families stored before the bounds ---------------------------------------
+
+
+def stored_before_the_bounds(client_row, scopes: list[str]) -> None:
+    """A registration written before registration checked the total (no migration changes it)."""
+    client_row.allowed_scope = " ".join(scopes)
+    db.session.commit()
+
+
+def test_a_registration_over_the_bound_still_gets_the_tokens_that_fit(client, clinic, make_gateway):
+    stored_before_the_bounds(clinic.public_app, ["launch/patient", *AUDIT_SCOPES])
+    login(client, clinic.slug, "pat")
+    asked = " ".join(["launch/patient", *AUDIT_SCOPES[:3]])
+
+    body = exchange(client, clinic, get_code(client, clinic, VERIFIER, scope=asked), VERIFIER).json
+
+    assert body["scope"] == asked
+    answer = make_gateway(clinic.tenant).introspect(client, body["access_token"]).json
+    assert answer["active"] is True and answer["scope"] == asked
+
+
+def test_a_wildcard_spelt_out_as_a_stored_registration_over_the_bound_is_invalid_scope(
+    client, clinic
+):
+    # patient/Observation.rs narrowed by 199 granular scopes is those 199 scopes: a 14 kB token.
+    stored_before_the_bounds(clinic.public_app, ["launch/patient", *AUDIT_SCOPES])
+    login(client, clinic.slug, "pat")
+    params = authorization_params(clinic, scope="launch/patient patient/Observation.rs")
+
+    params = redirect_params(client.get("/t/clinic-a/authorize", query_string=params))
+
+    assert params["error"] == "invalid_scope" and "code" not in params
+    assert "scopes to grant are longer than the 2048" in params["error_description"]
+
+
+def test_a_backend_wildcard_spelt_out_as_a_stored_registration_is_invalid_scope(
+    client, tenant, make_backend_client, answers
+):
+    backend = make_backend_client(tenant)
+    stored_before_the_bounds(backend.registration.client, AUDIT_SYSTEM_SCOPES)
+    few = " ".join(AUDIT_SYSTEM_SCOPES[:3])
+    first = client.post("/t/clinic-a/token", data=token_form(backend.assertion(TOKEN_URL), few))
+    assert first.json["scope"] == few
+    answers.clear()
+
+    form = token_form(backend.assertion(TOKEN_URL), "system/Observation.rs")
+    response = client.post("/t/clinic-a/token", data=form)
+
+    assert_invalid_scope(response, "The scopes to grant are longer than the 2048 characters")
+    assert answers == [None]
+
+
+def test_a_family_granted_before_the_bounds_is_refused_a_refresh_and_kept(client, clinic):
+    """A refresh token of the audit's 199 scopes (issued before the bounds) refreshes to no
+    14 kB token; it stays good for a refresh that asks for less."""
+    stored_before_the_bounds(clinic.public_app, ["launch/patient", *AUDIT_SCOPES])
+    family = tokens.Authorization(
+        tenant=clinic.tenant,
+        client=clinic.public_app,
+        scope=" ".join(["launch/patient", "offline_access", *AUDIT_SCOPES]),
+        user=clinic.patient,
+        context={"patient": "p-clinic-a"},
+    )
+    refresh_token = tokens.issue_refresh_token(family)
+    db.session.commit()
+    data = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": clinic.public_app.client_id,
+    }
+
+    assert_invalid_scope(client.post("/t/clinic-a/token", data=data), "scopes to grant are longer")
+    assert access_tokens_recorded() == 0
+
+    narrower = client.post("/t/clinic-a/token", data={**data, "scope": AUDIT_SCOPES[0]})
+    assert narrower.status_code == 200 and narrower.json["scope"] == AUDIT_SCOPES[0]
 
 
 # --- URLs longer than the bounds assume: refused where the token is signed --------------------
@@ -329,6 +530,17 @@ def test_an_ehr_launch_at_every_bound_gets_tokens_that_introspect_active(widest)
     assert len(refreshed["access_token"]) <= MAX_TOKEN_LENGTH
     assert introspect(client, ehr, refreshed["access_token"])["active"] is True
     assert introspect(client, ehr, token) == {"active": False}  # replaced by the refresh
+
+
+def test_a_scope_one_character_past_the_bound_is_invalid_scope(widest):
+    client, tenant, app, ehr = widest
+    too_long = " ".join(app_scopes(MAX_TOKEN_SCOPE_LENGTH + 1))
+    launched = launch(client, ehr).json["launch"]
+    login(client, WIDEST_SLUG, "doc")
+
+    params = redirect_params(widest_authorization(client, app, launched, too_long))
+
+    assert params["error"] == "invalid_scope" and "code" not in params
 
 
 def test_backend_and_introspect_tokens_at_the_bound_introspect_active(
