@@ -543,6 +543,29 @@ def test_a_scope_one_character_past_the_bound_is_invalid_scope(widest):
     assert params["error"] == "invalid_scope" and "code" not in params
 
 
+@pytest.mark.parametrize(
+    ("past", "at"),
+    [
+        (
+            {"fhirContext": fhir_context_of(MAX_FHIR_CONTEXT_LENGTH + 1)},
+            {"fhirContext": fhir_context_of(MAX_FHIR_CONTEXT_LENGTH)},
+        ),
+        # A non-ASCII character takes 6 in the token's JSON: 196 characters are 201 there.
+        ({"intent": "é" + "i" * (MAX_INTENT_LENGTH - 5)}, {"intent": "é" + "i" * 194}),
+    ],
+    ids=["fhir-context", "intent"],
+)
+def test_a_launch_context_past_its_bound_is_invalid_request(widest, past, at):
+    client, tenant, app, ehr = widest
+
+    response = launch(client, ehr, **past)
+
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert "at most" in response.json["error_description"]
+    assert launch(client, ehr, **at).status_code == 201
+
+
 def test_backend_and_introspect_tokens_at_the_bound_introspect_active(
     widest, make_backend_client, answers
 ):
