@@ -22,7 +22,7 @@ from authserver.oauth import fastpath as token_fastpath
 from authserver.oauth.views import FAST_TOKEN_HEADERS
 from authserver.tenancy.urls import SLUG
 from authserver.tokens import fastpath as introspection_fastpath
-from authserver.tokens.introspection import MAX_TOKEN_LENGTH
+from authserver.tokens.limits import MAX_TOKEN_LENGTH
 from authserver.web import NO_STORE
 
 log = logging.getLogger(__name__)

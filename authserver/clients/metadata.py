@@ -14,6 +14,9 @@ from authserver.smart.scopes import InvalidScope
 from authserver.smart.scopes import ResourceScope
 from authserver.smart.scopes import Scope
 from authserver.smart.scopes import parse_scope
+from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
+from authserver.tokens.limits import scope_fits
+from authserver.tokens.limits import scope_length
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -21,7 +24,7 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
 MAX_REDIRECT_URIS = 20
 MAX_SCOPES = 200
-MAX_SCOPE_LENGTH = 512
+MAX_SCOPE_LENGTH = 512  # one scope; all of them together: MAX_TOKEN_SCOPE_LENGTH
 MAX_JWKS_KEYS = 20
 # private_key_jwt assertions: SMART asks for RS384 and ES384; RS256 and ES256 are what most
 # client libraries sign with (clients/assertions.py verifies with these).
@@ -90,7 +93,8 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
     kept, it would restrict nothing. So is one none of its grants ever issues (``patient/`` for
     a backend client, ``system/`` for an app users sign in to), and ``offline_access`` or
     ``online_access`` without the ``refresh_token`` grant (no refresh token is ever issued
-    then): kept, it would bound nothing.
+    then): kept, it would bound nothing. So are more than fit in an access token together
+    (:data:`MAX_TOKEN_SCOPE_LENGTH` characters): the token granting them all would be refused.
 
     :raises ValidationError: naming the first scope refused and why.
     """
@@ -111,7 +115,13 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
                 f"scope {scope!r} needs the refresh_token grant: without it the client is "
                 "never issued a refresh token"
             )
-    return " ".join(dict.fromkeys(scope_list))
+    allowed = " ".join(dict.fromkeys(scope_list))
+    if not scope_fits(allowed):
+        raise ValidationError(
+            f"the scopes take {scope_length(allowed)} characters, more than the "
+            f"{MAX_TOKEN_SCOPE_LENGTH} an access token can carry: register fewer or broader scopes"
+        )
+    return allowed
 
 
 def _scope_kind(scope: Scope) -> str:

@@ -15,13 +15,13 @@ from typing import Any
 
 import requests
 
-from authserver.keys import service as keys
 from authserver.smart.context import FHIR_ID
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
-from authserver.tokens.service import ACCESS_TOKEN_TYPE
+from authserver.tokens.service import TokenTooLong
+from authserver.tokens.service import sign_access_token
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +52,28 @@ def search(tenant: Tenant, name: str) -> list[PatientChoice]:
 
     :raises PatientSearchFailed: when the server is unreachable or answers no Bundle.
     """
-    headers = {"Authorization": f"Bearer {server_token(tenant)}", "Accept": "application/fhir+json"}
     params = {"name": name[:MAX_QUERY_LENGTH], "_count": str(MAX_RESULTS)}
     try:
+        headers = {
+            "Authorization": f"Bearer {server_token(tenant)}",
+            "Accept": "application/fhir+json",
+        }
         response = requests.get(
             search_url(tenant), params=params, headers=headers, timeout=SEARCH_TIMEOUT
         )
         response.raise_for_status()
         bundle = response.json()
-    except (requests.RequestException, ValueError) as error:
+    except (requests.RequestException, ValueError, TokenTooLong) as error:
         log.warning("patient search failed for tenant %s: %s", tenant.slug, type(error).__name__)
         raise PatientSearchFailed(UNAVAILABLE) from None
     return patients_in(bundle)
 
 
 def server_token(tenant: Tenant) -> str:
-    """A system access token the server mints for itself (RFC 9068), good for one minute."""
+    """A system access token the server mints for itself (RFC 9068), good for one minute.
+
+    :raises TokenTooLong: for a tenant whose URLs alone make it too long for a header.
+    """
     urls = tenants.urls(tenant)
     claims = access_token_claims(
         AccessTokenSubject(
@@ -82,7 +88,7 @@ def server_token(tenant: Tenant) -> str:
             subject=urls.issuer,
         )
     )
-    return keys.sign(tenant, claims, alg=tenant.access_token_alg, typ=ACCESS_TOKEN_TYPE)
+    return sign_access_token(tenant, claims)
 
 
 def patients_in(bundle: Any) -> list[PatientChoice]:

@@ -27,6 +27,7 @@ from authserver.models import utcnow
 from authserver.smart import context as launch_context
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
+from authserver.tokens.limits import MAX_INTENT_LENGTH
 
 LAUNCH_PREFIX = "asln"
 STYLE_PATH = "/smart-style.json"
@@ -45,8 +46,9 @@ def create_launch(
 ) -> tuple[str, Launch]:
     """Record an EHR launch; returns the launch id (shown this once) and its row.
 
-    :raises ValidationError: for a malformed patient, encounter, fhirContext or intent, or an
-        app that is not this tenant's.
+    :raises ValidationError: for a malformed patient, encounter, fhirContext or intent, one
+        longer than an access token can carry (:mod:`authserver.tokens.limits`), or an app
+        that is not this tenant's.
     """
     try:
         patient = launch_context.fhir_id(patient, "patient")
@@ -61,7 +63,11 @@ def create_launch(
         raise ValidationError("need_patient_banner must be true or false")
     if intent is not None and not isinstance(intent, str):
         raise ValidationError("intent must be a string")
-    intent = validation.text(intent, "intent", max_length=200, required=False)
+    intent = validation.text(intent, "intent", max_length=MAX_INTENT_LENGTH, required=False)
+    try:
+        intent = launch_context.intent(intent)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
     launch_id = security.new_token(LAUNCH_PREFIX)
     row = Launch(
         tenant_id=tenant.id,

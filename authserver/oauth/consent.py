@@ -29,6 +29,7 @@ from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.oauth import picker
 from authserver.oauth.server import authorization_server
+from authserver.oauth.tokens import GRANTED_SCOPE_TOO_LONG
 from authserver.smart import context as launch_context
 from authserver.smart import granular
 from authserver.smart import policy
@@ -39,6 +40,7 @@ from authserver.smart.scopes import describe
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
+from authserver.tokens.limits import scope_fits
 
 # What an EHR launch contributes to the context (everything but the user's own fhirUser).
 LAUNCH_MEMBERS = frozenset(launch_context.RESPONSE_MEMBERS)
@@ -131,7 +133,8 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
     :param params: the authorization request's parameters, without the page's own fields.
 
     :raises OAuth2Error: redirected to the client: ``invalid_scope`` when nothing can be
-        granted, ``access_denied`` when no patient context can be established.
+        granted or more than an access token can carry, ``access_denied`` when no patient
+        context can be established.
     """
     user = login.user
     request = grant.request
@@ -144,12 +147,24 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
         grantable = without_standalone_unservable(grantable)
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
+    check_token_room(grant, grantable)
     offer = Offer(grant, login, params, grantable, identity_context(user))
     if ehr_launch:
         _apply_launch(offer, launch)
     elif needs_patient(grantable):
         _standalone_patient(offer)
     return offer
+
+
+def check_token_room(grant: Any, scope: ScopeSet) -> None:
+    """Refuse, before any code exists, a grant whose scope no access token can carry: a short
+    request (``patient/*.rs``) narrowed by a registration or a role ceiling can be spelt out as
+    many scopes, and so can the granular boxes a user ticks (:mod:`authserver.tokens.limits`).
+
+    :raises OAuth2Error: ``invalid_scope``, redirected to the client.
+    """
+    if not scope_fits(str(scope)):
+        raise refuse(grant, InvalidScopeError, GRANTED_SCOPE_TOO_LONG)
 
 
 def grantable_scope(requested: ScopeSet, client: Client, user: User) -> ScopeSet:
@@ -227,6 +242,7 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
+    check_token_room(offer.grant, scope)
     return _decision(offer, scope, offer.picked_patient(form.get("patient")))
 
 

@@ -77,6 +77,8 @@ from authserver.tenancy.urls import TOKEN_PATH
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
+from authserver.tokens.limits import fits
+from authserver.tokens.limits import scope_fits
 from authserver.tokens.models import ACCESS
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
 from authserver.tokens.service import new_grant_id
@@ -414,6 +416,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         )
         token_claims = access_token_claims(subject)
         token = entry.signer.sign(token_claims)
+        if not fits(token):
+            return None  # the full path refuses it, and says why (tokens/limits.py)
         values = entry.record_values(
             assertion_jti=claims["jti"],
             assertion_expires_at=assertion_expiry(claims).timestamp(),
@@ -435,8 +439,12 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
 @lru_cache(maxsize=4096)
 def _granted(requested: str, allowed: str) -> str:
     """The scope to grant: :func:`backend_grant`, pure, so kept per process; none for no
-    request (the full path says that ``scope`` is required)."""
-    return str(backend_grant(requested, allowed)) if requested.strip() else ""
+    request (the full path says that ``scope`` is required), nor for a request or a grant
+    longer than a token can carry (the full path says that it is too long)."""
+    if not requested.strip() or not scope_fits(requested):
+        return ""
+    granted = str(backend_grant(requested, allowed))
+    return granted if scope_fits(granted) else ""
 
 
 def _public_key(entry: Entry, kid: str, alg: str) -> Key | None:

@@ -9,6 +9,8 @@ import re
 from typing import Any
 
 from authserver.smart.scopes import ScopeSet
+from authserver.tokens.limits import MAX_FHIR_CONTEXT_LENGTH
+from authserver.tokens.limits import MAX_INTENT_LENGTH
 from authserver.validation import json_strings
 
 # Token-response members that carry launch context (SMART 2.2 §2.4 of our requirements).
@@ -24,7 +26,6 @@ FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
 MAX_FHIR_CONTEXT_ITEMS = 20
-MAX_FHIR_CONTEXT_LENGTH = 2048
 
 
 def token_response_members(context: dict[str, Any]) -> dict[str, Any]:
@@ -83,9 +84,24 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
     if any("\x00" in string for string in json_strings(checked)):
         raise ValueError("fhirContext must not hold a NUL character")
     if len(text) > MAX_FHIR_CONTEXT_LENGTH:
-        # It rides in every access token, which SMART asks to keep under about 8 kB.
+        # It rides in every access token, with the scope (tokens/limits.py).
         raise ValueError(f"fhirContext may be at most {MAX_FHIR_CONTEXT_LENGTH} characters of JSON")
     return checked
+
+
+def intent(value: str | None) -> str | None:
+    """An EHR launch's ``intent``, if the token's JSON writes it in at most
+    :data:`MAX_INTENT_LENGTH` characters (a non-ASCII character as a 6-character escape, two of
+    them outside the BMP).
+
+    :raises ValueError: otherwise.
+    """
+    if value is not None and len(json.dumps(value)) - len('""') > MAX_INTENT_LENGTH:
+        raise ValueError(
+            f"intent may take at most {MAX_INTENT_LENGTH} characters in the access token, "
+            "where each non-ASCII character takes 6 or 12"
+        )
+    return value
 
 
 def _context_item(item: Any, index: int) -> dict[str, Any]:

@@ -41,13 +41,13 @@ from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
 from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import minted_by_server
-from authserver.tokens.introspection import MAX_TOKEN_LENGTH
 from authserver.tokens.introspection import SECOND_CREDENTIALS
 from authserver.tokens.introspection import access_answer
 from authserver.tokens.introspection import bearer_credential
 from authserver.tokens.introspection import claims_fit
 from authserver.tokens.introspection import remembered_claims
 from authserver.tokens.introspection import signed_claims
+from authserver.tokens.limits import MAX_TOKEN_LENGTH
 from authserver.tokens.service import REFRESH_TOKEN_PREFIX
 from authserver.tokens.statecache import Row
 from authserver.tokens.statecache import TokenStateCache

@@ -19,6 +19,8 @@ from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
+from authserver.tokens.limits import MAX_TOKEN_LENGTH
+from authserver.tokens.limits import fits
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
@@ -29,6 +31,15 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 
 def new_grant_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+class TokenTooLong(Exception):
+    """An access token would be longer than :data:`MAX_TOKEN_LENGTH`: too long for an HTTP
+    header, and for our own introspection, which would answer it inactive. Nothing is issued."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"an access token of {length} characters, over {MAX_TOKEN_LENGTH}")
+        self.length = length
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ def issue_access_token(
     """Sign an RFC 9068 access token with the tenant's key and record it by ``jti``.
 
     :returns: the token response: ``access_token``, ``token_type``, ``expires_in``, ``scope``.
+    :raises TokenTooLong: when the token would be too long; nothing is recorded then.
     """
     tenant = authorization.tenant
     expires_in = expires_in or tenant.access_token_lifetime
@@ -78,7 +90,7 @@ def issue_access_token(
         context=authorization.context,
     )
     claims = access_token_claims(subject)
-    token = keys.sign(tenant, claims, alg=tenant.access_token_alg, typ=ACCESS_TOKEN_TYPE)
+    token = sign_access_token(tenant, claims)
     _record(authorization, ACCESS, subject.jti, claims["exp"])
     return {
         "access_token": token,
@@ -86,6 +98,18 @@ def issue_access_token(
         "expires_in": expires_in,
         "scope": authorization.scope,
     }
+
+
+def sign_access_token(tenant: Tenant, claims: dict[str, Any]) -> str:
+    """Sign access-token ``claims`` with the tenant's access-token key, if the token fits.
+
+    :raises TokenTooLong: when it would be longer than :data:`MAX_TOKEN_LENGTH`
+        (:mod:`authserver.tokens.limits` bounds what goes in; this is the last check).
+    """
+    token = keys.sign(tenant, claims, alg=tenant.access_token_alg, typ=ACCESS_TOKEN_TYPE)
+    if not fits(token):
+        raise TokenTooLong(len(token))
+    return token
 
 
 def issue_refresh_token(authorization: Authorization, expires_in: int | None = None) -> str:

@@ -529,6 +529,12 @@ def test_cli_launch_create(cli, clinic):
         (["--patient", "p", "--client", ""], "client_id"),
         (["--patient", "p", "--encounter", ""], "encounter must be a FHIR id"),
         (["--patient", "p", "--fhir-context", "{}"], "fhirContext must be a JSON array"),
+        # With the longest scope, a longer one would make a token too long (tokens/limits.py).
+        (
+            ["--patient", "p", "--fhir-context", json.dumps([{"canonical": "x" * 1518}])],
+            "fhirContext may be at most 1536 characters of JSON",
+        ),
+        (["--patient", "p", "--intent", "é" * 34], "intent may take at most 200 characters"),
     ],
 )
 def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):

@@ -24,6 +24,7 @@ from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
 from authserver.oauth.grants.refresh_token import ContinuesFamily
 from authserver.oauth.models import AuthorizationCode
+from authserver.oauth.tokens import check_requested_scope
 from authserver.smart.context import token_response_members
 from authserver.smart.scopes import parse_scopes
 from authserver.tenancy.resolution import current_tenant
@@ -83,8 +84,9 @@ class AuthorizationCodeGrant(ContinuesFamily, TokenRequestChecks, grants.Authori
         """Parse the SMART scopes; malformed ones are dropped (AUTHZ-15, SCOPE-02).
 
         :raises InvalidScopeError: when no valid scope remains, or more than an app may
-            register were asked for.
+            register were asked for, or more than an access token can carry.
         """
+        check_requested_scope(self.request.payload.scope)
         requested = parse_scopes(self.request.payload.scope or "")
         if len(requested) + len(requested.dropped) > MAX_SCOPES:
             # Narrowing and consent take time quadratic in the scopes: a long list would hold

@@ -34,6 +34,8 @@ from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.inputs import describable
 from authserver.oauth.grants.client_auth import TokenRequestChecks
+from authserver.oauth.tokens import check_granted_scope
+from authserver.oauth.tokens import check_requested_scope
 from authserver.oauth.tokens import token_request
 from authserver.smart.backend import backend_grant
 from authserver.smart.scopes import InvalidScope
@@ -75,9 +77,10 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
 
     def validate_requested_scope(self) -> None:
         """Grant = requested ∩ the client's system scopes (BS-05) ∩ its service account's role
-        ceiling, when it has one; nothing grantable is an error. A resource server is granted
-        ``introspect``, exactly."""
+        ceiling, when it has one; nothing grantable, or more than an access token can carry, is
+        an error. A resource server is granted ``introspect``, exactly."""
         requested = (self.request.payload.scope or "").strip()
+        check_requested_scope(requested)
         if self.request.client.kind == RESOURCE_SERVER:
             self.granted_scope = _introspection_scope(requested)
             return
@@ -98,6 +101,7 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
             raise InvalidScopeError(description=f"Malformed scope '{malformed}'.") from None
         if not granted:
             raise InvalidScopeError(description="None of the requested scopes can be granted.")
+        check_granted_scope(str(granted))
         self.granted_scope = str(granted)
         token_request().service_account = account
 

@@ -44,6 +44,8 @@ from authserver.oauth import consent
 from authserver.oauth import service
 from authserver.oauth.grants.client_auth import CLIENT_AUTH_METHODS
 from authserver.oauth.grants.client_auth import TokenRequestChecks
+from authserver.oauth.tokens import check_granted_scope
+from authserver.oauth.tokens import check_requested_scope
 from authserver.oauth.tokens import token_request
 from authserver.smart.context import granted_context
 from authserver.smart.context import token_response_members
@@ -170,6 +172,7 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         scope = self.request.payload.scope
         if not scope:
             return
+        check_requested_scope(scope)
         requested = parse_scopes(scope)
         if requested.dropped or not len(requested):
             raise InvalidScopeError("The scope is malformed.")
@@ -183,7 +186,8 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         policy", saying so in the response's ``scope`` (§5.1).
 
         :raises InvalidScopeError: when the policy leaves nothing of it, as the authorization
-            endpoint answers when nothing can be granted.
+            endpoint answers when nothing can be granted, or spells it out as more than an access
+            token can carry (a widened role ceiling under a family's ``patient/*.rs``).
         """
         family = parse_scopes(refresh_token.get_scope())
         requested = self.request.payload.scope
@@ -191,6 +195,7 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         scope = consent.grantable_scope(asked, self.request.client, user)
         if not len(scope):
             raise InvalidScopeError("None of the requested scopes can be granted.")
+        check_granted_scope(str(scope))
         self._audit_narrowing(user, refresh_token.record, asked, scope)
         # The family's scope as the policy allows it now, whatever the request narrowed:
         # scope=patient/Patient.rs keeps an offline_access family's refresh token coming; a
