@@ -143,7 +143,9 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
     # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
     # gets none (and the launch stays unspent).
     ehr_launch = launch is not None and grantable.has("launch")
-    if not ehr_launch:
+    if ehr_launch:
+        grantable = launch_context.served_scope(grantable, launch.token_context())
+    else:
         grantable = without_standalone_unservable(grantable)
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")

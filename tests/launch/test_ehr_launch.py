@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import timedelta
 
+import jwt
 import pytest
 import requests
 from sqlalchemy import update
@@ -18,6 +19,7 @@ from authserver.launch.models import Launch
 from authserver.models import utcnow
 from tests.fixtures.accounts import login
 from tests.fixtures.live import Browser
+from tests.fixtures.live import consent_boxes
 from tests.oauth.conftest import app_session
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
@@ -244,6 +246,81 @@ def test_unticking_launch_patient_names_no_patient_and_asks_for_none(doctor, cli
 
     assert "launch/patient" not in body["scope"].split()
     assert "patient" not in body
+
+
+# --- TOK-09, SCOPE-09: a context scope is granted only with something in context ------------
+
+CONTEXT_SCOPE_CASES = {
+    # name: (launch context, context scope asked for, whether the launch can fill it)
+    "encounter-present": ({"encounter": "enc-4"}, "launch/encounter", True),
+    "encounter-absent": ({}, "launch/encounter", False),
+    "encounter-only-in-fhircontext": (
+        {"fhir_context": [{"reference": "Encounter/e-0", "role": "https://example.org/prior"}]},
+        "launch/encounter",
+        False,  # TOK-09: launch/encounter promises the encounter member
+    ),
+    "encounter-with-a-role-in-fhircontext": (
+        {"fhir_context": [{"reference": "Encounter/e-0", "role": "https://example.org/prior"}]},
+        "launch/encounter?role=https://example.org/prior",
+        True,
+    ),
+    "typed-item-present": (
+        {"fhir_context": [{"reference": "ImagingStudy/is-1"}]},
+        "launch/imagingstudy",
+        True,
+    ),
+    "typed-item-by-type": (
+        {"fhir_context": [{"identifier": {"value": "1.2.840.1"}, "type": "ImagingStudy"}]},
+        "launch/imagingstudy",
+        True,
+    ),
+    "typed-item-of-another-role": (  # SCOPE-09: an unknown role still yields the type
+        {"fhir_context": [{"reference": "List/l-1", "role": "https://example.org/at-home"}]},
+        "launch/list?role=https://example.org/in-hospital",
+        True,
+    ),
+    "typed-item-absent": (
+        {"fhir_context": [{"reference": "DiagnosticReport/dr-7"}]},
+        "launch/imagingstudy",
+        False,
+    ),
+    "no-fhircontext": ({"encounter": "enc-4"}, "launch/imagingstudy", False),
+    "untyped-item": (
+        {"fhir_context": [{"canonical": "http://example.org/ImagingStudy/q"}]},
+        "launch/imagingstudy",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("context", "context_scope", "filled"),
+    list(CONTEXT_SCOPE_CASES.values()),
+    ids=list(CONTEXT_SCOPE_CASES),
+)
+def test_an_ehr_launch_grants_a_context_scope_only_with_that_context(
+    doctor, clinic, make_gateway, context, context_scope, filled
+):
+    """The granted scope never promises context the launch does not hold: not on the consent
+    page, nor in the token response, the access token or introspection."""
+    launch_id = new_launch(clinic.tenant, patient="pt-3", **context)
+    scope = f"launch {context_scope} openid fhirUser user/Patient.rs"
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+    expected = scope if filled else "launch openid fhirUser user/Patient.rs"
+
+    page = doctor.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
+    offered = {scope for value, _ in consent_boxes(page) for scope in value.split()}
+    code = redirect_params(authorize(doctor, clinic, params))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+
+    assert (context_scope in offered) is filled
+    assert body["scope"] == expected
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["scope"] == expected
+    introspected = make_gateway(clinic.tenant).introspect(doctor, body["access_token"]).json
+    assert introspected["scope"] == expected
+    assert body.get("encounter") == context.get("encounter")
+    assert body.get("fhirContext") == context.get("fhir_context")
 
 
 def test_launch_is_used_once(doctor, clinic):
