@@ -242,6 +242,10 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
         raise refuse(offer.grant, AccessDeniedError, "The user denied the request.")
     approved = offer.approved(form.getlist("grant"))
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
+    if offer.launch is not None and not scope.has("launch"):
+        # Without ``launch`` the EHR's context stays behind (:func:`_decision`), and with it
+        # what only the launch could fill.
+        scope = without_standalone_unservable(scope)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
     check_token_room(offer.grant, scope)

@@ -323,6 +323,29 @@ def test_an_ehr_launch_grants_a_context_scope_only_with_that_context(
     assert body.get("fhirContext") == context.get("fhir_context")
 
 
+def test_unticking_launch_takes_the_context_scopes_only_it_could_fill(doctor, clinic):
+    """Without ``launch`` the EHR's context stays behind, so ``launch/encounter`` would be
+    granted with no encounter; ``launch/patient`` keeps its own rule (the patient is asked for)."""
+    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    scope = "launch launch/encounter openid fhirUser user/Patient.rs"
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+
+    code = redirect_params(authorize(doctor, clinic, params, untick=("launch",)))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+
+    assert body["scope"] == "openid fhirUser user/Patient.rs"
+    assert "encounter" not in body
+
+
+def test_unticking_launch_keeping_only_a_context_scope_approves_nothing(doctor, clinic):
+    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch launch/encounter", launch=launch_id
+    )
+    assert_refused(authorize(doctor, clinic, params, untick=("launch",)), "access_denied")
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
 def test_launch_is_used_once(doctor, clinic):
     launch_id = new_launch(clinic.tenant)
     assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))
