@@ -148,13 +148,14 @@ class LaunchGrant:
 
 def resolve(tenant: Tenant, launch_id: str, client: Any) -> LaunchGrant | None:
     """The live launch ``launch_id`` of ``tenant`` that ``client`` may use, or None (AUTHZ-20):
-    unknown, another tenant's, expired, spent or bound to another app are all none."""
+    unknown, another tenant's, expired, spent or bound to another app are all none, and so is
+    one bound to no app (stored before launches had to be bound: any app could have used it)."""
     row = db.session.scalar(
         Launch.for_tenant(tenant).where(Launch.launch_digest == security.digest(launch_id))
     )
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
         return None
-    if row.client_pk is not None and row.client_pk != client.id:
+    if row.client_pk != client.id:  # another app's, or (stored unbound) no app's
         return None
     return LaunchGrant(tenant, row)
 

@@ -620,6 +620,19 @@ def test_a_posted_launch_is_for_the_app_it_names_only(client, clinic, ehr):
     assert exchange(client, clinic, code, VERIFIER).json["patient"] == "pt-7"
 
 
+def test_a_launch_stored_unbound_is_used_by_no_app(doctor, clinic):
+    """Launches stored before they had to be bound (they live minutes) are refused, rather than
+    left for any app of the tenant to use until they expire."""
+    launch_id = new_launch(clinic)
+    db.session.execute(update(Launch).values(client_pk=None))
+    db.session.commit()
+
+    for app in (clinic.public_app, clinic.confidential_app):
+        params = ehr_params(clinic, launch_id, client_id=app.client_id)
+        assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
 def test_post_launch_needs_json(client, clinic, ehr):
     headers = basic(ehr.client.client_id, ehr.client_secret)
     response = client.post("/t/clinic-a/launch", data={"patient": "pt-1"}, headers=headers)
