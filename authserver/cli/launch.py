@@ -27,7 +27,11 @@ def launch() -> None:
 @click.option("--fhir-context", help='SMART 2.2 fhirContext JSON, e.g. [{"reference": "X/1"}].')
 @click.option("--intent", help="What the app is launched for, e.g. reconcile-medications.")
 @click.option("--need-patient-banner", is_flag=True, help="The app must show a patient banner.")
-@click.option("--client", "client_id", help="Only this app may use the launch.")
+@click.option(
+    "--client",
+    "client_id",
+    help="Required: the client_id of the app the launch is for; only it may use the launch.",
+)
 @with_appcontext
 @service_command
 def create(
@@ -39,7 +43,10 @@ def create(
     need_patient_banner: bool,
     client_id: str | None,
 ) -> None:
-    """Create a launch at TENANT; prints its id (shown once), iss and lifetime."""
+    """Create a launch at TENANT for one app; prints its id (shown once), iss and lifetime."""
+    if client_id is None:
+        # Checked here to name the option; click's own check would print its usage too.
+        raise ValidationError("--client is required: the client_id of the app the launch is for")
     tenant_row = tenant_named(tenant)
     launch_id, row = service.create_launch(
         tenant_row,

@@ -35,7 +35,8 @@ class Launch(TenantOwned, Base):
     fhir_context: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     intent: Mapped[str | None] = mapped_column(String(200))
     need_patient_banner: Mapped[bool] = mapped_column(default=False)
-    # When set, only this app may use the launch (EHR-05).
+    # The app the launch is for, the only one that may use it (EHR-05). Every launch is created
+    # bound; the column stays nullable for rows stored before that, which resolve() refuses.
     client_pk: Mapped[int | None] = mapped_column()
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,8 @@
 """Creating, resolving and spending EHR launches (SMART 2.2 #step-2-launch-ehr, EHR-01..05).
 
 A launch id is a random ``asln_…`` token shown once; only its SHA-256 digest is kept. It belongs to
-one tenant, expires after ``tenant.launch_lifetime`` seconds, may be bound to one app, and is spent
-when a code is issued from it.
+one tenant, is bound to the one app it was issued for (EHR-05), expires after
+``tenant.launch_lifetime`` seconds, and is spent when a code is issued from it.
 """
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ def create_launch(
     fhir_context: Any = None,
     intent: Any = None,
     need_patient_banner: Any = False,
-    client_id: Any = None,
+    client_id: Any,
     actor: str,
 ) -> tuple[str, Launch]:
-    """Record an EHR launch; returns the launch id (shown this once) and its row.
+    """Record an EHR launch for the app ``client_id``; returns the launch id (shown this once)
+    and its row.
 
+    :param client_id: the app the launch is for, the only one that may use it (EHR-05).
     :raises ValidationError: for a malformed patient, encounter, fhirContext or intent, one
-        longer than an access token can carry (:mod:`authserver.tokens.limits`), or an app
-        that is not this tenant's.
+        longer than an access token can carry (:mod:`authserver.tokens.limits`), or a missing
+        ``client_id`` or one naming no app of this tenant.
     """
     try:
         patient = launch_context.fhir_id(patient, "patient")
@@ -87,16 +89,20 @@ def create_launch(
     return launch_id, row
 
 
-def _bound_app(tenant: Tenant, client_id: Any) -> int | None:
-    """The app ``client_id`` names, or None when none is given.
+def _bound_app(tenant: Tenant, client_id: Any) -> int:
+    """The app ``client_id`` names: the one app that may use the launch.
 
-    :raises ValidationError: for a ``client_id`` that is not a non-empty string (an EHR that
-        meant to bind the launch and sent ``""`` would otherwise get a launch any app can use),
-        or that names no app of ``tenant``: a bad member of the request like any other, so
-        ``invalid_request``, and the same answer for a client another tenant has as for none.
+    :raises ValidationError: for no ``client_id`` (an unbound launch would be any app's: another
+        app of the tenant could redeem it and get its patient), one that is not a non-empty
+        string, or one that names no app of ``tenant``: a bad member of the request like any
+        other, so ``invalid_request``, and the same answer for a client another tenant has as
+        for none.
     """
     if client_id is None:
-        return None
+        raise ValidationError(
+            "client_id is required: the client_id of the app this launch is for, the only app "
+            "that may use it"
+        )
     if not isinstance(client_id, str) or not client_id:
         raise ValidationError("client_id must be the client_id of one of this tenant's apps")
     client = clients.find_client(tenant, client_id)
@@ -142,13 +148,14 @@ class LaunchGrant:
 
 def resolve(tenant: Tenant, launch_id: str, client: Any) -> LaunchGrant | None:
     """The live launch ``launch_id`` of ``tenant`` that ``client`` may use, or None (AUTHZ-20):
-    unknown, another tenant's, expired, spent or bound to another app are all none."""
+    unknown, another tenant's, expired, spent or bound to another app are all none, and so is
+    one bound to no app (stored before launches had to be bound: any app could have used it)."""
     row = db.session.scalar(
         Launch.for_tenant(tenant).where(Launch.launch_digest == security.digest(launch_id))
     )
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
         return None
-    if row.client_pk is not None and row.client_pk != client.id:
+    if row.client_pk != client.id:  # another app's, or (stored unbound) no app's
         return None
     return LaunchGrant(tenant, row)
 

@@ -143,7 +143,9 @@ def prepare(grant: Any, login: LoginSession, params: list[tuple[str, str]]) -> O
     # The EHR's context only with a grantable ``launch`` scope: an app not registered for it
     # gets none (and the launch stays unspent).
     ehr_launch = launch is not None and grantable.has("launch")
-    if not ehr_launch:
+    if ehr_launch:
+        grantable = launch_context.served_scope(grantable, launch.token_context())
+    else:
         grantable = without_standalone_unservable(grantable)
     if not len(grantable):
         raise refuse(grant, InvalidScopeError, "None of the requested scopes can be granted.")
@@ -240,6 +242,10 @@ def decide(offer: Offer, form: MultiDict) -> Decision:
         raise refuse(offer.grant, AccessDeniedError, "The user denied the request.")
     approved = offer.approved(form.getlist("grant"))
     scope = offer.grantable if offer.client.trusted else policy.granted(offer.grantable, approved)
+    if offer.launch is not None and not scope.has("launch"):
+        # Without ``launch`` the EHR's context stays behind (:func:`_decision`), and with it
+        # what only the launch could fill.
+        scope = without_standalone_unservable(scope)
     if not len(scope):
         raise refuse(offer.grant, AccessDeniedError, "The user approved no scope.")
     check_token_room(offer.grant, scope)

@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from authserver.smart.scopes import LaunchScope
 from authserver.smart.scopes import ScopeSet
 from authserver.tokens.limits import MAX_FHIR_CONTEXT_LENGTH
 from authserver.tokens.limits import MAX_INTENT_LENGTH
@@ -25,6 +26,8 @@ RESPONSE_MEMBERS = (
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
+# Context types with a token-response member of their own, not a fhirContext item (TOK-11).
+OWN_MEMBER_TYPES = ("patient", "encounter")
 MAX_FHIR_CONTEXT_ITEMS = 20
 
 
@@ -42,6 +45,45 @@ def granted_context(context: dict[str, Any], scope: ScopeSet) -> dict[str, Any]:
     if scope.has("fhirUser"):
         return dict(context)
     return {name: value for name, value in context.items() if name != "fhirUser"}
+
+
+def served_scope(scope: ScopeSet, context: dict[str, Any]) -> ScopeSet:
+    """``scope`` less the ``launch/<type>`` scopes ``context`` holds nothing for (TOK-09,
+    SCOPE-09): granted, they would promise the app context that is not there."""
+    return ScopeSet(
+        granted
+        for granted in scope
+        if not isinstance(granted, LaunchScope) or holds_context_for(context, granted)
+    )
+
+
+def holds_context_for(context: dict[str, Any], scope: LaunchScope) -> bool:
+    """Whether ``context`` holds what the launch scope ``scope`` asks for.
+
+    ``launch`` asks for nothing. ``launch/patient`` and ``launch/encounter`` are answered by
+    their own members (TOK-09), and, asked with a ``?role=``, also by a ``fhirContext`` item of
+    their type (which has a role other than ``launch`` there, TOK-11). Any other
+    ``launch/<type>`` is answered by a ``fhirContext`` item of that type, whatever its role
+    (SCOPE-09: an unsupported role "SHOULD still yield context for the type"). The IG writes the
+    type "all lowercase" (``launch/imagingstudy`` asks for ImagingStudy), so types match so.
+    """
+    if scope.context_type is None:
+        return True
+    wanted = scope.context_type.lower()
+    if wanted in OWN_MEMBER_TYPES:
+        if context.get(wanted) is not None:
+            return True
+        if scope.role is None:
+            return False
+    items = context.get("fhirContext") or ()
+    return any((fhir_context_type(item) or "").lower() == wanted for item in items)
+
+
+def fhir_context_type(item: dict[str, Any]) -> str | None:
+    """The resource type of a ``fhirContext`` item: its ``type``, or its reference's type; None
+    for a ``canonical`` or ``identifier`` without a ``type``."""
+    reference = item.get("reference")
+    return item.get("type") or (reference.partition("/")[0] if reference else None)
 
 
 def fhir_user_url(fhir_base_url: str, fhir_user: str | None) -> str | None:
@@ -132,7 +174,7 @@ def _context_item(item: Any, index: int) -> dict[str, Any]:
         raise ValueError(
             f"{where}.type is {item['type']} but the reference is to {referenced_type}"
         )
-    resource_type = item.get("type") or referenced_type
+    resource_type = fhir_context_type(item)
     if resource_type in ("Patient", "Encounter") and role == "launch":
         raise ValueError(
             f"{where}: {resource_type} goes in --patient/--encounter, or needs a role other than "

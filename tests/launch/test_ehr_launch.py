@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import timedelta
 
+import jwt
 import pytest
 import requests
 from sqlalchemy import update
@@ -18,6 +19,7 @@ from authserver.launch.models import Launch
 from authserver.models import utcnow
 from tests.fixtures.accounts import login
 from tests.fixtures.live import Browser
+from tests.fixtures.live import consent_boxes
 from tests.oauth.conftest import app_session
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
@@ -44,9 +46,11 @@ def basic(client_id, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
 
-def new_launch(tenant, **context):
+def new_launch(clinic, **context):
+    """A launch at ``clinic`` for its public app, unless ``client_id`` names another."""
     context.setdefault("patient", "pt-1")
-    launch_id, _ = launches.create_launch(tenant, actor="test", **context)
+    context.setdefault("client_id", clinic.public_app.client_id)
+    launch_id, _ = launches.create_launch(clinic.tenant, actor="test", **context)
     db.session.commit()
     return launch_id
 
@@ -71,6 +75,7 @@ def test_ehr_launch_with_encounter_and_fhir_context_at_two_tenants(
                 "fhirContext": FHIR_CONTEXT,
                 "intent": "reconcile-medications",
                 "need_patient_banner": True,
+                "client_id": current.confidential_app.client_id,
             },
             auth=(gateway.client.client_id, gateway.client_secret),
             timeout=10,
@@ -139,7 +144,7 @@ def assert_refused(response, code="invalid_request"):
 
 
 def test_launch_context_reaches_the_token_response(doctor, clinic):
-    launch_id = new_launch(clinic.tenant, patient="pt-3")
+    launch_id = new_launch(clinic, patient="pt-3")
     code = redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))["code"]
     body = exchange(doctor, clinic, code, VERIFIER).json
     assert body["patient"] == "pt-3"
@@ -151,7 +156,7 @@ def test_ehr_launch_scope_and_context_survive_refresh(doctor, clinic):
     """§3.1 items 15 and 17: the granted scope echoes the identity and launch scopes, and the
     context (``need_patient_banner`` included) is there again after a refresh."""
     scope = "launch openid fhirUser offline_access patient/Patient.rs"  # g10's EHR patient launch
-    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    launch_id = new_launch(clinic, patient="pt-3", encounter="enc-4")
     params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
     code = redirect_params(authorize(doctor, clinic, params))["code"]
     first = exchange(doctor, clinic, code, VERIFIER).json
@@ -175,7 +180,7 @@ def test_introspection_repeats_every_launch_context_member_of_the_token_response
     # INT-02: the same members with the same values, for the access and the refresh token.
     scope = "launch openid fhirUser offline_access patient/Patient.rs"
     launch_id = new_launch(
-        clinic.tenant,
+        clinic,
         patient="pt-3",
         encounter="enc-4",
         fhir_context=FHIR_CONTEXT,
@@ -200,7 +205,7 @@ def test_introspection_repeats_every_launch_context_member_of_the_token_response
 
 
 def test_unticking_launch_shares_none_of_the_ehr_context_and_leaves_the_launch(doctor, clinic):
-    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4", intent="review")
+    launch_id = new_launch(clinic, patient="pt-3", encounter="enc-4", intent="review")
     params = authorization_params(
         clinic, verifier=VERIFIER, scope="launch openid user/*.rs", launch=launch_id
     )
@@ -215,7 +220,7 @@ def test_unticking_launch_shares_none_of_the_ehr_context_and_leaves_the_launch(d
 
 def test_an_app_not_registered_for_launch_gets_no_ehr_context(doctor, clinic, make_client):
     app = make_client(clinic.tenant, scopes=["openid", "user/*.rs"]).client
-    launch_id = new_launch(clinic.tenant, patient="pt-3", encounter="enc-4")
+    launch_id = new_launch(clinic, patient="pt-3", encounter="enc-4", client_id=app.client_id)
     params = authorization_params(
         clinic, app, VERIFIER, scope="launch openid user/*.rs", launch=launch_id
     )
@@ -229,7 +234,7 @@ def test_an_app_not_registered_for_launch_gets_no_ehr_context(doctor, clinic, ma
 
 
 def test_unticking_launch_but_keeping_patient_scopes_is_access_denied(doctor, clinic):
-    launch_id = new_launch(clinic.tenant, patient="pt-3")
+    launch_id = new_launch(clinic, patient="pt-3")
     params = ehr_params(clinic, launch_id)  # launch with patient/ scopes
     assert_refused(authorize(doctor, clinic, params, untick=("launch",)), "access_denied")
 
@@ -246,8 +251,106 @@ def test_unticking_launch_patient_names_no_patient_and_asks_for_none(doctor, cli
     assert "patient" not in body
 
 
+# --- TOK-09, SCOPE-09: a context scope is granted only with something in context ------------
+
+CONTEXT_SCOPE_CASES = {
+    # name: (launch context, context scope asked for, whether the launch can fill it)
+    "encounter-present": ({"encounter": "enc-4"}, "launch/encounter", True),
+    "encounter-absent": ({}, "launch/encounter", False),
+    "encounter-only-in-fhircontext": (
+        {"fhir_context": [{"reference": "Encounter/e-0", "role": "https://example.org/prior"}]},
+        "launch/encounter",
+        False,  # TOK-09: launch/encounter promises the encounter member
+    ),
+    "encounter-with-a-role-in-fhircontext": (
+        {"fhir_context": [{"reference": "Encounter/e-0", "role": "https://example.org/prior"}]},
+        "launch/encounter?role=https://example.org/prior",
+        True,
+    ),
+    "typed-item-present": (
+        {"fhir_context": [{"reference": "ImagingStudy/is-1"}]},
+        "launch/imagingstudy",
+        True,
+    ),
+    "typed-item-by-type": (
+        {"fhir_context": [{"identifier": {"value": "1.2.840.1"}, "type": "ImagingStudy"}]},
+        "launch/imagingstudy",
+        True,
+    ),
+    "typed-item-of-another-role": (  # SCOPE-09: an unknown role still yields the type
+        {"fhir_context": [{"reference": "List/l-1", "role": "https://example.org/at-home"}]},
+        "launch/list?role=https://example.org/in-hospital",
+        True,
+    ),
+    "typed-item-absent": (
+        {"fhir_context": [{"reference": "DiagnosticReport/dr-7"}]},
+        "launch/imagingstudy",
+        False,
+    ),
+    "no-fhircontext": ({"encounter": "enc-4"}, "launch/imagingstudy", False),
+    "untyped-item": (
+        {"fhir_context": [{"canonical": "http://example.org/ImagingStudy/q"}]},
+        "launch/imagingstudy",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("context", "context_scope", "filled"),
+    list(CONTEXT_SCOPE_CASES.values()),
+    ids=list(CONTEXT_SCOPE_CASES),
+)
+def test_an_ehr_launch_grants_a_context_scope_only_with_that_context(
+    doctor, clinic, make_gateway, context, context_scope, filled
+):
+    """The granted scope never promises context the launch does not hold: not on the consent
+    page, nor in the token response, the access token or introspection."""
+    launch_id = new_launch(clinic, patient="pt-3", **context)
+    scope = f"launch {context_scope} openid fhirUser user/Patient.rs"
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+    expected = scope if filled else "launch openid fhirUser user/Patient.rs"
+
+    page = doctor.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
+    offered = {scope for value, _ in consent_boxes(page) for scope in value.split()}
+    code = redirect_params(authorize(doctor, clinic, params))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+
+    assert (context_scope in offered) is filled
+    assert body["scope"] == expected
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["scope"] == expected
+    introspected = make_gateway(clinic.tenant).introspect(doctor, body["access_token"]).json
+    assert introspected["scope"] == expected
+    assert body.get("encounter") == context.get("encounter")
+    assert body.get("fhirContext") == context.get("fhir_context")
+
+
+def test_unticking_launch_takes_the_context_scopes_only_it_could_fill(doctor, clinic):
+    """Without ``launch`` the EHR's context stays behind, so ``launch/encounter`` would be
+    granted with no encounter; ``launch/patient`` keeps its own rule (the patient is asked for)."""
+    launch_id = new_launch(clinic, patient="pt-3", encounter="enc-4")
+    scope = "launch launch/encounter openid fhirUser user/Patient.rs"
+    params = authorization_params(clinic, verifier=VERIFIER, scope=scope, launch=launch_id)
+
+    code = redirect_params(authorize(doctor, clinic, params, untick=("launch",)))["code"]
+    body = exchange(doctor, clinic, code, VERIFIER).json
+
+    assert body["scope"] == "openid fhirUser user/Patient.rs"
+    assert "encounter" not in body
+
+
+def test_unticking_launch_keeping_only_a_context_scope_approves_nothing(doctor, clinic):
+    launch_id = new_launch(clinic, patient="pt-3", encounter="enc-4")
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch launch/encounter", launch=launch_id
+    )
+    assert_refused(authorize(doctor, clinic, params, untick=("launch",)), "access_denied")
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
 def test_launch_is_used_once(doctor, clinic):
-    launch_id = new_launch(clinic.tenant)
+    launch_id = new_launch(clinic)
     assert "code" in redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
 
@@ -258,7 +361,7 @@ def test_unknown_launch_is_refused(doctor, clinic):
 
 
 def test_expired_launch_is_refused(doctor, clinic):
-    launch_id = new_launch(clinic.tenant)
+    launch_id = new_launch(clinic)
     db.session.execute(update(Launch).values(expires_at=utcnow() - timedelta(seconds=1)))
     db.session.commit()
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
@@ -268,9 +371,10 @@ def test_deleting_the_ehr_credential_ends_the_launches_it_started(doctor, clinic
     """Deleting the credential is how an admin stops trusting it: a launch it started and
     nobody used yet is refused at once, not for the rest of its lifetime."""
     headers = basic(ehr.client.client_id, ehr.client_secret)
-    started = doctor.post("/t/clinic-a/launch", json={"patient": "pt-1"}, headers=headers)
+    body = {"patient": "pt-1", "client_id": clinic.public_app.client_id}
+    started = doctor.post("/t/clinic-a/launch", json=body, headers=headers)
     assert started.status_code == 201, started.json
-    kept_id = new_launch(clinic.tenant)  # another EHR's (here the CLI's): left alone
+    kept_id = new_launch(clinic)  # another EHR's (here the CLI's): left alone
 
     result = cli.invoke(args=["client", "delete", "clinic-a", ehr.client.client_id])
 
@@ -283,28 +387,31 @@ def test_deleting_the_ehr_credential_ends_the_launches_it_started(doctor, clinic
 
 
 def test_launch_of_another_tenant_is_refused(doctor, clinic, other_clinic):
-    launch_id = new_launch(other_clinic.tenant)
+    launch_id = new_launch(other_clinic)
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
 
 
 def test_a_launch_digest_is_unique_within_its_tenant_only(clinic, other_clinic):
     """Launches are found by tenant and digest, so, like every other key, the digest is unique
     per tenant: the same one at another tenant is that tenant's own launch."""
-    launch_id, row = launches.create_launch(clinic.tenant, patient="pt-a", actor="test")
+    launch_id, row = launches.create_launch(
+        clinic.tenant, patient="pt-a", client_id=clinic.public_app.client_id, actor="test"
+    )
     db.session.commit()
 
-    def twin(tenant, patient):
+    def twin(at, patient):
         return Launch(
-            tenant_id=tenant.id,
+            tenant_id=at.tenant.id,
             launch_digest=row.launch_digest,
             patient=patient,
+            client_pk=at.public_app.id,
             created_by="test",
             expires_at=row.expires_at,
         )
 
-    db.session.add(twin(other_clinic.tenant, "pt-b"))
+    db.session.add(twin(other_clinic, "pt-b"))
     db.session.commit()
-    db.session.add(twin(clinic.tenant, "pt-c"))
+    db.session.add(twin(clinic, "pt-c"))
     with pytest.raises(IntegrityError):
         db.session.commit()
     db.session.rollback()
@@ -315,7 +422,7 @@ def test_a_launch_digest_is_unique_within_its_tenant_only(clinic, other_clinic):
 
 
 def test_launch_bound_to_another_app_is_refused(doctor, clinic):
-    launch_id = new_launch(clinic.tenant, client_id=clinic.confidential_app.client_id)
+    launch_id = new_launch(clinic, client_id=clinic.confidential_app.client_id)
     assert_refused(doctor.get("/t/clinic-a/authorize", query_string=ehr_params(clinic, launch_id)))
 
 
@@ -325,13 +432,15 @@ def test_launch_scope_without_launch_is_refused(doctor, clinic):
 
 
 def test_launch_default_lifetime_is_minutes(clinic):
-    _, row = launches.create_launch(clinic.tenant, patient="pt-1", actor="test")
+    _, row = launches.create_launch(
+        clinic.tenant, patient="pt-1", client_id=clinic.public_app.client_id, actor="test"
+    )
     assert timedelta(minutes=4) < row.expires_at - row.created_at <= timedelta(minutes=5)
 
 
 def test_patient_cannot_take_another_patients_launch(client, clinic):
     login(client, clinic.slug, "pat")
-    launch_id = new_launch(clinic.tenant, patient="somebody-else")
+    launch_id = new_launch(clinic, patient="somebody-else")
     params = authorization_params(
         clinic, verifier=VERIFIER, scope="launch openid patient/*.rs", launch=launch_id
     )
@@ -340,7 +449,7 @@ def test_patient_cannot_take_another_patients_launch(client, clinic):
 
 def test_patient_portal_launch_of_own_record(client, clinic):
     login(client, clinic.slug, "pat")
-    launch_id = new_launch(clinic.tenant, patient="p-clinic-a")
+    launch_id = new_launch(clinic, patient="p-clinic-a")
     params = authorization_params(
         clinic, verifier=VERIFIER, scope="launch openid patient/*.rs", launch=launch_id
     )
@@ -349,7 +458,7 @@ def test_patient_portal_launch_of_own_record(client, clinic):
 
 
 def test_refresh_keeps_the_launch_context(doctor, clinic):
-    launch_id = new_launch(clinic.tenant, patient="pt-5", encounter="enc-5")
+    launch_id = new_launch(clinic, patient="pt-5", encounter="enc-5")
     code = redirect_params(authorize(doctor, clinic, ehr_params(clinic, launch_id)))["code"]
     first = exchange(doctor, clinic, code, VERIFIER).json
     refreshed = doctor.post(
@@ -366,12 +475,17 @@ def test_refresh_keeps_the_launch_context(doctor, clinic):
 # --- POST /launch ----------------------------------------------------------------------------
 
 
+def launch_body(clinic, **members):
+    """A good ``POST /launch`` body: a patient, for ``clinic``'s public app."""
+    return {"patient": "pt-1", "client_id": clinic.public_app.client_id, **members}
+
+
 def test_post_launch_needs_a_resource_server_credential(client, clinic, ehr):
-    response = client.post("/t/clinic-a/launch", json={"patient": "pt-1"})
+    response = client.post("/t/clinic-a/launch", json=launch_body(clinic))
     assert response.status_code == 401 and response.json["error"] == "invalid_client"
     response = client.post(
         "/t/clinic-a/launch",
-        json={"patient": "pt-1"},
+        json=launch_body(clinic),
         headers=basic(ehr.client.client_id, "wrong"),
     )
     assert response.status_code == 401 and response.json["error"] == "invalid_client"
@@ -380,7 +494,7 @@ def test_post_launch_needs_a_resource_server_credential(client, clinic, ehr):
 def test_post_launch_refuses_an_app_credential(client, clinic):
     response = client.post(
         "/t/clinic-a/launch",
-        json={"patient": "pt-1"},
+        json=launch_body(clinic),
         headers=basic(clinic.confidential_app.client_id, clinic.secret),
     )
     assert response.status_code == 403 and response.json["error"] == "unauthorized_client"
@@ -394,7 +508,7 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
     )
     response = client.post(
         "/t/clinic-a/launch",
-        json={"patient": "pt-1"},
+        json=launch_body(clinic),
         headers=basic(foreign.client.client_id, foreign.client_secret),
     )
     assert response.status_code == 401
@@ -455,6 +569,7 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
 )
 def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
     headers = basic(ehr.client.client_id, ehr.client_secret)
+    body = {"client_id": clinic.public_app.client_id, **body}  # each case's fault alone
     response = client.post("/t/clinic-a/launch", json=body, headers=headers)
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
@@ -481,6 +596,43 @@ def test_post_launch_bound_to_no_app_of_the_tenant_is_a_bad_request(
     assert db.session.query(Launch).count() == 0
 
 
+@pytest.mark.parametrize("body", [{"patient": "pt-1"}, {"patient": "pt-1", "client_id": None}])
+def test_post_launch_for_no_app_is_a_bad_request(client, clinic, ehr, body):
+    """EHR-05: a launch is bound to the app it was issued for. Unbound, any app of the tenant
+    could redeem the launch id and get its patient."""
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    response = client.post("/t/clinic-a/launch", json=body, headers=headers)
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_request"
+    assert "client_id is required" in response.json["error_description"]
+    assert db.session.query(Launch).count() == 0
+
+
+def test_a_posted_launch_is_for_the_app_it_names_only(client, clinic, ehr):
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    body = launch_body(clinic, patient="pt-7")  # for the public app
+    launch_id = client.post("/t/clinic-a/launch", json=body, headers=headers).json["launch"]
+    login(client, clinic.slug, "doc")
+
+    other = ehr_params(clinic, launch_id, client_id=clinic.confidential_app.client_id)
+    assert_refused(client.get("/t/clinic-a/authorize", query_string=other))
+    code = redirect_params(authorize(client, clinic, ehr_params(clinic, launch_id)))["code"]
+    assert exchange(client, clinic, code, VERIFIER).json["patient"] == "pt-7"
+
+
+def test_a_launch_stored_unbound_is_used_by_no_app(doctor, clinic):
+    """Launches stored before they had to be bound (they live minutes) are refused, rather than
+    left for any app of the tenant to use until they expire."""
+    launch_id = new_launch(clinic)
+    db.session.execute(update(Launch).values(client_pk=None))
+    db.session.commit()
+
+    for app in (clinic.public_app, clinic.confidential_app):
+        params = ehr_params(clinic, launch_id, client_id=app.client_id)
+        assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
+    assert db.session.scalar(db.select(Launch)).used_at is None
+
+
 def test_post_launch_needs_json(client, clinic, ehr):
     headers = basic(ehr.client.client_id, ehr.client_secret)
     response = client.post("/t/clinic-a/launch", data={"patient": "pt-1"}, headers=headers)
@@ -505,6 +657,8 @@ def test_cli_launch_create(cli, clinic):
             "--intent",
             "review",
             "--need-patient-banner",
+            "--client",
+            clinic.confidential_app.client_id,
         ]
     )
     assert result.exit_code == 0, result.output
@@ -515,6 +669,7 @@ def test_cli_launch_create(cli, clinic):
     assert row.launch_digest != shown["launch"]
     assert (row.encounter, row.intent, row.need_patient_banner) == ("enc-1", "review", True)
     assert row.fhir_context == FHIR_CONTEXT
+    assert row.client_pk == clinic.confidential_app.id
 
 
 @pytest.mark.parametrize(
@@ -538,10 +693,21 @@ def test_cli_launch_create(cli, clinic):
     ],
 )
 def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):
+    if "--client" not in args:  # each case's fault alone
+        args = [*args, "--client", clinic.public_app.client_id]
     result = cli.invoke(args=["launch", "create", "clinic-a", *args])
     assert result.exit_code != 0
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_launch_create_needs_the_app(cli, clinic):
+    result = cli.invoke(args=["launch", "create", "clinic-a", "--patient", "pt-1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: --client is required: the client_id of the app the launch is for"
+    ]
+    assert db.session.query(Launch).count() == 0
 
 
 def test_discovery_advertises_ehr_launch(client, clinic):

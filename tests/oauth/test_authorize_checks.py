@@ -445,7 +445,9 @@ def test_a_repeated_launch_pkce_method_or_prompt_is_invalid_request(
     """AUTHZ-18: a second ``launch``, ``code_challenge_method`` or ``prompt`` is refused, even one
     repeating the first (each alone would be served: the consent page, a new sign-in), however
     the request came; the refusal goes to the verified redirect URI with ``state``."""
-    launch_id, _ = launches.create_launch(clinic.tenant, patient="p-clinic-a", actor="ehr")
+    launch_id, _ = launches.create_launch(
+        clinic.tenant, patient="p-clinic-a", client_id=clinic.public_app.client_id, actor="ehr"
+    )
     db.session.commit()
     once = {"launch": launch_id, "code_challenge_method": "S256", "prompt": "login"}
     params = authorization_params(clinic, scope="launch openid patient/*.rs", launch=launch_id)

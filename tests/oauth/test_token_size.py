@@ -449,8 +449,9 @@ def widest(make_app, make_tenant, make_user, make_client):
     return deployment.test_client(), tenant, app, ehr
 
 
-def launch(client, ehr, **context):
+def launch(client, ehr, app, **context):
     body = {
+        "client_id": app.client_id,
         "patient": "p" * 64,
         "encounter": "e" * 64,
         "fhirContext": fhir_context_of(MAX_FHIR_CONTEXT_LENGTH),
@@ -490,7 +491,7 @@ def introspect(client, ehr, token: str) -> dict:
 def test_an_ehr_launch_at_every_bound_gets_tokens_that_introspect_active(widest):
     client, tenant, app, ehr = widest
     scope = app.allowed_scope
-    launched = launch(client, ehr)
+    launched = launch(client, ehr, app)
     assert launched.status_code == 201, launched.json
     login(client, WIDEST_SLUG, "doc")
     location = widest_authorization(client, app, launched.json["launch"], scope)
@@ -535,7 +536,7 @@ def test_an_ehr_launch_at_every_bound_gets_tokens_that_introspect_active(widest)
 def test_a_scope_one_character_past_the_bound_is_invalid_scope(widest):
     client, tenant, app, ehr = widest
     too_long = " ".join(app_scopes(MAX_TOKEN_SCOPE_LENGTH + 1))
-    launched = launch(client, ehr).json["launch"]
+    launched = launch(client, ehr, app).json["launch"]
     login(client, WIDEST_SLUG, "doc")
 
     params = redirect_params(widest_authorization(client, app, launched, too_long))
@@ -558,12 +559,12 @@ def test_a_scope_one_character_past_the_bound_is_invalid_scope(widest):
 def test_a_launch_context_past_its_bound_is_invalid_request(widest, past, at):
     client, tenant, app, ehr = widest
 
-    response = launch(client, ehr, **past)
+    response = launch(client, ehr, app, **past)
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
     assert "at most" in response.json["error_description"]
-    assert launch(client, ehr, **at).status_code == 201
+    assert launch(client, ehr, app, **at).status_code == 201
 
 
 def test_backend_and_introspect_tokens_at_the_bound_introspect_active(

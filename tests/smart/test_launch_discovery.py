@@ -77,12 +77,18 @@ def test_every_advertised_scope_of_the_code_grant_can_be_granted(app, client, cl
             assert granted, scope
             assert all(re.fullmatch(rf"user/[A-Za-z]+\.{re.escape(letters)}", g) for g in granted)
         elif scope == "launch":  # the EHR launch scope: granted with the EHR's launch
-            launch_id, _ = launches.create_launch(clinic.tenant, patient="pt-1", actor="ehr")
+            launch_id, _ = launches.create_launch(
+                clinic.tenant, patient="pt-1", client_id=clinic.public_app.client_id, actor="ehr"
+            )
             db.session.commit()
             assert granted_scope(doctor, clinic, scope, launch=launch_id) == scope
         elif scope == "launch/encounter":  # an EHR launch's encounter (no standalone picker)
             launch_id, _ = launches.create_launch(
-                clinic.tenant, patient="pt-1", encounter="enc-1", actor="ehr"
+                clinic.tenant,
+                patient="pt-1",
+                encounter="enc-1",
+                client_id=clinic.public_app.client_id,
+                actor="ehr",
             )
             db.session.commit()
             asked = f"launch {scope}"
