@@ -40,6 +40,7 @@ from authserver.rawdb import RawConnections
 from authserver.tenancy.models import ACTIVE as TENANT_ACTIVE
 from authserver.tenancy.models import Tenant
 from authserver.tenancy.urls import TenantURLs
+from authserver.tokens import localchanges
 from authserver.tokens.claims import minted_by_server
 from authserver.tokens.introspection import SECOND_CREDENTIALS
 from authserver.tokens.introspection import access_answer
@@ -186,6 +187,7 @@ def init_app(app: Flask, connections: RawConnections) -> None:
     if not connections.sqlite and max_age > 0:
         cache = TokenStateCache(connections.connect, max_age)
         connections.closers.append(cache.close)
+        localchanges.init_app(app)
     app.extensions["authserver.fastpath"] = {
         "reader": StateReader(connections, cache),
         "tenant_ids": {},

@@ -89,6 +89,14 @@ class TokenStateCache:
                 self.size += 1
             tenant_rows[key] = (row, time.monotonic())
 
+    def forget(self, tenants: set[str]) -> None:
+        """Drop the rows of ``tenants`` (ids as text, or ``"*"`` for all): this process changed
+        their state and committed (:mod:`authserver.tokens.localchanges`), so nothing it kept
+        of them may answer again, whether or not their NOTIFY has arrived yet."""
+        with self.lock:
+            for tenant in tenants:
+                self._drop(tenant)
+
     def close(self) -> None:
         with self.lock:
             self._drop_all()

@@ -25,6 +25,7 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tokens import revocation
+from authserver.tokens import service as tokens
 from authserver.tokens.statecache import TokenStateCache
 from tests.fixtures.database import backend
 
@@ -107,6 +108,62 @@ def test_the_cache_still_checks_the_callers_secret(other, gateway, tenant, issue
     response = wrong.introspect(other.test_client(), issued.access_token)
 
     assert response.status_code == 401
+
+
+# -- a change made by this very process counts here at once ----------------------------------
+
+
+@pytest.fixture
+def notifications_held_back(app, monkeypatch):
+    """This app's listener hears nothing more: only what the process knows itself can empty its
+    cache, as in the moment between a commit here and its NOTIFY arriving back."""
+    cache = app.extensions["authserver.fastpath"]["reader"].cache
+    assert cache._drain()  # listening, so the cache is trusted
+    monkeypatch.setattr(cache, "_drain", lambda: True)
+    return cache
+
+
+def test_a_revocation_committed_here_counts_here_before_its_notification(
+    app, gateway, tenant, issue, monkeypatch, notifications_held_back
+):
+    issued = issue(tenant)
+    warm(app, gateway, issued.access_token, monkeypatch)
+
+    revoke_access(tenant, issued.access_token)  # outside a request: every tenant is forgotten
+    db.session.commit()
+
+    assert not active(app, gateway, issued.access_token)
+
+
+def test_a_refresh_here_ends_the_old_token_here_before_its_notification(
+    app, gateway, tenant, make_client, make_user, monkeypatch, notifications_held_back
+):
+    smart_app = make_client(tenant).client
+    user = make_user(tenant, roles=["physician"])
+    authorization = tokens.Authorization(
+        tenant=tenant,
+        client=smart_app,
+        scope="launch/patient patient/Observation.rs offline_access",
+        user=user,
+        context={"patient": "123"},
+    )
+    access_token = tokens.issue_access_token(authorization)["access_token"]
+    refresh_token = tokens.issue_refresh_token(authorization)
+    db.session.commit()
+    warm(app, gateway, access_token, monkeypatch)
+
+    refreshed = app.test_client().post(
+        f"/t/{tenant.slug}/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": smart_app.client_id,
+        },
+    )
+
+    assert refreshed.status_code == 200, refreshed.json
+    assert not active(app, gateway, access_token)  # the request's tenant was forgotten
+    assert active(app, gateway, refreshed.json["access_token"])
 
 
 def test_the_cache_still_checks_expiry(other, gateway, tenant, issue, monkeypatch):
