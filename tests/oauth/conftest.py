@@ -46,6 +46,24 @@ def fast_answers(monkeypatch):
     return seen
 
 
+@pytest.fixture(params=["clinic-a", "clinic-b"])
+def home(request, tenant, other_tenant):
+    """The tenant under test, each of two in turn, so nothing depends on which came first; the
+    other one is ``away``."""
+    return tenant if request.param == "clinic-a" else other_tenant
+
+
+@pytest.fixture
+def away(home, tenant, other_tenant):
+    return other_tenant if home is tenant else tenant
+
+
+@pytest.fixture
+def gateway(home, make_gateway):
+    """A resource server of ``home`` (modules that test one tenant define their own)."""
+    return make_gateway(home)
+
+
 @pytest.fixture
 def make_clinic(make_tenant, make_user, make_client):
     def make(slug: str) -> Clinic:

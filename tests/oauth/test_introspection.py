@@ -37,22 +37,6 @@ from tests.oauth.conftest import exchange
 from tests.oauth.conftest import get_code
 
 
-@pytest.fixture(params=["clinic-a", "clinic-b"])
-def home(request, tenant, other_tenant):
-    """The tenant under test; the other one is ``away``."""
-    return tenant if request.param == "clinic-a" else other_tenant
-
-
-@pytest.fixture
-def away(home, tenant, other_tenant):
-    return other_tenant if home is tenant else tenant
-
-
-@pytest.fixture
-def gateway(home, make_gateway):
-    return make_gateway(home)
-
-
 def assert_inactive(response):
     assert response.status_code == 200
     assert response.json == {"active": False}

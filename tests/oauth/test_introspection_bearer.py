@@ -30,12 +30,6 @@ from tests.fixtures.tokens import SCOPE
 from tests.fixtures.tokens import basic
 
 
-@pytest.fixture(params=["clinic-a", "clinic-b"])
-def home(request, tenant, other_tenant):
-    """The tenant under test; the other one is ``away``."""
-    return tenant if request.param == "clinic-a" else other_tenant
-
-
 @pytest.fixture(autouse=True, params=["full path", "fast path"])
 def path(request, tenant, other_tenant):
     """Each test runs twice: introspection's fast path knowing neither tenant yet (so the full
@@ -44,16 +38,6 @@ def path(request, tenant, other_tenant):
         fastpath.remember_tenant(tenant)
         fastpath.remember_tenant(other_tenant)
     return request.param
-
-
-@pytest.fixture
-def away(home, tenant, other_tenant):
-    return other_tenant if home is tenant else tenant
-
-
-@pytest.fixture
-def gateway(home, make_gateway):
-    return make_gateway(home)
 
 
 def introspection_token(client, gateway, scope="introspect", slug=None):
