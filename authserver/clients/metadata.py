@@ -108,9 +108,10 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
             parsed = parse_scope(scope)
         except InvalidScope as error:
             raise ValidationError(str(error)) from None
-        if _scope_kind(parsed) not in issued:
+        kind = _scope_kind(parsed)
+        if kind not in issued:
             raise ValidationError(_not_issued(scope, parsed))
-        if _scope_kind(parsed) == "refresh" and "refresh_token" not in grants:
+        if kind == "refresh" and "refresh_token" not in grants:
             raise ValidationError(
                 f"scope {scope!r} needs the refresh_token grant: without it the client is "
                 "never issued a refresh token"

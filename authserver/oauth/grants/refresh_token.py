@@ -218,17 +218,8 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         """Record the scopes the policy no longer grants in full (``patient/*.rs`` when only
         ``patient/Observation.rs`` of it is left): an admin's change, taking effect."""
         dropped = [scope.text for scope in asked if not granted.covers(scope)]
-        if not dropped:
-            return
-        audit.record(
-            current_tenant(),
-            AuditEvent.REFRESH_SCOPE_NARROWED,
-            subject=record.client_id,
-            user=user.username,
-            grant_id=record.grant_id,
-            dropped=dropped,
-            scope=str(granted),
-        )
+        if dropped:
+            _audit_policy(AuditEvent.REFRESH_SCOPE_NARROWED, user, record, dropped, granted)
 
     @staticmethod
     def _audit_chain_end(
@@ -238,17 +229,8 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         the family's ``offline_access`` or ``online_access``: the chain ends here, by an admin's
         change, and the app must send its user through authorization again."""
         held = [name for name in sorted(REFRESH_SCOPES) if family.has(name)]
-        if not held or any(refreshable.has(name) for name in held):
-            return
-        audit.record(
-            current_tenant(),
-            AuditEvent.REFRESH_CHAIN_ENDED,
-            subject=record.client_id,
-            user=user.username,
-            grant_id=record.grant_id,
-            dropped=held,
-            scope=str(granted),
-        )
+        if held and not any(refreshable.has(name) for name in held):
+            _audit_policy(AuditEvent.REFRESH_CHAIN_ENDED, user, record, held, granted)
 
     def redeemed(self) -> IssuedToken:
         return self.request.refresh_token.record
@@ -260,3 +242,18 @@ class RefreshTokenGrant(ContinuesFamily, TokenRequestChecks, grants.RefreshToken
         status, token, headers = super().create_token_response()
         token.update(token_response_members(self.request.refresh_token.record.context))  # REF-10
         return status, token, headers
+
+
+def _audit_policy(
+    event: AuditEvent, user: User, record: IssuedToken, dropped: list[str], granted: ScopeSet
+) -> None:
+    """Record what today's policy took from a refresh of ``record``'s family, under its client."""
+    audit.record(
+        current_tenant(),
+        event,
+        subject=record.client_id,
+        user=user.username,
+        grant_id=record.grant_id,
+        dropped=dropped,
+        scope=str(granted),
+    )
