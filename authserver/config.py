@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # connection that died silently. 0 turns the cache off (say, behind a pooler that does not
     # pass LISTEN through): every introspection then reads the database.
     "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 5.0,
+    # How long expired tokens, codes, launches and login sessions are kept before they are
+    # deleted (seconds; authserver/upkeep.py). They decide nothing once expired: the margin is for
+    # instances' clocks and for an operator looking into the last hour.
+    "AUTHSERVER_EXPIRED_ROW_RETENTION": 3600,
     # The name of the per-tenant session cookie holding the CSRF secret (authserver/sessions.py;
     # Flask's SESSION_COOKIE_NAME), for a deployment whose other apps share its host. Not
     # Flask's "session": browsers may still hold one of those for path /, from when every
@@ -85,6 +89,7 @@ MINIMUMS: dict[str, float] = {
     "AUTHSERVER_JWKS_DEFAULT_MAX_AGE": 0,
     "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 0,
     "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 0,
+    "AUTHSERVER_EXPIRED_ROW_RETENTION": 0,
 }
 ARGON2_MEMORY_PER_LANE = 8  # KiB: argon2's least memory for each lane of parallelism
 KEK_HELP = (

@@ -94,6 +94,8 @@ class LoginSession(TenantOwned, Base):
         tenant_reference("user_id", "users", ondelete="CASCADE"),
         # For the user's sessions (ended with their password) and the cascade from the user.
         Index("ix_login_sessions_tenant_id_user_id", "tenant_id", "user_id"),
+        # For forgetting expired sessions (authserver/upkeep.py).
+        Index("ix_login_sessions_expires_at", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -21,6 +21,7 @@ def register_commands(app: Flask) -> None:
     from authserver.cli import roles
     from authserver.cli import tenants
     from authserver.cli import tokens
+    from authserver.cli import upkeep
     from authserver.cli import users
 
     for command in (
@@ -33,6 +34,7 @@ def register_commands(app: Flask) -> None:
         roles.role,
         launch.launch,
         audit.audit,
+        upkeep.purge_expired,
     ):
         app.cli.add_command(command)
 

@@ -9,13 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
-from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import security
+from authserver import upkeep
 from authserver import validation
 from authserver.accounts import service as accounts
 from authserver.accounts.models import User
@@ -28,7 +27,6 @@ from authserver.clients.models import APP
 from authserver.clients.models import DELETED
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
-from authserver.clients.models import UsedAssertion
 from authserver.errors import NotFound
 from authserver.errors import ValidationError
 from authserver.extensions import db
@@ -53,9 +51,6 @@ SECRET_PREFIX = "ascs"
 RESOURCE_SERVER_SCOPES = (
     "a resource server has no scopes: it introspects tokens, it is never issued one"
 )
-# One assertion in this many also clears expired jti records (of every tenant): cheap upkeep
-# without a scheduler, and the table stays about as large as the assertions still alive.
-PURGE_ONE_IN = 500
 # Plain SQL, the same on PostgreSQL and SQLite (3.35+), built once: this runs on every token
 # request. The WHERE lets a record whose assertion has expired be taken over by a new one.
 _USE_ASSERTION = text(
@@ -453,27 +448,6 @@ def use_assertion(tenant: Tenant, client_id: str, jti: str, expires_at: datetime
     with db.engine.begin() as connection:
         # A row comes back only when one was written.
         recorded = connection.execute(_USE_ASSERTION, values).first() is not None
-    if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
-        _purge_now_and_then()
+    if recorded:
+        upkeep.now_and_then()  # forgets expired records (authserver/upkeep.py)
     return recorded
-
-
-def _purge_now_and_then() -> None:
-    """:func:`purge_used_assertions` as upkeep, once the record is committed: in a transaction
-    of its own, and a failure is logged, never the request's."""
-    try:
-        with db.engine.begin() as connection:
-            connection.execute(_purge_statement(utcnow()))
-    except SQLAlchemyError as error:
-        log.warning("purging expired assertion records failed (%s)", type(error).__name__)
-
-
-def purge_used_assertions(now: datetime | None = None) -> int:
-    """Forget the ``jti`` of every expired assertion, of every tenant; returns how many."""
-    statement = _purge_statement(now or utcnow())
-    result = db.session.execute(statement, execution_options={"synchronize_session": False})
-    return result.rowcount
-
-
-def _purge_statement(now: datetime) -> Any:
-    return sql_delete(UsedAssertion).where(UsedAssertion.expires_at <= now)

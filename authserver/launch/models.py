@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
@@ -26,6 +27,8 @@ class Launch(TenantOwned, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "launch_digest"),
         tenant_reference("client_pk", "clients", ondelete="CASCADE"),
+        # For forgetting expired launches (authserver/upkeep.py).
+        Index("ix_launches_expires_at", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -36,7 +36,6 @@ import json
 import logging
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -54,9 +53,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
-from psycopg import Error as PostgreSQLError
 from sqlalchemy.engine import Engine
 
+from authserver import upkeep
 from authserver.clients.assertions import PRIVATE_KEY_JWT
 from authserver.clients.assertions import SIGNING_ALGS
 from authserver.clients.assertions import AssertionClaims
@@ -65,7 +64,6 @@ from authserver.clients.assertions import select_key
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import jwks_cache
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
-from authserver.clients.service import PURGE_ONE_IN
 from authserver.keys import service as keys
 from authserver.keys.models import ACTIVE as KEY_ACTIVE
 from authserver.models import UTCDateTime
@@ -168,7 +166,6 @@ INSERT INTO issued_tokens ({TOKEN_COLUMNS})
 VALUES (:tenant_id, :jti, '{ACCESS}', :grant_id, :client_pk, :client_id, :scope, :context,
         :now, :expires_at)
 """  # noqa: S608 - built from constants, never from input
-PURGE = "DELETE FROM used_client_assertions WHERE expires_at <= :now"
 RECORD = "token_fastpath_record"  # RECORD_POSTGRESQL, prepared on the raw connections
 
 
@@ -262,7 +259,6 @@ class IssuanceStore:
                 "load": LOAD_QUERY.format(versions="" if self.sqlite else ROW_VERSIONS),
                 "use_assertion": USE_ASSERTION.format(guard=STILL_VALID),
                 "record_token": RECORD_TOKEN_SQLITE,
-                "purge": PURGE if self.sqlite else from_posix_seconds(PURGE),
             }.items()
         }
         if not self.sqlite:
@@ -310,17 +306,9 @@ class IssuanceStore:
             recorded = self._run(lambda cursor: self._record_sqlite(cursor, values))
         else:
             recorded = bool(self.connections.execute(RECORD, values))
-        if recorded and secrets.randbelow(PURGE_ONE_IN) == 0:
-            self._purge(values["now"])
+        if recorded:
+            upkeep.now_and_then()  # forgets expired rows (authserver/upkeep.py)
         return recorded
-
-    def _purge(self, now: Any) -> None:
-        """Forget expired jti records: upkeep whose failure is logged, never the request's,
-        whose token is already recorded."""
-        try:
-            self._run(lambda cursor: cursor.execute(self.sql["purge"], {"now": now}))
-        except (PostgreSQLError, sqlite3.Error) as error:
-            log.warning("purging expired assertion records failed (%s)", type(error).__name__)
 
     def _record_sqlite(self, cursor: Any, values: dict[str, Any]) -> bool:
         cursor.execute("BEGIN IMMEDIATE")

@@ -41,6 +41,9 @@ class AuthorizationCode(TenantOwned, AuthorizationCodeMixin, Base):
         # For a revocation's codes of a client or a user, and the cascades from them.
         Index("ix_authorization_codes_tenant_id_client_pk", "tenant_id", "client_pk"),
         Index("ix_authorization_codes_tenant_id_user_id", "tenant_id", "user_id"),
+        # For a deleted login session's SET NULL, and for forgetting expired codes.
+        Index("ix_authorization_codes_login_session_id", "login_session_id"),
+        Index("ix_authorization_codes_expires_at", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

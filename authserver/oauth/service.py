@@ -142,7 +142,7 @@ def redeem_refresh_token(tenant: Tenant, token: str) -> IssuedToken | None:
     row = tokens.find_refresh_token(tenant, token)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         return None
-    # The family's rows in id order first, as every revocation takes them: the claim and the
+    # The family's live rows in id order first, as every revocation takes them: the claim and the
     # replaced access tokens below then wait for a revocation running now instead of deadlocking
     # with it, and see what it did.
     revocation.lock_family(tenant, row.grant_id)

@@ -7,6 +7,7 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 
+from authserver import upkeep
 from authserver.extensions import csrf
 from authserver.extensions import db
 from authserver.oauth.endpoints import IntrospectionEndpoint
@@ -45,6 +46,8 @@ def token() -> Response:
     if response.status_code >= 400:
         # A refused request changes nothing it did not commit on purpose (e.g. a code it claimed).
         db.session.rollback()
+    else:
+        upkeep.now_and_then()  # its tokens are committed: forget some expired rows now and then
     return response
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -44,6 +45,15 @@ class IssuedToken(TenantOwned, Base):
         # For revoking a client's or a user's tokens, and the cascades from them.
         Index("ix_issued_tokens_tenant_id_client_pk", "tenant_id", "client_pk"),
         Index("ix_issued_tokens_tenant_id_user_id", "tenant_id", "user_id"),
+        # For a deleted login session's SET NULL; most tokens (Backend Services) have none.
+        Index(
+            "ix_issued_tokens_login_session_id",
+            "login_session_id",
+            postgresql_where=text("login_session_id IS NOT NULL"),
+            sqlite_where=text("login_session_id IS NOT NULL"),
+        ),
+        # For forgetting expired rows (authserver/upkeep.py).
+        Index("ix_issued_tokens_expires_at", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

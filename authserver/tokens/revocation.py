@@ -135,16 +135,23 @@ def _audit(
 
 
 def lock_family(tenant: Tenant, grant_id: str) -> None:
-    """Lock every token row of one authorization, in id order, until the transaction ends."""
-    _lock(IssuedToken.tenant_id == tenant.id, IssuedToken.grant_id == grant_id)
+    """Lock the live token rows of one authorization, in id order, until the transaction ends.
+
+    The live ones are all a refresh and a revocation contend for; the family's spent refresh
+    tokens (kept until they expire, to recognise their reuse) are left alone: a long-lived
+    family would otherwise write a lock into each of them at every refresh, and wait for
+    whoever holds one (the purge deleting the expired ones, :mod:`authserver.upkeep`).
+    """
+    _lock(*_live(tenant, IssuedToken.grant_id == grant_id))
 
 
 def _revoke(tenant: Tenant, *conditions: Any) -> int:
     """Lock the live rows matching ``conditions`` in id order, then revoke the live rows.
 
     Two statements on purpose (PostgreSQL, READ COMMITTED: a statement sees the rows committed
-    before it began). A refresh of one of these families holds all its rows (:func:`lock_family`)
-    until it commits a new access and refresh token: the lock waits for it and cannot see that
+    before it began). A refresh of one of these families holds its live rows
+    (:func:`lock_family`) until it commits a new access and refresh token: the lock waits for it
+    and cannot see that
     pair (a row it waited for is checked again before it is locked, so the refresh token the
     refresh spent and the access token it retired are passed over); the update, begun after,
     sees and revokes the new pair. A later refresh of these families waits for the locked rows

@@ -8,6 +8,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
 
+from authserver import upkeep
 from authserver.clients import service
 from authserver.clients.models import UsedAssertion
 from authserver.extensions import db
@@ -45,21 +46,21 @@ def test_an_expired_record_does_not_block_a_new_assertion(tenant):
 
 def test_purge_forgets_only_expired_records(tenant, other_tenant, monkeypatch):
     # use_assertion purges by itself one time in PURGE_ONE_IN, at random: not during set-up.
-    monkeypatch.setattr(service.secrets, "randbelow", lambda _: 1)
+    monkeypatch.setattr(upkeep.secrets, "randbelow", lambda _: 1)
     service.use_assertion(tenant, "app_x", "old", utcnow() - timedelta(seconds=1))
     service.use_assertion(other_tenant, "app_x", "old", utcnow() - timedelta(seconds=1))
     service.use_assertion(tenant, "app_x", "live", later())
-    assert service.purge_used_assertions() == 2
+    assert upkeep.purge_expired()["used_client_assertions"] == 2
     remaining = db.session.scalars(select(UsedAssertion.jti)).all()
     assert remaining == ["live"]
     assert db.session.scalar(select(func.count()).select_from(UsedAssertion)) == 1
 
 
 def test_a_failing_purge_leaves_the_record_and_the_answer_standing(tenant, monkeypatch, caplog):
-    monkeypatch.setattr(service.secrets, "randbelow", lambda _: 0)  # this use purges
-    monkeypatch.setattr(service, "_purge_statement", lambda now: text("DELETE FROM no_such_table"))
+    monkeypatch.setattr(upkeep.secrets, "randbelow", lambda _: 0)  # this use purges
+    monkeypatch.setattr(upkeep, "_batch", lambda *_: text("DELETE FROM no_such_table"))
 
     assert service.use_assertion(tenant, "app_x", "jti-1", later()) is True
 
-    assert "purging expired assertion records failed" in caplog.text
+    assert "purging expired rows failed" in caplog.text
     assert service.use_assertion(tenant, "app_x", "jti-1", later()) is False  # still recorded

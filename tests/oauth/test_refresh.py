@@ -473,6 +473,38 @@ def test_a_refresh_waits_for_a_revocation_of_its_family_instead_of_deadlocking(s
     assert len(rows) == 2 and all(row.revoked_at is not None for row in rows)
 
 
+@pytest.mark.skipif(backend_name() != "postgresql", reason="row locks are PostgreSQL's")
+def test_a_refresh_neither_locks_nor_waits_for_the_spent_tokens_of_its_family(signed_in, clinic):
+    """A family keeps its spent refresh tokens until they expire (a reuse revokes the family);
+    a refresh locks only the live rows, so it does not wait for whoever holds a spent one (the
+    purge deleting the expired ones) or write a lock into each at every refresh."""
+    first = tokens_for(signed_in, clinic)
+    second = refresh(signed_in, clinic, first["refresh_token"]).json
+    spent_id = tokens.find_refresh_token(clinic.tenant, first["refresh_token"]).id
+    db.session.commit()
+    answers = []
+    app = current_app._get_current_object()
+
+    def refresh_elsewhere():
+        with app.app_context():
+            answers.append(refresh(signed_in, clinic, second["refresh_token"]))
+
+    with db.engine.connect() as holding:
+        holding.execute(select(IssuedToken.id).where(IssuedToken.id == spent_id).with_for_update())
+        refreshing = threading.Thread(target=refresh_elsewhere)
+        refreshing.start()
+        refreshing.join(timeout=5)
+        waited = refreshing.is_alive()
+        holding.rollback()
+    refreshing.join(timeout=10)
+
+    assert not waited, "the refresh waited for the lock on a spent refresh token"
+    assert answers[0].status_code == 200, answers[0].json
+    # And a reuse of the spent one still revokes the family.
+    assert_error(refresh(signed_in, clinic, first["refresh_token"]), 400, "invalid_grant")
+    assert_error(refresh(signed_in, clinic, answers[0].json["refresh_token"]), 400, "invalid_grant")
+
+
 def wait_for_a_backend_waiting_on_a_lock():
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity"
