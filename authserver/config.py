@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from authserver.tenancy.urls import DEFAULT_FHIR_PATH
+from authserver.tenancy.urls import MAX_PUBLIC_URL_LENGTH
+from authserver.tenancy.urls import MAX_SLUG_LENGTH
+from authserver.tenancy.urls import TENANT_PATH
+from authserver.tenancy.urls import token_length
+from authserver.tokens.limits import ASSUMED_URL_LENGTH
+
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     # "production" refuses to start without explicit secrets; "development" makes them up once.
     "AUTHSERVER_ENV": "production",
-    # Issuers are {public URL}/t/{slug}; must be what clients see, behind any proxy.
+    # Issuers are {public URL}/t/{slug}; must be what clients see, behind any proxy. At most
+    # MAX_PUBLIC_URL_LENGTH (185) characters: every access token carries it twice.
     "AUTHSERVER_PUBLIC_URL": "http://localhost:5000",
     # None means a SQLite file in the instance folder: zero set-up for a first run.
     "AUTHSERVER_DATABASE_URL": None,
@@ -233,7 +241,9 @@ def public_url(value: str, *, production: bool) -> str:
     """Check the URL every issuer and discovery URL starts with; return it without a trailing /.
 
     :raises ConfigError: when it is not an absolute http(s) URL that a path can be appended to,
-        or when production would advertise plain http on a host other than loopback.
+        when production would advertise plain http on a host other than loopback, or when it is
+        too long for a tenant's issuer and default FHIR base URL to fit in an access token
+        (:data:`MAX_PUBLIC_URL_LENGTH`).
     """
     problem = _public_url_problem(value, production)
     if problem:
@@ -255,6 +265,15 @@ def _public_url_problem(value: str, production: bool) -> str | None:
     if production and parts.scheme == "http" and host not in LOOPBACK_HOSTS:
         # Tokens and passwords would cross the network in clear; loopback stays on the machine.
         return "uses plain http, which production allows only for localhost, 127.0.0.1 and ::1"
+    length = token_length(value.rstrip("/"))
+    if length > MAX_PUBLIC_URL_LENGTH:
+        # Every token carries the issuer and the FHIR base URL (tokens/limits.py).
+        return (
+            f"takes {length} characters as a token writes it, more than {MAX_PUBLIC_URL_LENGTH}: "
+            f"an access token has {ASSUMED_URL_LENGTH} for the issuer (this URL, {TENANT_PATH} "
+            f"and a slug of up to {MAX_SLUG_LENGTH} characters) and as many for the default "
+            f"FHIR base URL (the issuer and {DEFAULT_FHIR_PATH})"
+        )
     return None
 
 

@@ -5,11 +5,15 @@ import logging
 import stat
 
 import pytest
+from click.testing import CliRunner
 
 from authserver import config
 from authserver import create_app
+from authserver.cli import main
 from authserver.config import ConfigError
 from authserver.extensions import db
+from authserver.tenancy.urls import TenantURLs
+from authserver.tokens.limits import ASSUMED_URL_LENGTH
 from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.database import FreshContextClient
@@ -155,6 +159,54 @@ def test_development_serves_plain_http_on_any_host(settings):
     app = create_app(settings)
 
     assert app.config["AUTHSERVER_PUBLIC_URL"] == "http://devbox.internal:5000"
+
+
+# The longest public URL a token has room for: its issuer, {this}/t/{63-character slug}, and the
+# default FHIR base URL, {issuer}/fhir, take at most ASSUMED_URL_LENGTH (tokens/limits.py).
+PUBLIC_URL_AT_BOUND = "https://auth.example.org/" + "p" * (185 - len("https://auth.example.org/"))
+
+
+def test_a_public_url_too_long_for_a_token_is_refused_at_start_saying_the_limit(settings):
+    settings["AUTHSERVER_PUBLIC_URL"] = PUBLIC_URL_AT_BOUND + "p"
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+
+    message = str(refused.value)
+    assert message.startswith(f"AUTHSERVER_PUBLIC_URL {PUBLIC_URL_AT_BOUND + 'p'!r} takes 186 ")
+    assert "more than 185: an access token has 256 for the issuer" in message
+    assert "for example https://auth.example.org" in message
+
+
+def test_the_authserver_command_refuses_a_public_url_too_long_in_one_line(settings):
+    environment = {**settings, "AUTHSERVER_PUBLIC_URL": PUBLIC_URL_AT_BOUND + "p"}
+
+    result = CliRunner().invoke(main, ["tenant", "list"], env=environment)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: AUTHSERVER_PUBLIC_URL ") and "more than 185" in line
+
+
+def test_a_public_url_counts_as_a_token_writes_it(settings):
+    """A non-ASCII character takes 6 in a token's JSON: 181 characters here are 186 there."""
+    settings["AUTHSERVER_PUBLIC_URL"] = PUBLIC_URL_AT_BOUND[:-5] + "é"
+
+    with pytest.raises(ConfigError, match="takes 186 characters as a token writes it"):
+        create_app(settings)
+
+
+def test_a_public_url_at_its_bound_is_accepted(settings):
+    assert len(PUBLIC_URL_AT_BOUND) == config.MAX_PUBLIC_URL_LENGTH
+    settings["AUTHSERVER_PUBLIC_URL"] = PUBLIC_URL_AT_BOUND + "/"  # the / is not kept
+
+    app = create_app(settings)
+
+    public_url = app.config["AUTHSERVER_PUBLIC_URL"]
+    assert public_url == PUBLIC_URL_AT_BOUND
+    urls = TenantURLs(public_url, "s" * 63)
+    assert len(urls.issuer) < len(urls.fhir_base_url) == ASSUMED_URL_LENGTH
 
 
 def test_an_unknown_environment_is_refused(settings):

@@ -32,6 +32,9 @@ from authserver.outcomes import Outcome
 from authserver.smart import scopes
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
+from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
+from authserver.tokens.limits import scope_fits
+from authserver.tokens.limits import scope_length
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,149}")
 FHIR_USER = re.compile(
@@ -74,9 +77,12 @@ def get_role(tenant: Tenant, name: str) -> Role:
 def parse_ceiling(scope_list: list[str]) -> scopes.ScopeSet:
     """A role ceiling: SMART ``patient/`` or ``user/`` resource scopes, parsed strictly.
 
-    :raises ValidationError: for a malformed scope, or one that is not a user-facing resource
+    :raises ValidationError: for a malformed scope, one that is not a user-facing resource
         scope (identity, launch and refresh scopes are bounded elsewhere; ``system/`` scopes
-        belong to backend clients, never to a person's role).
+        belong to backend clients, never to a person's role), or more than fit in an access
+        token together (:data:`MAX_TOKEN_SCOPE_LENGTH` characters): narrowing a request for
+        ``patient/*.rs`` spells it out as the ceiling's scopes, and the token granting them all
+        would be refused, as a client registration's would (``clients.metadata.scopes``).
     """
     if not scope_list:
         raise ValidationError("a ceiling needs at least one scope")
@@ -90,6 +96,11 @@ def parse_ceiling(scope_list: list[str]) -> scopes.ScopeSet:
                 f"{scope.text!r} cannot be in a role ceiling: use patient/ or user/ resource "
                 "scopes, e.g. user/Observation.rs"
             )
+    if not scope_fits(str(ceiling)):
+        raise ValidationError(
+            f"the ceiling's scopes take {scope_length(str(ceiling))} characters, more than the "
+            f"{MAX_TOKEN_SCOPE_LENGTH} an access token can carry: set fewer or broader scopes"
+        )
     return ceiling
 
 

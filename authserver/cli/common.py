@@ -39,6 +39,17 @@ def service_command(command: Command) -> Command:
     return wrapper  # type: ignore[return-value]
 
 
+class OneLineErrors(click.Command):
+    """A command whose missing or malformed options are refused like any other bad input: one
+    ``Error:`` line and exit status 1, rather than click's usage text and status 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            raise click.ClickException(error.format_message()) from None
+
+
 def nothing_changed(message: str) -> None:
     """Say on stderr that what the command asks for holds already: it changes and audits
     nothing, and still succeeds, printing the thing as it is on stdout."""

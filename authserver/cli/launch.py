@@ -8,6 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
+from authserver.cli.common import OneLineErrors
 from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
@@ -20,7 +21,7 @@ def launch() -> None:
     """Start EHR launches (the opaque launch id an app gets with iss)."""
 
 
-@launch.command("create")
+@launch.command("create", cls=OneLineErrors)
 @click.argument("tenant")
 @click.option("--patient", required=True, help="Patient id in context.")
 @click.option("--encounter", help="Encounter id in context.")
@@ -45,7 +46,7 @@ def create(
 ) -> None:
     """Create a launch at TENANT for one app; prints its id (shown once), iss and lifetime."""
     if client_id is None:
-        # Checked here to name the option; click's own check would print its usage too.
+        # Checked here to say what it is for; click's own check would only name it.
         raise ValidationError("--client is required: the client_id of the app the launch is for")
     tenant_row = tenant_named(tenant)
     launch_id, row = service.create_launch(

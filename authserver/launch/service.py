@@ -20,6 +20,7 @@ from authserver.audit import service as audit
 from authserver.audit.events import AuditEvent
 from authserver.clients import service as clients
 from authserver.clients.models import APP
+from authserver.clients.models import Client
 from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.launch.models import Launch
@@ -70,6 +71,7 @@ def create_launch(
         intent = launch_context.intent(intent)
     except ValueError as error:
         raise ValidationError(str(error)) from None
+    app = _bound_app(tenant, client_id)
     launch_id = security.new_token(LAUNCH_PREFIX)
     row = Launch(
         tenant_id=tenant.id,
@@ -79,17 +81,19 @@ def create_launch(
         fhir_context=fhir_context,
         intent=intent,
         need_patient_banner=need_patient_banner,
-        client_pk=_bound_app(tenant, client_id),
+        client_pk=app.id,
         created_by=actor,
         expires_at=utcnow() + timedelta(seconds=tenant.launch_lifetime),
     )
     db.session.add(row)
     db.session.flush()
-    audit.record(tenant, AuditEvent.LAUNCH_CREATED, actor=actor, subject=patient)
+    audit.record(
+        tenant, AuditEvent.LAUNCH_CREATED, actor=actor, subject=patient, client_id=app.client_id
+    )
     return launch_id, row
 
 
-def _bound_app(tenant: Tenant, client_id: Any) -> int:
+def _bound_app(tenant: Tenant, client_id: Any) -> Client:
     """The app ``client_id`` names: the one app that may use the launch.
 
     :raises ValidationError: for no ``client_id`` (an unbound launch would be any app's: another
@@ -110,7 +114,7 @@ def _bound_app(tenant: Tenant, client_id: Any) -> int:
         raise ValidationError(f"no client {client_id!r} at this tenant")
     if client.kind != APP:
         raise ValidationError(f"client {client_id!r} is not an app")
-    return client.id
+    return client
 
 
 @dataclass

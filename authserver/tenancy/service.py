@@ -32,6 +32,8 @@ from authserver.tenancy.urls import OPENID_CONFIGURATION_PATH
 from authserver.tenancy.urls import SLUG
 from authserver.tenancy.urls import SMART_CONFIGURATION_PATH
 from authserver.tenancy.urls import TenantURLs
+from authserver.tenancy.urls import token_length
+from authserver.tokens.limits import ASSUMED_URL_LENGTH
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 # Path segments the deployment may want for itself one day, or that read as something else.
@@ -88,16 +90,14 @@ def create_tenant(
 ) -> Tenant:
     """Create a tenant with the clinical role list and its first RS256 signing key.
 
-    :raises ValidationError: for a bad slug, name or FHIR base URL.
+    :raises ValidationError: for a bad slug, name or FHIR base URL, or one longer than an
+        access token can carry (:func:`validate_fhir_base_url`).
     :raises Conflict: when the slug is taken.
     """
     validate_slug(slug)
     name = validation.text(display_name, "display name", max_length=200)
     if fhir_base_url is not None:
-        # A base: {base}/Patient/1 and {base}/.well-known/... are built by appending a path.
-        fhir_base_url = validation.web_url(
-            fhir_base_url.rstrip("/"), "FHIR base URL", allow_query=False
-        )
+        fhir_base_url = validate_fhir_base_url(fhir_base_url)
     if db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise Conflict(f"tenant {slug!r} already exists")
     tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
@@ -107,6 +107,24 @@ def create_tenant(
     accounts.create_default_roles(tenant)
     keys.create_key(tenant, "RS256", actor=actor)
     return tenant
+
+
+def validate_fhir_base_url(url: str) -> str:
+    """A tenant's FHIR base URL, without a trailing ``/``: the ``aud`` of every access token.
+
+    :raises ValidationError: unless an absolute https URL (http for loopback) without a query,
+        taking at most :data:`ASSUMED_URL_LENGTH` characters in a token, as the token size
+        arithmetic counts it (:mod:`authserver.tokens.limits`).
+    """
+    # A base: {base}/Patient/1 and {base}/.well-known/... are built by appending a path.
+    url = validation.web_url(url.rstrip("/"), "FHIR base URL", allow_query=False)
+    length = token_length(url)
+    if length > ASSUMED_URL_LENGTH:
+        raise ValidationError(
+            f"the FHIR base URL takes {length} characters as a token writes it, more than the "
+            f"{ASSUMED_URL_LENGTH} an access token has for its aud"
+        )
+    return url
 
 
 def get_tenant(slug: str) -> Tenant:

@@ -28,9 +28,12 @@ signs this worst case.
 Within these bounds no client input makes a token too long: a longer scope is refused when
 registered, requested or about to be granted (narrowing can spell ``patient/*.rs`` out as the
 many scopes of a registration or a role ceiling), a longer fhirContext or intent when an EHR
-launches. What the bounds do not see, URLs longer than assumed, is refused where the token is
-signed (:func:`fits`): the grants answer ``invalid_scope``, never with a token our own
-introspection would call inactive.
+launches. The operator's URLs are refused longer than assumed where they are set: the public
+URL when the app starts (``config.public_url``: room for ``/t/``, the longest slug and the
+default ``/fhir``), a tenant's FHIR base URL when it is given
+(``tenancy.service.validate_fhir_base_url``). What those checks never saw (a FHIR base URL
+stored before them) is refused where the token is signed (:func:`fits`): the grants answer
+``invalid_scope``, never with a token our own introspection would call inactive.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.smart.policy import grantable
 from authserver.smart.scopes import parse_scopes
+from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
 from tests.fixtures.commands import refused
 from tests.fixtures.database import app_config
 
@@ -132,6 +133,47 @@ def test_ceiling_takes_only_patient_or_user_resource_scopes(tenant, scope):
     with pytest.raises(ValidationError):
         service.set_role_ceiling(tenant, "nurse", ["user/Patient.rs", scope])
     assert service.get_role(tenant, "nurse").scope_ceiling == before
+
+
+def ceiling_totalling(length: int) -> list[str]:
+    """Distinct granular user/ scopes: space-joined, exactly ``length`` characters."""
+    prefix = "user/Observation.rs?code=http://loinc.org|"
+    scopes = []
+    while length - len(" ".join(scopes)) > 2 * (len(prefix) + 8):
+        scopes.append(f"{prefix}{len(scopes):07d}")
+    scopes.append(prefix + "9" * (length - len(" ".join(scopes)) - 1 - len(prefix)))
+    assert len(" ".join(scopes)) == length
+    return scopes
+
+
+def test_a_ceiling_as_long_as_a_token_scope_may_be_is_set(tenant):
+    widest = ceiling_totalling(MAX_TOKEN_SCOPE_LENGTH)
+
+    role = service.set_role_ceiling(tenant, "nurse", [*widest, widest[0]])  # counted once
+
+    assert role.scope_ceiling == " ".join(widest)
+
+
+def test_a_ceiling_longer_than_a_token_scope_may_be_is_refused_and_nothing_changes(cli, tenant):
+    before = service.get_role(tenant, "nurse").scope_ceiling
+    audited = db.session.query(AuditRecord).count()
+
+    message = refused(
+        cli,
+        "role",
+        "set-ceiling",
+        "clinic-a",
+        "nurse",
+        *ceiling_totalling(MAX_TOKEN_SCOPE_LENGTH + 1),
+    )
+
+    assert message == (
+        "Error: the ceiling's scopes take 2049 characters, more than the 2048 an access token "
+        "can carry: set fewer or broader scopes"
+    )
+    db.session.expire_all()
+    assert service.get_role(tenant, "nurse").scope_ceiling == before
+    assert db.session.query(AuditRecord).count() == audited
 
 
 def test_unknown_role_is_not_found(tenant):

@@ -73,6 +73,7 @@ def test_demo_creates_two_clinics_with_staff_a_patient_and_an_app(development_ap
     assert clinic["app"]["redirect_uris"]
     assert {"openid", "launch/patient", "patient/*.rs"} <= set(clinic["app"]["scope"].split())
     assert clinic["resource_server"]["client_secret"].startswith("ascs_")
+    assert clinic["resource_server"]["scope"] == "introspect"  # its token, as client list says
     doctor = next(user for user in clinic["users"] if "physician" in user["roles"])
     browser = development_app.test_client()
     assert login(browser, "demo-clinic", doctor["username"], doctor["password"]).status_code == 303

@@ -17,6 +17,7 @@ from authserver.errors import ValidationError
 from authserver.extensions import db
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
+from tests.fixtures.tokens import basic
 
 REDIRECT = "https://app.example.test/callback"
 
@@ -159,8 +160,28 @@ def test_a_resource_server_gets_a_secret_and_nothing_to_grant(cli, tenant):
     assert created["kind"] == "resource_server"
     assert created["client_secret"].startswith("ascs_")
     assert created["redirect_uris"] == []
-    assert created["grant_types"] == []
-    assert stored(created["client_id"]).check_client_secret(created["client_secret"])
+    row = stored(created["client_id"])
+    assert row.check_client_secret(created["client_secret"])
+    # No grant or scope is registered; what it may get all the same is in the next test.
+    assert row.grant_types == [] and row.allowed_scope == ""
+
+
+def test_a_resource_server_is_shown_with_the_introspect_token_it_may_get(cli, client, tenant):
+    """Every output of a resource server says what it may be issued, and what it says works."""
+    created = run(
+        cli, "client", "create", "clinic-a", "--name", "FHIR gateway", "--resource-server"
+    )
+    [listed] = run(cli, "client", "list", "clinic-a")
+    reset = run(cli, "client", "reset-secret", "clinic-a", created["client_id"])
+
+    for shown in (created, listed, reset):
+        assert shown["grant_types"] == ["client_credentials"]
+        assert shown["scope"] == "introspect"
+    form = {"grant_type": shown["grant_types"][0], "scope": shown["scope"]}
+    headers = basic(created["client_id"], reset["client_secret"])
+    issued = client.post("/t/clinic-a/token", data=form, headers=headers)
+    assert issued.status_code == 200, issued.json
+    assert issued.json["scope"] == "introspect"
 
 
 def test_scopes_and_grant_types_are_recorded(cli, tenant, tmp_path):

@@ -620,6 +620,20 @@ def test_a_posted_launch_is_for_the_app_it_names_only(client, clinic, ehr):
     assert exchange(client, clinic, code, VERIFIER).json["patient"] == "pt-7"
 
 
+def test_a_posted_launch_is_audited_naming_the_app_it_is_for(client, cli, clinic, ehr):
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    body = launch_body(clinic, patient="pt-7", client_id=clinic.confidential_app.client_id)
+    launch_id = client.post("/t/clinic-a/launch", json=body, headers=headers).json["launch"]
+
+    result = cli.invoke(args=["audit", "list", "clinic-a", "--event", "launch:created"])
+
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)
+    assert (record["actor"], record["subject"]) == (ehr.client.client_id, "pt-7")
+    assert record["details"] == {"client_id": clinic.confidential_app.client_id}
+    assert launch_id not in result.stdout  # shown once, to the EHR; never in the log
+
+
 def test_a_launch_stored_unbound_is_used_by_no_app(doctor, clinic):
     """Launches stored before they had to be bound (they live minutes) are refused, rather than
     left for any app of the tenant to use until they expire."""

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
+from authserver import config
 from authserver.accounts.roles import DEFAULT_ROLES
 from authserver.accounts.roles import PATIENT_ROLE
 from authserver.clients import service as clients
@@ -35,6 +36,7 @@ from authserver.oauth.models import AuthorizationCode
 from authserver.smart import granular
 from authserver.smart.scopes import parse_scope
 from authserver.tenancy import service as tenants
+from authserver.tenancy.urls import MAX_PUBLIC_URL_LENGTH
 from authserver.tokens import service as tokens
 from authserver.tokens.limits import ASSUMED_URL_LENGTH
 from authserver.tokens.limits import MAX_FHIR_CONTEXT_LENGTH
@@ -311,7 +313,11 @@ TOO_LONG = f"The access token would be longer than {MAX_TOKEN_LENGTH} characters
 
 
 @pytest.fixture
-def sprawling(make_app):
+def sprawling(make_app, monkeypatch):
+    """A deployment whose URLs no token can carry. The app refuses to start with such a public
+    URL (config.public_url), and tenant create such a FHIR base URL: that bound is lifted here,
+    for what those checks never saw (a FHIR base URL stored before them)."""
+    monkeypatch.setattr(config, "MAX_PUBLIC_URL_LENGTH", len(SPRAWLING_URL))
     deployment = make_app(AUTHSERVER_PUBLIC_URL=SPRAWLING_URL)
     deployment.test_client_class = FreshContextClient
     return deployment
@@ -420,9 +426,11 @@ def test_the_patient_search_sends_no_token_too_long(app, sprawling, tenant, fhir
 
 # --- At the bounds, with every other claim as long as the arithmetic allows -------------------
 
-# The issuer ({public URL}/t/{63-character slug}) and the FHIR base URL at ASSUMED_URL_LENGTH.
+# The public URL at its bound, so the issuer ({public URL}/t/{63-character slug}) is as long as
+# one can be (its default FHIR base, {issuer}/fhir, at ASSUMED_URL_LENGTH), and the FHIR base
+# URL at ASSUMED_URL_LENGTH.
 WIDEST_SLUG = "c" * 63
-WIDEST_URL = "https://auth.example.test/" + "p" * (ASSUMED_URL_LENGTH - 66 - 26)
+WIDEST_URL = "https://auth.example.test/" + "p" * (MAX_PUBLIC_URL_LENGTH - 26)
 WIDEST_FHIR_BASE = "https://fhir.example.test/" + "r" * (ASSUMED_URL_LENGTH - 26)
 WIDEST_ISSUER = f"{WIDEST_URL}/t/{WIDEST_SLUG}"
 
@@ -438,7 +446,7 @@ def fhir_context_of(length: int) -> list[dict]:
 def widest(make_app, make_tenant, make_user, make_client):
     """A tenant, a user, an app and an EHR whose every claim but the scope and fhirContext is
     as long as tokens/limits.py allows: URLs, slug, client_id, roles, fhirUser."""
-    assert len(WIDEST_ISSUER) == len(WIDEST_FHIR_BASE) == ASSUMED_URL_LENGTH
+    assert len(f"{WIDEST_ISSUER}/fhir") == len(WIDEST_FHIR_BASE) == ASSUMED_URL_LENGTH
     deployment = make_app(AUTHSERVER_PUBLIC_URL=WIDEST_URL)
     deployment.test_client_class = FreshContextClient
     tenant = make_tenant(WIDEST_SLUG, fhir_base_url=WIDEST_FHIR_BASE)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
 from authserver.tenancy.models import Tenant
+from authserver.tokens.limits import ASSUMED_URL_LENGTH
 from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.commands import refused
 from tests.fixtures.commands import run
@@ -186,6 +187,44 @@ def test_a_bad_fhir_base_url_is_refused_and_nothing_is_stored(cli, tenant, url):
 
     assert "FHIR base URL" in message
     assert stored_tenants() == before
+
+
+# As long as a FHIR base URL may be: every access token carries it as aud (tokens/limits.py).
+FHIR_BASE_AT_BOUND = "https://fhir.riverside.example/" + "r" * (ASSUMED_URL_LENGTH - 31)
+
+
+@pytest.mark.parametrize(
+    ("url", "length"),
+    [
+        (FHIR_BASE_AT_BOUND + "r", 257),
+        # A non-ASCII character takes 6 in the token's JSON: 256 characters here are 261 there.
+        (FHIR_BASE_AT_BOUND[:-1] + "é", 261),
+    ],
+    ids=["ascii", "non-ascii"],
+)
+def test_a_fhir_base_url_too_long_for_a_token_is_refused_and_nothing_is_stored(
+    cli, tenant, url, length
+):
+    before, audited = stored_tenants(), audit_count()
+
+    message = refused(
+        cli, "tenant", "create", "riverside", "--name", "Riverside", "--fhir-base-url", url
+    )
+
+    assert message == (
+        f"Error: the FHIR base URL takes {length} characters as a token writes it, more than "
+        "the 256 an access token has for its aud"
+    )
+    assert stored_tenants() == before
+    assert audit_count() == audited
+
+
+def test_a_fhir_base_url_at_the_bound_is_accepted(cli):
+    created = run(
+        cli, "tenant", "create", "riverside", "--name", "R", "--fhir-base-url", FHIR_BASE_AT_BOUND
+    )
+
+    assert created["fhir_base_url"] == FHIR_BASE_AT_BOUND
 
 
 # --- Listing, suspending, branding -------------------------------------------------------------
