@@ -7,6 +7,7 @@ from flask.cli import with_appcontext
 
 from authserver.audit import service
 from authserver.audit.events import AuditEvent
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
@@ -14,7 +15,7 @@ from authserver.cli.common import tenant_named
 MAX_LIMIT = 1000
 
 
-@click.group()
+@click.group(cls=Commands)
 def audit() -> None:
     """Read a tenant's audit log."""
 

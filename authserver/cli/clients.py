@@ -10,6 +10,7 @@ from click.core import ParameterSource
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
@@ -23,7 +24,7 @@ from authserver.clients.models import Client
 from authserver.errors import ValidationError
 
 
-@click.group()
+@click.group(cls=Commands)
 def client() -> None:
     """Register apps (OAuth clients) and resource servers."""
 

@@ -50,6 +50,12 @@ class OneLineErrors(click.Command):
             raise click.ClickException(error.format_message()) from None
 
 
+class Commands(click.Group):
+    """A group of commands that refuse bad options in one line (:class:`OneLineErrors`)."""
+
+    command_class = OneLineErrors
+
+
 def nothing_changed(message: str) -> None:
     """Say on stderr that what the command asks for holds already: it changes and audits
     nothing, and still succeeds, printing the thing as it is on stdout."""

@@ -12,6 +12,7 @@ from werkzeug.serving import run_simple
 
 from authserver.accounts import service as accounts
 from authserver.cli.clients import describe_client
+from authserver.cli.common import OneLineErrors
 from authserver.cli.common import emit
 from authserver.clients import service as clients
 from authserver.clients.models import APP
@@ -51,7 +52,7 @@ DEMO_APP_REDIRECT = "http://localhost:8000/callback"
 DEMO_GATEWAY = "Demo FHIR gateway"
 
 
-@click.command("demo")
+@click.command("demo", cls=OneLineErrors)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Set up the demo data and exit.")

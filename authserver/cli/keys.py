@@ -6,6 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
@@ -17,7 +18,7 @@ ALG = click.option(
 )
 
 
-@click.group()
+@click.group(cls=Commands)
 def keys() -> None:
     """List, stage, rotate and retire a tenant's signing keys."""
 

@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
-from authserver.cli.common import OneLineErrors
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
@@ -16,12 +16,12 @@ from authserver.errors import ValidationError
 from authserver.launch import service
 
 
-@click.group()
+@click.group(cls=Commands)
 def launch() -> None:
     """Start EHR launches (the opaque launch id an app gets with iss)."""
 
 
-@launch.command("create", cls=OneLineErrors)
+@launch.command("create")
 @click.argument("tenant")
 @click.option("--patient", required=True, help="Patient id in context.")
 @click.option("--encounter", help="Encounter id in context.")

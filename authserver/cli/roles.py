@@ -7,12 +7,13 @@ from flask.cli import with_appcontext
 
 from authserver.accounts import service
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 
 
-@click.group()
+@click.group(cls=Commands)
 def role() -> None:
     """Show and change the scope ceilings of a tenant's roles."""
 

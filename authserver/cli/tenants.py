@@ -6,6 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
@@ -14,7 +15,7 @@ from authserver.tenancy import service
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
 
 
-@click.group()
+@click.group(cls=Commands)
 def tenant() -> None:
     """Create and manage tenants (clinics)."""
 

@@ -7,6 +7,7 @@ from flask.cli import with_appcontext
 
 from authserver.accounts import service as accounts
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
@@ -15,7 +16,7 @@ from authserver.errors import ValidationError
 from authserver.tokens import revocation
 
 
-@click.group()
+@click.group(cls=Commands)
 def token() -> None:
     """Revoke issued tokens."""
 

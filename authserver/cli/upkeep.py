@@ -8,10 +8,11 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import upkeep
+from authserver.cli.common import OneLineErrors
 from authserver.cli.common import emit
 
 
-@click.command("purge-expired")
+@click.command("purge-expired", cls=OneLineErrors)
 @with_appcontext
 def purge_expired() -> None:
     """Delete every expired token, code, launch, login session and assertion record now.

@@ -9,13 +9,14 @@ from flask.cli import with_appcontext
 
 from authserver.accounts import service
 from authserver.cli.common import ACTOR
+from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 
 
-@click.group()
+@click.group(cls=Commands)
 def user() -> None:
     """Create and manage staff and patient accounts."""
 
