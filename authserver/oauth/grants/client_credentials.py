@@ -11,8 +11,9 @@ user or revoking the user's tokens ends it) and the issuance is audited under th
 
 A resource server (the FHIR gateway) may get a token here too, with whatever credential it is
 registered with, for one scope only: ``introspect``, which it presents as a Bearer token at the
-introspection endpoint (SMART's "appropriately-scoped" bearer token, INT-06). Such a token
-reaches no FHIR data.
+introspection endpoint (SMART's "appropriately-scoped" bearer token, INT-06). Such a token is
+for that endpoint, its ``aud`` (:func:`authserver.tokens.service.audience`), and reaches no FHIR
+data.
 """
 
 from __future__ import annotations
