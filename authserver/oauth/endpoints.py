@@ -20,12 +20,14 @@ from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
 from authserver.extensions import db
+from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 from authserver.tokens import revocation
 from authserver.tokens.introspection import SECOND_CREDENTIALS
 from authserver.tokens.introspection import TokenState
 from authserver.tokens.introspection import bearer_credential
 from authserver.tokens.introspection import find_token
+from authserver.tokens.introspection import introspect_token
 from authserver.tokens.models import ACCESS
 
 
@@ -100,7 +102,8 @@ class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
 
         RFC 7662 §2.3: a token that is not one answers 401 as RFC 6750 §3 describes,
         ``invalid_token`` or, for an active token with no right to introspect (an app's),
-        ``insufficient_scope``.
+        ``insufficient_scope``. An ``introspect`` token names this endpoint as its ``aud``; one
+        naming another (the FHIR base) is no token of this tenant: ``invalid_token``.
         """
         if any(request.form.get(name) for name in SECOND_CREDENTIALS):
             raise InvalidRequestError("Use one client authentication method, not several.")
@@ -112,12 +115,11 @@ class IntrospectionEndpoint(_TenantTokenEndpoint, _IntrospectionEndpoint):
                 realm=tenant.slug,
             )
         client = clients.find_client(tenant, state.client_id)
-        granted = str(state.claims.get("scope", "")).split()
         if (
             client is None
             or client.id != state.client_pk
             or client.kind != RESOURCE_SERVER
-            or INTROSPECTION_SCOPE not in granted
+            or not introspect_token(state.claims, tenants.urls(tenant))
         ):
             raise InsufficientScopeError(
                 description=f"Only a resource server's '{INTROSPECTION_SCOPE}' token may "

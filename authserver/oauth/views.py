@@ -16,6 +16,7 @@ from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import serves_suspended
 from authserver.tokens import fastpath
+from authserver.tokens.service import INTROSPECTION_PATH
 from authserver.web import NO_STORE
 
 bp = Blueprint("oauth", __name__)
@@ -51,7 +52,7 @@ def token() -> Response:
     return response
 
 
-@bp.post("/introspect")
+@bp.post(INTROSPECTION_PATH)  # an introspect token's aud (tokens/service.py)
 @serves_suspended  # a suspended tenant's tokens answer {"active": false}, not an error page
 def introspect() -> Response:
     # Requests the fast path (tokens/fastpath.py, in front of Flask) declined come here.

@@ -33,7 +33,6 @@ from authserver import inputs
 from authserver import security
 from authserver.accounts.models import ACTIVE as USER_ACTIVE
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
-from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.keys.models import IN_JWKS
 from authserver.rawdb import RawConnections
@@ -46,6 +45,7 @@ from authserver.tokens.introspection import SECOND_CREDENTIALS
 from authserver.tokens.introspection import access_answer
 from authserver.tokens.introspection import bearer_credential
 from authserver.tokens.introspection import claims_fit
+from authserver.tokens.introspection import introspect_token
 from authserver.tokens.introspection import remembered_claims
 from authserver.tokens.introspection import signed_claims
 from authserver.tokens.limits import MAX_TOKEN_LENGTH
@@ -123,7 +123,8 @@ class BearerCaller:
 
     def checks_out(self, row: Row, urls: TenantURLs) -> bool:
         """What the full path's bearer check accepts: an active access token of this tenant,
-        of an active resource server, granted ``introspect``."""
+        of an active resource server, granted ``introspect`` for the introspection endpoint
+        (its ``aud``), checked on every request, a kept row or not."""
         token_client, revoked_at, kind, status, key_status = row[3:8]
         return (
             row[1] == TENANT_ACTIVE
@@ -132,8 +133,8 @@ class BearerCaller:
             and kind == RESOURCE_SERVER
             and status == CLIENT_ACTIVE
             and key_status in IN_JWKS
-            and INTROSPECTION_SCOPE in str(self.claims.get("scope", "")).split()
             and claims_fit(self.claims, urls)
+            and introspect_token(self.claims, urls)
         )
 
 

@@ -28,6 +28,7 @@ from authserver.accounts.models import Role
 from authserver.accounts.models import User
 from authserver.accounts.models import user_roles
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
+from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.keys.models import IN_JWKS
@@ -43,6 +44,7 @@ from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
+from authserver.tokens.service import INTROSPECTION_PATH
 from authserver.tokens.service import REFRESH_TOKEN_PREFIX
 
 # Tokens whose signature verified, per app; a digest and claims each, cleared when full.
@@ -221,12 +223,27 @@ def _verified_claims(tenant: Tenant, token: str) -> tuple[dict[str, Any], str] |
 
 
 def claims_fit(claims: dict[str, Any], urls: TenantURLs) -> bool:
-    """Issued by this tenant, for its FHIR base, and not yet expired."""
+    """Issued by this tenant, for its FHIR base or, an ``introspect`` token, for its
+    introspection endpoint, and not yet expired.
+
+    Which of the two a token may name was settled with its signature
+    (:func:`_audience_fits_scope`), so the everyday token costs one comparison of ``aud`` here.
+    """
+    aud = claims["aud"]
     return (
         claims["iss"] == urls.issuer
-        and claims["aud"] == urls.fhir_base_url
+        and (aud == urls.fhir_base_url or aud == urls.url(INTROSPECTION_PATH))
         and claims.get("tenant") == urls.slug
         and claims["exp"] > time.time()
+    )
+
+
+def introspect_token(claims: dict[str, Any], urls: TenantURLs) -> bool:
+    """Whether ``claims`` (verified, and fitting :func:`claims_fit`) are a resource server's
+    ``introspect`` token for this tenant's introspection endpoint: the one access token that
+    opens introspection as ``Authorization: Bearer`` (SMART INT-06)."""
+    return claims.get("scope") == INTROSPECTION_SCOPE and claims.get("aud") == urls.url(
+        INTROSPECTION_PATH
     )
 
 
@@ -293,9 +310,16 @@ def _verify_signature(tenant_id: int, token: str) -> tuple[dict[str, Any], str] 
         return None
     if not all(isinstance(claims[name], str) for name in ("iss", "aud", "jti", "client_id")):
         return None
-    if not isinstance(claims["exp"], int):
+    if not isinstance(claims["exp"], int) or not _audience_fits_scope(claims):
         return None
     return claims, kid
+
+
+def _audience_fits_scope(claims: dict[str, Any]) -> bool:
+    """An ``introspect`` token is for its issuer's introspection endpoint, and no other token is
+    (:func:`authserver.tokens.service.audience`): a token's own claims tell, once per token."""
+    for_introspection = claims["aud"] == claims["iss"] + INTROSPECTION_PATH
+    return for_introspection == (claims.get("scope") == INTROSPECTION_SCOPE)
 
 
 def _refresh_token(tenant: Tenant, token: str) -> TokenState | None:

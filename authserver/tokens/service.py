@@ -12,11 +12,13 @@ from typing import Any
 
 from authserver import security
 from authserver.accounts.models import User
+from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import Client
 from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
 from authserver.tokens.limits import MAX_TOKEN_LENGTH
@@ -27,10 +29,27 @@ from authserver.tokens.models import IssuedToken
 
 REFRESH_TOKEN_PREFIX = "asrt"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
+# The introspection endpoint under the issuer (the route of oauth/views.py): an introspect
+# token's audience.
+INTROSPECTION_PATH = "/introspect"
 
 
 def new_grant_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+def audience(scope: str, urls: TenantURLs) -> str:
+    """The ``aud`` of an access token of ``scope``: the resource it is for (RFC 9068 §3, RFC
+    8707 §2).
+
+    That is the tenant's FHIR base, except for a resource server's ``introspect`` token, which
+    is for this server's introspection endpoint and nothing else (SMART INT-06): shown to the
+    FHIR server, it names another resource than the one the gateway serves. Introspection holds
+    every token to the same rule (:mod:`authserver.tokens.introspection`).
+    """
+    if scope == INTROSPECTION_SCOPE:
+        return urls.url(INTROSPECTION_PATH)
+    return urls.fhir_base_url
 
 
 class TokenTooLong(Exception):
@@ -78,7 +97,7 @@ def issue_access_token(
     urls = tenants.urls(tenant)
     subject = AccessTokenSubject(
         issuer=urls.issuer,
-        audience=urls.fhir_base_url,
+        audience=audience(authorization.scope, urls),
         tenant=tenant.slug,
         client_id=authorization.client.client_id,
         scope=authorization.scope,

@@ -135,6 +135,20 @@ def verify_with_jwks(token: str, jwks: dict, *, audience: str) -> dict:
     return jwt.decode(token, matching[0], algorithms=["RS256", "ES256"], audience=audience)
 
 
+def resigned(tenant, token: str, **changes) -> str:
+    """``token`` with ``changes`` to its claims, signed again with the tenant's own access-token
+    key: a token only this server could have signed, so only its claims can refuse it."""
+    from authserver.keys import service as keys
+
+    claims = {**jwt.decode(token, options={"verify_signature": False}), **changes}
+    return keys.sign(tenant, claims, alg=tenant.access_token_alg, typ="at+jwt")
+
+
+def introspection_endpoint(client, slug: str) -> str:
+    """The tenant's introspection endpoint, as its SMART discovery document names it."""
+    return client.get(f"/t/{slug}/.well-known/smart-configuration").json["introspection_endpoint"]
+
+
 # --- The same flow through Flask's test client, for the many one-fault requests --------------
 
 PUBLIC_URL = "https://auth.example.test"

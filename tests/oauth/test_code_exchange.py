@@ -95,7 +95,8 @@ def test_an_asymmetric_app_exchanges_a_code_and_refreshes_with_private_key_jwt(
         "/t/clinic-a/token",
         data={"grant_type": "refresh_token", "refresh_token": refreshed.json["refresh_token"]},
     )
-    assert unsigned.status_code == 401 and unsigned.json["error"] == "invalid_client"
+    # RFC 6749 §5.2: no Authorization header tried, so a 400 (a 401 is for the header).
+    assert unsigned.status_code == 400 and unsigned.json["error"] == "invalid_client"
 
 
 def test_a_patient_scope_alone_puts_the_patient_in_context(signed_in, clinic):
@@ -301,7 +302,9 @@ def test_confidential_client_without_credentials_is_invalid_client(signed_in, cl
     response = signed_in.post(
         "/t/clinic-a/token", data=token_request(clinic, code, client_id=app.client_id)
     )
-    assert_error(response, 401, "invalid_client")
+    # CA-02, RFC 6749 §5.2: 400 without a challenge, as the client tried no Authorization header.
+    assert_error(response, 400, "invalid_client")
+    assert "WWW-Authenticate" not in response.headers
 
 
 def test_wrong_secret_is_invalid_client_with_basic_challenge(signed_in, clinic):

@@ -28,6 +28,9 @@ from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
 from tests.fixtures.tokens import SCOPE
 from tests.fixtures.tokens import basic
+from tests.oauth.conftest import fhir_base
+from tests.oauth.conftest import introspection_endpoint
+from tests.oauth.conftest import resigned
 
 
 @pytest.fixture(autouse=True, params=["full path", "fast path"])
@@ -167,6 +170,95 @@ def test_a_backend_app_asking_for_introspect_is_invalid_scope(client, home, make
     assert response.status_code == 400
     assert response.json["error"] == "invalid_scope"
     assert "Only a resource server" in response.json["error_description"]
+
+
+# -- its audience: the introspection endpoint, never the FHIR server --------------------------
+
+
+def test_the_introspect_token_is_for_the_introspection_endpoint(client, home, gateway):
+    """RFC 9068 §3, RFC 8707: ``aud`` names the resource the token is for. A FHIR server that
+    checks ``aud`` against its base refuses it, wherever it leaks."""
+    claims = jwt.decode(bearer_token(client, gateway), options={"verify_signature": False})
+
+    assert claims["aud"] == introspection_endpoint(client, home.slug)
+    assert claims["aud"] != fhir_base(home.slug)
+
+
+def test_a_gateway_introspecting_its_own_token_sees_it_is_no_fhir_token(
+    client, home, gateway, fast_answers, path
+):
+    """RFC 7662: active while valid, with the ``aud`` it carries, whoever asks."""
+    bearer = bearer_token(client, gateway)
+
+    answers = [introspect(client, home.slug, bearer, bearer), gateway.introspect(client, bearer)]
+
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.json["active"] is True
+        assert answer.json["aud"] == introspection_endpoint(client, home.slug)
+        assert answer.json["scope"] == "introspect"
+        assert answer.json["client_id"] == gateway.client_id
+    if path == "fast path":
+        assert fast_answers == [answer.json for answer in answers]
+
+
+@pytest.mark.parametrize("audience", ["FHIR base", "another tenant's introspection endpoint"])
+def test_an_introspect_token_for_another_resource_is_refused_and_inactive(
+    client, home, away, gateway, issue, audience
+):
+    """Signed by the tenant's key, so only its ``aud`` can tell: refused as a Bearer, inactive
+    when introspected. (Introspect tokens named the FHIR base before they named this
+    endpoint; such a token, alive for five minutes at most, is refused alike.)"""
+    issued = issue(home)
+    bearer = bearer_token(client, gateway)
+    assert introspect(client, home.slug, bearer, issued.access_token).json["active"] is True
+    elsewhere = fhir_base(home.slug)
+    if audience != "FHIR base":
+        elsewhere = introspection_endpoint(client, away.slug)
+    twin = resigned(home, bearer, aud=elsewhere)
+
+    refused = introspect(client, home.slug, twin, issued.access_token)
+
+    assert_bearer_refused(refused, "invalid_token", home.slug)
+    assert gateway.introspect(client, twin).json == {"active": False}
+
+
+def other_token(kind, client, home, gateway, issue, make_backend_client) -> tuple[str, dict]:
+    """An active access token of ``kind``, and the claims to change beside its ``aud``."""
+    if kind == "app":
+        return issue(home).access_token, {}
+    if kind == "backend services":
+        backend = make_backend_client(home)
+        assertion = backend.assertion(f"https://auth.example.test/t/{home.slug}/token")
+        token = client.post(f"/t/{home.slug}/token", data=token_form(assertion)).json
+        return token["access_token"], {}
+    return bearer_token(client, gateway), {"scope": "introspect system/*.rs"}
+
+
+@pytest.mark.parametrize("kind", ["app", "backend services", "introspect and more"])
+def test_another_token_for_the_introspection_endpoint_is_refused_and_inactive(
+    client, home, gateway, issue, make_backend_client, kind
+):
+    """Only an ``introspect`` token is for the introspection endpoint: any other scope with that
+    ``aud``, though signed by the tenant's key, is no token of this tenant."""
+    token, changes = other_token(kind, client, home, gateway, issue, make_backend_client)
+    forged = resigned(home, token, aud=introspection_endpoint(client, home.slug), **changes)
+
+    refused = introspect(client, home.slug, forged, issue(home).access_token)
+
+    assert_bearer_refused(refused, "invalid_token", home.slug)
+    assert gateway.introspect(client, forged).json == {"active": False}
+
+
+def test_a_token_granted_more_than_introspect_is_insufficient_scope(client, home, gateway, issue):
+    """An introspect token is granted ``introspect`` and nothing else; one that would carry
+    more (re-signed by the tenant's key: never issued) is for the FHIR base, no Bearer here."""
+    bearer = bearer_token(client, gateway)
+    wider = resigned(home, bearer, aud=fhir_base(home.slug), scope="introspect system/*.rs")
+
+    response = introspect(client, home.slug, wider, issue(home).access_token)
+
+    assert_bearer_refused(response, "insufficient_scope", home.slug)
 
 
 # -- introspecting with it --------------------------------------------------------------------

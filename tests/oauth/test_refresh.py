@@ -346,7 +346,10 @@ def test_confidential_client_refreshing_without_credentials_is_invalid_client(si
         },
         headers=headers,
     ).json
-    assert_error(refresh(signed_in, clinic, first["refresh_token"], app), 401, "invalid_client")
+    # REF-08, RFC 6749 §5.2: 400 without a challenge, as the client tried no Authorization header.
+    refused = refresh(signed_in, clinic, first["refresh_token"], app)
+    assert_error(refused, 400, "invalid_client")
+    assert "WWW-Authenticate" not in refused.headers
     ok = refresh(signed_in, clinic, first["refresh_token"], app, headers=headers, client_id=None)
     assert ok.status_code == 200
 

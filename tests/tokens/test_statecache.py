@@ -28,6 +28,9 @@ from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.statecache import TokenStateCache
 from tests.fixtures.database import backend
+from tests.oauth.conftest import fhir_base
+from tests.oauth.conftest import introspection_endpoint
+from tests.oauth.conftest import resigned
 
 pytestmark = pytest.mark.skipif(
     backend() != "postgresql", reason="the cache listens to PostgreSQL NOTIFY"
@@ -338,6 +341,52 @@ def test_a_change_to_the_bearer_caller_is_seen_there(
     db.session.commit()
 
     assert becomes_refused(other, bearer, issued.access_token), "the bearer still works there"
+
+
+# -- a kept row does not decide a token's audience -----------------------------------------------
+
+
+@pytest.fixture(params=["clinic-a", "clinic-b"])
+def home(request, tenant, other_tenant):
+    """Each of two tenants in turn, so nothing depends on which came first."""
+    return tenant if request.param == "clinic-a" else other_tenant
+
+
+def test_a_kept_bearer_row_does_not_pass_its_twin_for_the_fhir_base(
+    other, home, make_gateway, issue, monkeypatch
+):
+    """The caller's row is kept by its token's jti. A twin of that token re-signed with the
+    FHIR base as ``aud`` has the same jti and is refused on that very row: a caller's claims
+    are checked on every request."""
+    issued = issue(home)
+    bearer = bearer_of(other, make_gateway(home))
+    reads = warm(other, bearer, issued.access_token, monkeypatch)
+    twin = BearerGateway(home.slug, resigned(home, bearer.bearer, aud=fhir_base(home.slug)))
+
+    response = twin.introspect(other.test_client(), issued.access_token)
+
+    assert response.status_code == 401
+    assert response.json["error"] == "invalid_token"
+    assert reads.count == 1  # refused on the kept row, which stays kept for the real token
+    assert active(other, bearer, issued.access_token)
+    assert reads.count == 1
+
+
+def test_a_kept_token_row_does_not_make_its_twin_for_the_introspection_endpoint_active(
+    other, home, make_gateway, issue, monkeypatch
+):
+    """An app's token re-signed with the introspection endpoint as ``aud`` shares the kept row
+    of the real token (the same jti) and still answers inactive."""
+    gateway = make_gateway(home)
+    issued = issue(home)
+    reads = warm(other, gateway, issued.access_token, monkeypatch)
+    endpoint = introspection_endpoint(other.test_client(), home.slug)
+    twin = resigned(home, issued.access_token, aud=endpoint)
+
+    assert not active(other, gateway, twin)
+    # One read of the caller alone (the twin's signature is checked only after), then the kept row.
+    assert reads.count == 2
+    assert active(other, gateway, issued.access_token)
 
 
 def test_a_change_at_another_tenant_keeps_this_tenants_rows(

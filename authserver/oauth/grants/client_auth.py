@@ -15,11 +15,14 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key
 
 
 class TokenRequestChecks:
-    """Mixed into a grant: refuse ambiguous requests before authenticating the client.
+    """Mixed into a grant: refuse ambiguous requests before authenticating the client, and
+    answer a failed authentication alike whatever the grant.
 
     RFC 6749 §3.2: "Request and response parameters MUST NOT be included more than once"
     (TOK-23); §2.3: "The client MUST NOT use more than one authentication method in each
     request" (CA-07); a body ``client_id`` must name the client of the Basic header (CA-03).
+    §5.2: ``invalid_client`` is a 401 with ``WWW-Authenticate`` for a client that tried the
+    Authorization header (the server's ``handle_error_response`` sets both), else a 400.
     """
 
     request: Any
@@ -42,4 +45,12 @@ class TokenRequestChecks:
                     status_code=401,
                     description="The client_id in the body is not the client of the header.",
                 )
-        return super().authenticate_token_endpoint_client()  # type: ignore[misc]
+        try:
+            return super().authenticate_token_endpoint_client()  # type: ignore[misc]
+        except InvalidClientError as error:
+            # Authlib answers 401 whenever client_secret_basic is among the methods: a wrong
+            # form secret or an assertion that does not check out is a 400 (g10's Backend
+            # Services test asserts exactly 400 for a wrong client_assertion_type).
+            if not request.headers.get("Authorization"):
+                error.status_code = 400
+            raise

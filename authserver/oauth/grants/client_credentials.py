@@ -11,8 +11,9 @@ user or revoking the user's tokens ends it) and the issuance is audited under th
 
 A resource server (the FHIR gateway) may get a token here too, with whatever credential it is
 registered with, for one scope only: ``introspect``, which it presents as a Bearer token at the
-introspection endpoint (SMART's "appropriately-scoped" bearer token, INT-06). Such a token
-reaches no FHIR data.
+introspection endpoint (SMART's "appropriately-scoped" bearer token, INT-06). Such a token is
+for that endpoint, its ``aud`` (:func:`authserver.tokens.service.audience`), and reaches no FHIR
+data.
 """
 
 from __future__ import annotations
@@ -55,24 +56,13 @@ class ClientCredentialsGrant(TokenRequestChecks, grants.ClientCredentialsGrant):
     CAPABILITIES = ("permission-v1", "permission-v2")
 
     def authenticate_token_endpoint_client(self) -> Any:
-        try:
-            client = super().authenticate_token_endpoint_client()
-            if (
-                client.kind != RESOURCE_SERVER
-                and client.token_endpoint_auth_method != PRIVATE_KEY_JWT
-            ):
-                # BS-06: a secret never gets a Backend Services token, not a confidential app's.
-                raise InvalidClientError(
-                    description="client_credentials needs private_key_jwt client authentication."
-                )
-        except InvalidClientError as error:
-            # Authlib answers 401 whenever client_secret_basic is among the methods. RFC 6749
-            # §5.2 keeps 401 for a client that tried the Authorization header (the server's
-            # handle_error_response sets it); a bad assertion or a form secret is a 400, as
-            # SMART's test kits expect of Backend Services.
-            if not self.request.headers.get("Authorization"):
-                error.status_code = 400
-            raise
+        client = super().authenticate_token_endpoint_client()
+        if client.kind != RESOURCE_SERVER and client.token_endpoint_auth_method != PRIVATE_KEY_JWT:
+            # BS-06: a secret never gets a Backend Services token, not a confidential app's. A
+            # 400, or a 401 for the Authorization header, as every failed authentication.
+            raise InvalidClientError(
+                description="client_credentials needs private_key_jwt client authentication."
+            )
         return client
 
     def validate_requested_scope(self) -> None:
