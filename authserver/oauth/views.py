@@ -15,8 +15,8 @@ from authserver.oauth.endpoints import RevocationEndpoint
 from authserver.oauth.server import authorization_server
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import serves_suspended
+from authserver.tenancy.urls import INTROSPECTION_PATH
 from authserver.tokens import fastpath
-from authserver.tokens.service import INTROSPECTION_PATH
 from authserver.web import NO_STORE
 
 bp = Blueprint("oauth", __name__)

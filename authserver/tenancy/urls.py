@@ -28,6 +28,8 @@ SMART_CONFIGURATION_PATH = "/.well-known/smart-configuration"
 JWKS_PATH = "/.well-known/jwks.json"
 LOGIN_PATH = "/login"
 TOKEN_PATH = "/token"
+# Also the audience of a resource server's introspect token (tokens/service.py audience).
+INTROSPECTION_PATH = "/introspect"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from authserver.keys.models import SigningKey
 from authserver.keys.verification import verifying_key
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import INTROSPECTION_PATH
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import CONTEXT_CLAIMS
 from authserver.tokens.claims import minted_by_server
@@ -44,7 +45,6 @@ from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
-from authserver.tokens.service import INTROSPECTION_PATH
 from authserver.tokens.service import REFRESH_TOKEN_PREFIX
 
 # Tokens whose signature verified, per app; a digest and claims each, cleared when full.

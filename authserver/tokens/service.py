@@ -18,6 +18,7 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.tenancy import service as tenants
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import INTROSPECTION_PATH
 from authserver.tenancy.urls import TenantURLs
 from authserver.tokens.claims import AccessTokenSubject
 from authserver.tokens.claims import access_token_claims
@@ -29,9 +30,6 @@ from authserver.tokens.models import IssuedToken
 
 REFRESH_TOKEN_PREFIX = "asrt"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
-# The introspection endpoint under the issuer (the route of oauth/views.py): an introspect
-# token's audience.
-INTROSPECTION_PATH = "/introspect"
 
 
 def new_grant_id() -> str:
