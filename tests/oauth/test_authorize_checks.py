@@ -724,10 +724,12 @@ def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_pol
 ):
     # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
     page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
-    page = signed_in.get(page_url).get_data(as_text=True)
+    page = signed_in.get(page_url)
 
     response = signed_in.post(
-        page_url, data=consent_form(page), headers=form_referer(page, page_url)
+        page_url,
+        data=consent_form(page.get_data(as_text=True)),
+        headers=form_referer(page, page_url),
     )
 
     assert "code" in redirect_params(response)
