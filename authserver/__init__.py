@@ -18,10 +18,18 @@ from authserver.sessions import TenantSessionInterface
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
-# Authlib logs every issued token response, access and refresh tokens included, at DEBUG
-# ("Issue token %r to %r"), and urllib3 every request's path and query (a client's jwks_uri
-# may carry a token there): these loggers never go below INFO, however verbose the rest is.
-QUIET_LOGGERS = ("authlib", "urllib3.connectionpool")
+# The least verbose each of these loggers is, however verbose the rest is made. Authlib logs
+# every issued token response, access and refresh tokens included, at DEBUG ("Issue token %r to
+# %r"), and urllib3 every request's path and query (a client's jwks_uri may carry a token
+# there). SQLAlchemy logs every statement's parameters at INFO (a password hash being written)
+# and result rows at DEBUG (a user's row, read at every sign-in, holds the hash), and its pool
+# each connection's comings and goings.
+QUIET_LOGGERS = {
+    "authlib": logging.INFO,
+    "urllib3.connectionpool": logging.INFO,
+    "sqlalchemy.engine": logging.WARNING,
+    "sqlalchemy.pool": logging.WARNING,
+}
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
@@ -43,8 +51,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         SQLALCHEMY_DATABASE_URI=config.sqlalchemy_url(settings["AUTHSERVER_DATABASE_URL"]),
         # A ping per checkout finds connections a PostgreSQL restart dropped; SQLite has none.
+        # A failed statement's error (and so its logged traceback) names no parameter: one may
+        # be a password hash or a token digest.
         SQLALCHEMY_ENGINE_OPTIONS={
-            "pool_pre_ping": not settings["AUTHSERVER_DATABASE_URL"].startswith("sqlite")
+            "pool_pre_ping": not settings["AUTHSERVER_DATABASE_URL"].startswith("sqlite"),
+            "hide_parameters": True,
         },
         SECRET_KEY=settings["AUTHSERVER_SECRET_KEY"],
         SESSION_COOKIE_SECURE=settings["AUTHSERVER_PUBLIC_URL"].startswith("https://"),
@@ -57,9 +68,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(settings["AUTHSERVER_TEMPLATE_DIR"]), app.jinja_loader]  # type: ignore[list-item]
     )
-    for name in QUIET_LOGGERS:
+    for name, level in QUIET_LOGGERS.items():
         logger = logging.getLogger(name)
-        logger.setLevel(max(logger.level, logging.INFO))
+        logger.setLevel(max(logger.level, level))
     _init_extensions(app)
     _register_blueprints(app)
     from authserver.hotpaths import HotPaths

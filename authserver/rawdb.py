@@ -9,6 +9,11 @@ On PostgreSQL a statement registered with :meth:`RawConnections.prepare` runs th
 itself (``psycopg.pq``, psycopg's documented libpq binding): parameters and results as text,
 no cursor, adapters or result objects of psycopg's, which cost more than the round trip's own
 client side.
+
+Neither sqlite3 nor libpq logs a statement or its parameters (psycopg's own logger names only
+the host and port it connects to), so these connections keep what the engine's
+``hide_parameters`` and its quiet loggers keep out of the logs (``authserver/__init__.py``) out
+of them too; the hot paths log a failure by its type alone (``authserver/hotpaths.py``).
 """
 
 from __future__ import annotations

@@ -25,15 +25,36 @@ log = logging.getLogger(__name__)
 PUBLIC_DOCUMENT_MAX_AGE = 300
 # An answer no browser or proxy may keep (RFC 6749 §5.1; Pragma for HTTP/1.0 caches).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Every response, the hot paths' included (authserver/hotpaths.py): no browser runs an answer
+# as anything but its Content-Type says (a JSON error echoing a parameter is never a script or
+# a page), and no request it leads to carries a Referer (a redirect's URL may hold a code).
+EVERY_RESPONSE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+# With an https public URL, browsers come back over https only for a year, so a network
+# attacker cannot strip TLS from a later visit; not includeSubDomains: the deployment's
+# parent domain may serve other sites, which are not ours to decide.
+HSTS = {"Strict-Transport-Security": "max-age=31536000"}
 # A page that signs in or consents must not be framed by another site (clickjacking): CSP for
 # today's browsers, X-Frame-Options for those that predate frame-ancestors. Nor be kept by a
 # browser or proxy cache: pages hold CSRF tokens, who is signed in and the patients a picker
-# found, and the authorization endpoint's redirects carry codes.
+# found, and the authorization endpoint's redirects carry codes. A page's forms send their
+# Referer to this server only (as the meta tag in base.html says): Flask-WTF refuses a form
+# posted over https without a same-origin Referer, so no-referrer would refuse every sign-in
+# and consent; same-origin, unlike strict-origin, sends nothing to another site either (the
+# app a redirect goes to, a tenant's logo host).
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
     **NO_STORE,
 }
+
+
+def response_headers(app: Flask) -> dict[str, str]:
+    """The headers every response of ``app`` carries: :data:`EVERY_RESPONSE_HEADERS`, and
+    :data:`HSTS` when its public URL is https (as production's must be, but on loopback)."""
+    if app.config["AUTHSERVER_PUBLIC_URL"].startswith("https://"):
+        return {**EVERY_RESPONSE_HEADERS, **HSTS}
+    return dict(EVERY_RESPONSE_HEADERS)
 
 
 def public_json(document: dict[str, Any]) -> Response:
@@ -66,8 +87,11 @@ def error_response(status: int, code: str, description: str) -> tuple[Any, int]:
 
 
 def init_app(app: Flask) -> None:
+    every_response = response_headers(app)
+
     @app.after_request
-    def page_headers(response: Response) -> Response:
+    def security_headers(response: Response) -> Response:
+        response.headers.update(every_response)
         if current_view_has("is_page"):
             response.headers.update(PAGE_HEADERS)
         return response

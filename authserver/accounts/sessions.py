@@ -30,10 +30,13 @@ def current_login() -> LoginSession | None:
 
 
 def set_cookie(response: Response, token: str) -> None:
+    """Set the login cookie: a browser-session cookie (no ``Max-Age``), so that closing the
+    browser of a shared clinic workstation signs its user out; the login row still ends
+    ``AUTHSERVER_LOGIN_SESSION_LIFETIME`` after the sign-in, however long the browser stays
+    open (:func:`service.find_session`)."""
     response.set_cookie(
         COOKIE_NAME,
         token,
-        max_age=current_app.config["AUTHSERVER_LOGIN_SESSION_LIFETIME"],
         path=_cookie_path(),
         secure=current_app.config["SESSION_COOKIE_SECURE"],
         httponly=True,

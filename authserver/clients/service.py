@@ -260,7 +260,8 @@ def set_scopes(
 
     :raises NotFound: for a client ``tenant`` does not have.
     :raises ValidationError: for a resource server, no scope at all (an app registered with
-        none is bounded by its users' roles alone), or a scope registration refuses.
+        none is bounded by its users' roles alone, and granted no extension scope), or a scope
+        registration refuses.
     """
     client = get_client(tenant, client_id)
     if client.kind == RESOURCE_SERVER:

@@ -3,12 +3,14 @@
 import hashlib
 import logging
 import re
+from datetime import timedelta
 from unittest.mock import Mock
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy import update
 
 from authserver.accounts import service
 from authserver.accounts import usernames
@@ -16,6 +18,7 @@ from authserver.accounts.models import LoginSession
 from authserver.accounts.sessions import COOKIE_NAME
 from authserver.audit.models import AuditRecord
 from authserver.extensions import db
+from authserver.models import utcnow
 from authserver.tenancy import service as tenants
 from tests.fixtures.accounts import DUMMY_PASSWORD
 from tests.fixtures.accounts import HTTPS
@@ -71,6 +74,34 @@ def test_a_login_sets_a_tenant_scoped_http_only_cookie(client, tenant, make_user
     assert "HttpOnly" in attributes
     assert "SameSite=Lax" in attributes
     assert "Secure" in attributes
+
+
+def test_the_login_cookie_ends_with_the_browser(client, tenant, make_user):
+    # A shared clinic workstation: closing the browser signs its user out. Without Max-Age or
+    # Expires the cookie is not written to the profile to outlive the browser.
+    make_user(tenant, "alice")
+
+    cookie = login_cookie(login(client, "clinic-a", "alice"))
+
+    names = [part.strip().split("=", 1)[0].lower() for part in cookie.split(";")]
+    assert "max-age" not in names
+    assert "expires" not in names
+
+
+def test_a_login_past_its_lifetime_signs_in_no_more_though_the_browser_stayed_open(
+    client, tenant, make_user
+):
+    make_user(tenant, "alice")
+    login(client, "clinic-a", "alice")
+    assert client.get("/t/clinic-a/").status_code == 200
+    # AUTHSERVER_LOGIN_SESSION_LIFETIME later, the browser still sends the cookie.
+    db.session.execute(update(LoginSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+    response = client.get("/t/clinic-a/")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/t/clinic-a/login")
 
 
 def test_the_session_row_keeps_only_a_sha256_digest_of_the_cookie(client, tenant, make_user):
@@ -307,11 +338,15 @@ def test_a_login_over_https_works_for_a_browser_following_the_pages_referrer_pol
 ):
     # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
     page_url = f"{HTTPS}/t/clinic-a/login"
-    page = client.get(page_url).get_data(as_text=True)
+    page = client.get(page_url)
 
     response = client.post(
         page_url,
-        data={"username": "alice", "password": DUMMY_PASSWORD, "csrf_token": csrf_token(page)},
+        data={
+            "username": "alice",
+            "password": DUMMY_PASSWORD,
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+        },
         headers=form_referer(page, page_url),
     )
 
@@ -470,11 +505,11 @@ def test_logout_over_https_works_for_a_browser_following_the_pages_referrer_poli
 ):
     login(client, "clinic-a", "alice")
     page_url = f"{HTTPS}/t/clinic-a/"
-    home = client.get(page_url).get_data(as_text=True)
+    home = client.get(page_url)
 
     response = client.post(
         f"{HTTPS}/t/clinic-a/logout",
-        data={"csrf_token": csrf_token(home)},
+        data={"csrf_token": csrf_token(home.get_data(as_text=True))},
         headers=form_referer(home, page_url),
     )
 

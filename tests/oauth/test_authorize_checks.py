@@ -16,6 +16,7 @@ from sqlalchemy import update
 from werkzeug.datastructures import MultiDict
 
 from authserver.accounts.models import LoginSession
+from authserver.clients import service as clients
 from authserver.clients.metadata import MAX_SCOPES
 from authserver.errors import ValidationError
 from authserver.extensions import db
@@ -28,6 +29,7 @@ from tests.fixtures.accounts import assert_not_framable
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.accounts import form_referer
 from tests.fixtures.accounts import login
+from tests.fixtures.live import consent_boxes
 from tests.oauth.conftest import REDIRECT_URI
 from tests.oauth.conftest import authorization_params
 from tests.oauth.conftest import authorize
@@ -375,14 +377,63 @@ def test_granular_scopes_arrive_decoded_and_are_echoed_exactly(signed_in, clinic
 
 
 def test_extension_scopes_are_echoed_when_granted(signed_in, clinic):
-    """SCOPE-11: extension scopes (a full URI, or a ``__`` prefix) the user allowed are in the
-    granted ``scope`` as sent."""
+    """SCOPE-11: extension scopes (a full URI, or a ``__`` prefix) the app is registered for
+    and the user allowed are in the granted ``scope`` as sent."""
     scope = "launch/patient __app_feature https://example.org/scopes/export patient/Patient.rs"
+    clients.set_scopes(clinic.tenant, clinic.public_app.client_id, scope.split())
+    db.session.commit()
     response = authorize(signed_in, clinic, authorization_params(clinic, scope=scope))
 
     body = exchange(signed_in, clinic, redirect_params(response)["code"], "v" * 43).json
 
     assert body["scope"] == scope
+
+
+EXTENSION_REQUEST = (
+    "launch/patient openid offline_access patient/*.rs __admin https://rs.example/scopes/superuser"
+)
+
+
+def test_an_app_registered_without_scopes_is_offered_no_extension_scope(signed_in, clinic):
+    """An extension scope is a resource server's own permission, which no role ceiling bounds:
+    an app registered without ``--scope`` is offered its SMART and OpenID scopes, and not
+    ``__admin`` for a patient, nor any URI scope; a forged box for one grants nothing."""
+    params = authorization_params(clinic, scope=EXTENSION_REQUEST)
+    page = signed_in.get("/t/clinic-a/authorize", query_string=params).get_data(as_text=True)
+    offered = [value for value, _ in consent_boxes(page)]
+
+    response = signed_in.post(
+        "/t/clinic-a/authorize",
+        query_string=params,
+        data=consent_form(page, extra=["__admin", "https://rs.example/scopes/superuser"]),
+    )
+    body = exchange(signed_in, clinic, redirect_params(response)["code"], "v" * 43).json
+
+    assert "offline_access" in offered
+    assert not {"__admin", "https://rs.example/scopes/superuser"} & set(offered)
+    assert body["scope"] == "launch/patient openid offline_access patient/*.rs"
+    assert "refresh_token" in body  # offline_access needs no registration, as before
+
+
+def test_a_trusted_app_registered_without_scopes_gets_no_extension_scope(signed_in, clinic):
+    set_policy(clinic.tenant, clinic.public_app, trusted=True)
+    params = authorization_params(clinic, scope=EXTENSION_REQUEST)
+
+    response = signed_in.get("/t/clinic-a/authorize", query_string=params)
+    body = exchange(signed_in, clinic, redirect_params(response)["code"], "v" * 43).json
+
+    assert body["scope"] == "launch/patient openid offline_access patient/*.rs"
+
+
+def test_an_app_asking_only_for_extension_scopes_it_is_not_registered_for_is_invalid_scope(
+    signed_in, clinic, make_client
+):
+    registered = make_client(
+        clinic.tenant, redirect_uris=[REDIRECT_URI], scopes=["launch/patient", "__read_notes"]
+    ).client
+    for app in (clinic.public_app, registered):
+        params = authorization_params(clinic, app, scope="__admin")
+        error_redirect(signed_in.get("/t/clinic-a/authorize", query_string=params), "invalid_scope")
 
 
 def approved_code(client, query: str) -> str:
@@ -673,10 +724,12 @@ def test_consent_over_https_works_for_a_browser_following_the_pages_referrer_pol
 ):
     # Over https Flask-WTF refuses a form whose Referer is missing or from another origin.
     page_url = f"{HTTPS}/t/clinic-a/authorize?{urlencode(authorization_params(clinic))}"
-    page = signed_in.get(page_url).get_data(as_text=True)
+    page = signed_in.get(page_url)
 
     response = signed_in.post(
-        page_url, data=consent_form(page), headers=form_referer(page, page_url)
+        page_url,
+        data=consent_form(page.get_data(as_text=True)),
+        headers=form_referer(page, page_url),
     )
 
     assert "code" in redirect_params(response)

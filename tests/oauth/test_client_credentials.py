@@ -141,6 +141,27 @@ def test_scope_entirely_outside_the_registration_is_invalid_scope(client, tenant
     assert response.json["error"] == "invalid_scope"
 
 
+@pytest.mark.parametrize(
+    ("registered", "granted"),
+    [(["system/Patient.rs", "__bulk"], "system/Patient.rs __bulk"), ([], None)],
+    ids=["registered-for-one", "registered-without-scopes"],
+)
+def test_a_backend_gets_only_the_extension_scopes_its_registration_names(
+    client, tenant, make_backend_client, registered, granted
+):
+    # As at the authorization endpoint (smart/policy.py): an extension scope is a resource
+    # server's own permission, granted only when the registration lists it.
+    backend = make_backend_client(tenant, scopes=registered)
+    scope = "system/Patient.rs __bulk __admin"
+    response = post_token(client, backend.assertion(TOKEN_URL), scope=scope)
+    if granted is None:
+        assert response.status_code == 400
+        assert response.json["error"] == "invalid_scope"
+    else:
+        assert response.status_code == 200, response.json
+        assert response.json["scope"] == granted
+
+
 def registered_before_scope_kinds_were_checked(client_row, scope: str) -> None:
     """Give a client scopes registration now refuses it (none of its grants issues them), as a
     row registered before it checked them may hold: the token endpoint must not grant them."""

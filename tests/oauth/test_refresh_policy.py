@@ -316,6 +316,32 @@ def test_a_narrowed_request_does_not_keep_what_the_registration_no_longer_allows
     assert ended["details"]["scope"] == "patient/*.rs"
 
 
+def test_an_extension_scope_an_unregistered_app_got_earlier_is_dropped_at_its_next_refresh(
+    pat, clinic
+):
+    # Before registrations bounded extension scopes, an app registered without scopes was
+    # granted any it asked for, and its refresh tokens still hold them.
+    family = "launch/patient offline_access patient/*.rs __admin"
+    authorization = tokens.Authorization(
+        tenant=clinic.tenant,
+        client=clinic.public_app,
+        scope=family,
+        user=clinic.patient,
+        context={"patient": "p-clinic-a"},
+    )
+    refresh_token = tokens.issue_refresh_token(authorization)
+    db.session.commit()
+
+    body = refresh(pat, clinic, refresh_token).json
+    asking = refresh(pat, clinic, body["refresh_token"], scope="__admin")
+
+    assert body["scope"] == claims_of(body)["scope"] == "launch/patient offline_access patient/*.rs"
+    assert "refresh_token" in body
+    assert_error(asking, 400, "invalid_scope")
+    [event] = narrowings(clinic.tenant)
+    assert event.details["dropped"] == ["__admin"]
+
+
 # --- Nothing changed, and another tenant ----------------------------------------------------
 
 

@@ -22,8 +22,12 @@ GRANULAR = st.sampled_from(
     ["patient/Observation.rs?category=laboratory", "user/Condition.rs?category=problem-list-item"]
 )
 NAMED = st.sampled_from(["openid", "fhirUser", "launch/patient", "offline_access", "launch"])
-SCOPE_STRINGS = st.lists(st.one_of(RESOURCE_SCOPES, GRANULAR, NAMED), max_size=6).map(" ".join)
+EXTENSIONS = st.sampled_from(["__admin", "https://rs.example/scopes/export"])
+SCOPE_STRINGS = st.lists(st.one_of(RESOURCE_SCOPES, GRANULAR, NAMED, EXTENSIONS), max_size=6).map(
+    " ".join
+)
 CEILINGS = st.lists(st.one_of(RESOURCE_SCOPES, GRANULAR), max_size=4).map(" ".join)
+REGISTRATIONS = st.lists(st.one_of(RESOURCE_SCOPES, GRANULAR, EXTENSIONS), max_size=4).map(" ".join)
 
 
 def test_named_scopes_pass_the_role_ceiling_but_not_the_client_registration():
@@ -35,6 +39,22 @@ def test_named_scopes_pass_the_role_ceiling_but_not_the_client_registration():
     )
 
 
+def test_only_a_registration_naming_an_extension_scope_grants_it():
+    """SCOPE-11 scopes are a resource server's own permissions, which no role ceiling bounds: an
+    app registered without scopes gets its SMART and OpenID scopes (its refresh scopes
+    included) as the role ceiling allows, and no extension scope."""
+    requested = parse_scopes(
+        "launch/patient openid offline_access patient/*.rs __admin https://rs.example/scopes/su"
+    )
+    ceiling = parse_scopes("patient/*.rs")
+
+    assert str(grantable(requested, parse_scopes(""), ceiling)) == (
+        "launch/patient openid offline_access patient/*.rs"
+    )
+    registered = parse_scopes("launch/patient patient/*.rs __admin")
+    assert str(grantable(requested, registered, ceiling)) == "launch/patient patient/*.rs __admin"
+
+
 def test_user_approval_narrows_to_granular_scopes():
     could = parse_scopes("patient/Observation.rs patient/Patient.rs")
     approved = parse_scopes("patient/Observation.rs?category=laboratory patient/Patient.rs")
@@ -44,7 +64,7 @@ def test_user_approval_narrows_to_granular_scopes():
 
 
 @settings(max_examples=300, deadline=None)
-@given(SCOPE_STRINGS, CEILINGS, st.lists(CEILINGS, min_size=1, max_size=3), SCOPE_STRINGS)
+@given(SCOPE_STRINGS, REGISTRATIONS, st.lists(CEILINGS, min_size=1, max_size=3), SCOPE_STRINGS)
 def test_granted_never_exceeds_any_ceiling(requested, client_allowed, role_ceilings, approved):
     requested_set = parse_scopes(requested)
     client_set = parse_scopes(client_allowed)
@@ -57,3 +77,5 @@ def test_granted_never_exceeds_any_ceiling(requested, client_allowed, role_ceili
             assert role_union.covers(scope), scope
             if len(client_set):
                 assert client_set.covers(scope), scope
+        elif scope.kind == "extension":
+            assert client_set.covers(scope), scope
