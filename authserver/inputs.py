@@ -2,7 +2,11 @@
 
 No protocol value this server accepts (a client id, a username, a nonce, a scope, a member of a
 JSON body...) can hold a NUL character, and PostgreSQL can neither compare nor store text that
-does: without this check such a value would reach a query and fail there as a server error.
+does: without this check such a value would reach a query and fail there as a server error. A
+JSON string can also spell a lone UTF-16 surrogate (``"\ud800"``), which no database driver can
+encode, so a JSON body is held to :func:`authserver.validation.storable`; parameters, the path
+and Basic credentials cannot carry one (Werkzeug decodes them with replacement characters, and
+Basic credentials are decoded strictly).
 HTTP Basic credentials must be base64 of UTF-8 text (RFC 7617 §2.1 with ``charset="UTF-8"``,
 RFC 6749 §2.3.1); anything else is a failed client authentication, answered as one.
 
@@ -28,6 +32,7 @@ from flask import request
 
 from authserver.errors import ValidationError
 from authserver.validation import json_strings
+from authserver.validation import storable
 
 NUL = "\x00"
 # A token presented for introspection or revocation is never read as text by the database (it
@@ -43,11 +48,14 @@ def init_app(app: Flask) -> None:
 
 
 def refuse_unusable_input() -> Response | None:
-    """``before_request``: a 401 for unreadable Basic credentials; raises for a NUL anywhere."""
+    """``before_request``: a 401 for unreadable Basic credentials; raises for a NUL anywhere, or
+    a lone surrogate in a JSON body."""
     if NUL in request.path or _has_nul(request.args) or _has_nul(request.form):
         raise ValidationError("The request holds a NUL character, which no parameter may contain.")
-    if request.is_json and any(NUL in text for text in json_strings(request.get_json(silent=True))):
-        raise ValidationError("The JSON body holds a NUL character, which no member may contain.")
+    if request.is_json and not all(map(storable, json_strings(request.get_json(silent=True)))):
+        raise ValidationError(
+            "The JSON body holds a NUL character or a lone surrogate, which no member may contain."
+        )
     if not basic_credentials_readable(request.headers.get("Authorization", "")):
         error = InvalidClientError(
             status_code=401, description="The client credentials are not readable."

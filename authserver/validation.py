@@ -12,12 +12,17 @@ from authserver.errors import ValidationError
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 MAX_URL_LENGTH = 2000
+# What no database can hold or compare: NUL (PostgreSQL refuses it) and a lone UTF-16 surrogate,
+# which no driver can encode as UTF-8. JSON spells one as "\ud800"; Python holds a command-line
+# byte that is not UTF-8 as one (PEP 383).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def text(value: str | None, field: str, *, max_length: int, required: bool = True) -> str | None:
     """Strip ``value`` and enforce its length; ``None`` or blank is allowed unless ``required``.
 
-    :raises ValidationError: when blank but required, over-long or holding control characters.
+    :raises ValidationError: when blank but required, over-long, holding control characters
+        or not text a database can hold (:func:`storable`).
     """
     value = (value or "").strip()
     if not value:
@@ -28,7 +33,18 @@ def text(value: str | None, field: str, *, max_length: int, required: bool = Tru
         raise ValidationError(f"{field} is longer than {max_length} characters")
     if any(ord(char) < 32 for char in value):
         raise ValidationError(f"{field} contains control characters")
+    if not storable(value):
+        raise ValidationError(f"{field} is not valid UTF-8 text")
     return value
+
+
+def storable(value: str) -> bool:
+    """Whether a database can hold and compare ``value``: it holds no NUL and no lone surrogate.
+
+    Anything else reaching a query fails there as a server error; a value from a request that
+    is not storable names nothing this server holds.
+    """
+    return UNSTORABLE.search(value) is None
 
 
 def web_url(

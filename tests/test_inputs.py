@@ -1,8 +1,10 @@
 """Input no endpoint can use gets a client error in the endpoint's own format, never a 500.
 
 PostgreSQL cannot hold or compare text with a NUL character, so on PostgreSQL each of these once
-reached a query and failed there; HTTP Basic credentials that are not base64 of UTF-8 failed
-inside the credential parser. Both backends run every case.
+reached a query and failed there; no database driver can encode a lone UTF-16 surrogate, which
+JSON can spell (``"\\ud800"``), so on both backends such a value in a JWT or a JSON body did the
+same; HTTP Basic credentials that are not base64 of UTF-8 failed inside the credential parser.
+Both backends run every case.
 """
 
 from __future__ import annotations
@@ -137,6 +139,65 @@ def test_a_token_whose_kid_holds_a_nul_is_inactive(client, tenant, make_gateway,
 
     assert response.status_code == 200
     assert response.json == {"active": False}
+
+
+# -- lone UTF-16 surrogates -------------------------------------------------------------------
+# Forms and query strings cannot carry one (Werkzeug decodes them with replacement characters):
+# a JWT's header or payload, and a JSON body, can.
+
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [("/t/clinic-a/token", 400), ("/t/clinic-a/introspect", 401), ("/t/clinic-a/revoke", 400)],
+)
+def test_an_assertion_whose_subject_is_a_lone_surrogate_is_invalid_client(
+    client, tenant, path, status
+):
+    """The assertion's ``sub`` names the client, read before its signature is checked."""
+    assertion = unsigned_jwt(
+        {"alg": "RS384", "kid": "k", "typ": "JWT"},
+        {"iss": SURROGATE, "sub": SURROGATE, "aud": "x", "exp": 1, "jti": "j"},
+    )
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion, "token": "t"}
+    if path.endswith("/token"):
+        form = {"grant_type": "client_credentials", "scope": "system/Patient.rs", **form}
+        del form["token"]
+
+    response = client.post(path, data=form)
+
+    assert_oauth_error(response, status, "invalid_client")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_token_whose_kid_is_a_lone_surrogate_is_inactive_and_revokes_nothing(
+    client, tenant, make_gateway, make_client, issue
+):
+    gateway = make_gateway(tenant)
+    live = issue(tenant).access_token
+    assert gateway.introspect(client, live).json["active"] is True
+    token = unsigned_jwt({"alg": "RS256", "typ": "at+jwt", "kid": SURROGATE}, {"jti": "j"})
+    app = make_client(tenant).client  # a public app revokes with its client_id alone
+
+    introspected = gateway.introspect(client, token)
+    revoked = client.post("/t/clinic-a/revoke", data={"token": token, "client_id": app.client_id})
+
+    assert introspected.status_code == 200 and introspected.json == {"active": False}
+    assert revoked.status_code == 200, revoked.get_data(as_text=True)
+    assert gateway.introspect(client, live).json["active"] is True
+
+
+@pytest.mark.parametrize("path", ["/t/clinic-a/launch", "/t/clinic-a/token", "/healthz"])
+def test_a_lone_surrogate_in_a_json_body_is_invalid_request(client, tenant, path):
+    """Refused like a NUL, before anything reads the body, whatever the URL."""
+    body = json.dumps({"patient": "pt-1", "intent": SURROGATE})
+    assert "\\ud800" in body  # JSON's own spelling of it, all ASCII
+
+    response = client.post(path, data=body, content_type="application/json")
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert "surrogate" in response.json["error_description"]
 
 
 # -- Basic credentials that cannot be read -----------------------------------------------------

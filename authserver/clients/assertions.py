@@ -44,6 +44,7 @@ from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import public_url_for
 from authserver.tenancy.urls import TOKEN_PATH
+from authserver.validation import storable
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class AssertionClaims(PrivateKeyJWTAuthentication):
 
 
 def check_jti(jti: Any) -> None:
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or "\x00" in jti:
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or not storable(jti):
         raise InvalidClientError(description="Invalid JWT ID.")
 
 

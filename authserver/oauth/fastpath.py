@@ -80,6 +80,7 @@ from authserver.tokens.limits import scope_fits
 from authserver.tokens.models import ACCESS
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
 from authserver.tokens.service import new_grant_id
+from authserver.validation import storable
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         return None
     if alg not in SIGNING_ALGS or params.get("client_id", client_id) != client_id:
         return None
+    if not storable(client_id):
+        return None  # names no client: never sent to the database (the full path says so)
     try:
         entry = store.entries.get((slug, client_id)) or store.load(slug, client_id)
         if entry is None:

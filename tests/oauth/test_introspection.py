@@ -548,6 +548,20 @@ def test_wrong_kid_is_inactive(client, home, gateway, issue):
     assert_inactive(gateway.introspect(client, compact(header, payload, signature)))
 
 
+def test_a_kid_that_is_a_lone_surrogate_is_inactive_on_the_fast_path_too(
+    client, home, gateway, issue, fast_answers
+):
+    """JSON can spell one ("\\ud800"), which no database driver can encode: it names no key."""
+    issued = issue(home)
+    assert gateway.introspect(client, issued.access_token).json["active"] is True
+    fast_answers.clear()
+    header, payload, signature = segments(issued.access_token)
+    header["kid"] = "\ud800"
+
+    assert_inactive(gateway.introspect(client, compact(header, payload, signature)))
+    assert fast_answers == [{"active": False}]
+
+
 def test_an_unknown_token_type_hint_is_ignored(client, home, gateway, issue):
     # RFC 7662 §2.1: the server searches all its token types whatever the hint.
     response = gateway.introspect(client, issue(home).access_token, token_type_hint="id_token")

@@ -268,6 +268,37 @@ def test_a_bad_signature_is_refused_by_the_full_path(client, backend, answers):
     assert answers == [None]
 
 
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+def test_a_lone_surrogate_in_the_assertion_is_refused_by_the_full_path(
+    client, backend, answers, claim
+):
+    """JSON can spell one ("\\ud800"), which no database driver can encode: the fast path
+    declines, and the full path refuses the client, recording nothing."""
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    recorded = db.session.query(UsedAssertion).count()
+
+    response = post(client, backend.assertion(TOKEN_URL, **{claim: "\ud800"}))
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_client"
+    assert answers == [None]
+    assert db.session.query(UsedAssertion).count() == recorded
+
+
+def test_a_subject_no_database_can_hold_is_never_looked_up(app, client, backend, monkeypatch):
+    """Declined before the database: the lookup would fail there and close a raw connection,
+    which the next request would have to open again."""
+    store = app.extensions[fastpath.EXTENSION]
+    looked_up = []
+    monkeypatch.setattr(store, "load", lambda *key: looked_up.append(key))
+
+    response = post(client, backend.assertion(TOKEN_URL, sub="\ud800"))
+
+    assert response.status_code == 400 and response.json["error"] == "invalid_client"
+    assert looked_up == []
+
+
 def test_a_row_rewritten_with_the_same_values_keeps_tokens_coming(client, backend, answers):
     assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
     rewrite = "UPDATE clients SET allowed_scope = allowed_scope WHERE client_id = :client_id"
