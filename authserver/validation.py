@@ -98,13 +98,31 @@ def color(value: str, field: str = "primary colour") -> str:
 
 
 def json_strings(value: Any) -> Iterator[str]:
-    """Every string in a parsed JSON value, object keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from json_strings(item)
+    """Every string in a parsed JSON value, object keys included, in no particular order.
+
+    Walked without recursion, so a value of any depth is walked in full.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value: 0 for a string, a number,
+    true, false or null, 1 for ``[]`` or ``{"a": 1}``. Counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        members = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend((member, depth + 1) for member in members)
+    return deepest

@@ -200,6 +200,49 @@ def test_a_lone_surrogate_in_a_json_body_is_invalid_request(client, tenant, path
     assert "surrogate" in response.json["error_description"]
 
 
+# -- deeply nested JSON ------------------------------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 5000])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/t/clinic-a/launch"),
+        ("POST", "/t/clinic-a/token"),
+        ("POST", "/t/clinic-a/introspect"),
+        ("GET", "/t/clinic-a/.well-known/jwks.json"),
+        ("POST", "/healthz"),
+    ],
+)
+def test_a_json_body_nested_too_deep_is_invalid_request_at_any_url(
+    client, tenant, caplog, method, path, depth
+):
+    """5000 levels (10 kB) once exhausted the parser's recursion before anything else ran."""
+    response = client.open(path, method=method, data=nested(depth), content_type="application/json")
+
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json["error_description"] == "The JSON body nests deeper than 32 levels."
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_a_json_body_nested_too_deep_at_a_page_is_an_error_page(client, tenant):
+    response = client.get("/t/clinic-a/login", data=nested(5000), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.content_type.startswith("text/html")
+    assert "nests deeper than 32 levels" in response.get_data(as_text=True)
+
+
+def test_a_json_body_nested_32_deep_is_read_as_any_other(client, tenant):
+    response = client.post("/healthz", data=nested(32), content_type="application/json")
+
+    assert response.status_code == 405  # what POST /healthz is without a body
+
+
 # -- Basic credentials that cannot be read -----------------------------------------------------
 
 UNREADABLE = [b"\xff\xfe:secret", b"rs_\x00:secret", b"rs_%00:secret", b"no-colon"]
