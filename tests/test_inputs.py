@@ -229,6 +229,24 @@ def test_a_json_body_nested_too_deep_is_invalid_request_at_any_url(
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
 
 
+@pytest.mark.parametrize(
+    "path, status",
+    [("/t/clinic-a/token", 400), ("/t/clinic-a/introspect", 401), ("/t/clinic-a/revoke", 400)],
+)
+def test_an_assertion_whose_payload_nests_too_deep_is_invalid_client(client, tenant, path, status):
+    """Authlib reads the payload before the signature and catches only a ValueError; the
+    parser's RecursionError was a 500 at every endpoint that authenticates clients."""
+    header = b64url(json.dumps({"alg": "RS384", "kid": "k", "typ": "JWT"}).encode())
+    assertion = f"{header}.{b64url(nested(5000).encode())}.AAAA"
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    form |= {"grant_type": "client_credentials"} if path.endswith("/token") else {"token": "t"}
+
+    response = client.post(path, data=form)
+
+    assert_oauth_error(response, status, "invalid_client")
+    assert response.json["error_description"] == "Invalid JWT payload."
+
+
 def test_a_json_body_nested_too_deep_at_a_page_is_an_error_page(client, tenant):
     response = client.get("/t/clinic-a/login", data=nested(5000), content_type="application/json")
 

@@ -64,6 +64,7 @@ from authserver.clients.assertions import select_key
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import jwks_cache
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
+from authserver.inputs import MAX_JSON_DEPTH
 from authserver.keys import service as keys
 from authserver.keys.models import ACTIVE as KEY_ACTIVE
 from authserver.models import UTCDateTime
@@ -367,6 +368,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
     assertion = params["client_assertion"]
     try:
         compact = jws.extract_compact(assertion.encode())
+        if compact.payload.count(b"[") + compact.payload.count(b"{") > MAX_JSON_DEPTH:
+            return None  # may nest deeper than the full path reads: it says so
         header, unverified = compact.headers(), json.loads(compact.payload)
     except (JoseError, ValueError):
         return None

@@ -8,6 +8,7 @@ everyday request.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -27,6 +28,7 @@ from authserver.oauth import fastpath
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
+from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
@@ -297,6 +299,26 @@ def test_a_subject_no_database_can_hold_is_never_looked_up(app, client, backend,
 
     assert response.status_code == 400 and response.json["error"] == "invalid_client"
     assert looked_up == []
+
+
+@pytest.mark.parametrize("depth", [33, 2000])  # 2000: a body the fast path reads (9 kB)
+def test_a_payload_nesting_too_deep_is_refused_by_the_full_path(client, backend, answers, depth):
+    """Signed by the client itself, and refused all the same: no claim nests, and past about a
+    thousand levels Python's parser gives up with a RecursionError."""
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    claims = json.dumps(assertion_claims(backend.client_id, TOKEN_URL))
+    payload = claims[:-1] + ', "note": ' + "[" * depth + "]" * depth + "}"
+    headers = {"kid": backend.key.kid, "typ": "JWT"}
+    assertion = jwt.PyJWS().encode(
+        payload.encode(), backend.key.private_key, algorithm=backend.key.alg, headers=headers
+    )
+
+    response = post(client, assertion)
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json == {"error": "invalid_client", "error_description": "Invalid JWT payload."}
+    assert answers == [None]
 
 
 def test_a_row_rewritten_with_the_same_values_keeps_tokens_coming(client, backend, answers):
