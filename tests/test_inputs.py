@@ -10,12 +10,16 @@ Both backends run every case.
 from __future__ import annotations
 
 import base64
+import io
 import json
+from urllib.parse import urlencode
 
 import pytest
+from flask.testing import FlaskClient
 
 from tests.fixtures.accounts import csrf_token
 from tests.fixtures.assertions import ASSERTION_TYPE
+from tests.fixtures.assertions import token_form
 from tests.fixtures.tokens import basic
 
 REDIRECT = "https://app.example.test/callback"
@@ -259,6 +263,92 @@ def test_a_json_body_nested_32_deep_is_read_as_any_other(client, tenant):
     response = client.post("/healthz", data=nested(32), content_type="application/json")
 
     assert response.status_code == 405  # what POST /healthz is without a body
+
+
+# -- request size ----------------------------------------------------------------------------
+
+LIMIT = 64 * 1024  # AUTHSERVER_MAX_REQUEST_BYTES's default
+FORM = "application/x-www-form-urlencoded"
+
+
+def send(client: FlaskClient, path: str, content: bytes, content_type: str, **headers: str):
+    """POST ``content`` as a stream, as a server hands it on; return the response and how many
+    bytes of it were read."""
+    body = io.BytesIO(content)
+    response = client.post(
+        path,
+        input_stream=body,
+        content_length=len(content),
+        content_type=content_type,
+        headers=headers,
+    )
+    return response, body.tell()
+
+
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/healthz", "application/json"),
+        ("/t/clinic-a/launch", "application/json"),
+        ("/t/clinic-a/token", FORM),
+        ("/t/clinic-a/introspect", FORM),
+        ("/t/clinic-a/revoke", FORM),
+    ],
+)
+def test_a_body_over_the_limit_is_refused_unread(client, tenant, caplog, path, content_type):
+    """60 MB of JSON once cost a worker 228 MB before a 405: now nothing of it is read."""
+    content = b"[" + b"0," * (LIMIT // 2) + b"0]" if "json" in content_type else b"x=" * LIMIT
+
+    response, read = send(client, path, content, content_type)
+
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.json == {
+        "error": "invalid_request",
+        "error_description": "The request body is larger than the 65536 bytes this server takes.",
+    }
+    assert read == 0
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_a_token_endpoint_refusal_for_size_is_uncached_and_readable_by_browser_apps(client, tenant):
+    response, _ = send(client, "/t/clinic-a/token", b"x" * (LIMIT + 1), FORM)
+
+    assert response.status_code == 413
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/t/clinic-a/login", "/t/clinic-a/authorize"])
+def test_a_page_over_the_limit_is_an_error_page(client, tenant, path):
+    response, read = send(client, path, b"x" * (LIMIT + 1), FORM)
+
+    assert response.status_code == 413
+    assert response.content_type.startswith("text/html")
+    assert "larger than the 65536 bytes" in response.get_data(as_text=True)
+    assert read == 0
+
+
+def test_a_body_of_the_limit_is_read_as_any_other(client, tenant):
+    content = urlencode({"grant_type": "client_credentials", "pad": "x" * LIMIT}).encode()[:LIMIT]
+
+    response, read = send(client, "/t/clinic-a/token", content, FORM)
+
+    assert response.status_code == 400 and response.json["error"] != "invalid_request"
+    assert read == LIMIT
+
+
+def test_the_limit_is_a_deployment_setting_the_token_fast_path_honours_too(
+    make_app, tenant, make_backend_client
+):
+    backend = make_backend_client(tenant)
+    content = urlencode(token_form(backend.assertion("https://auth.example.test/t/clinic-a/token")))
+    app = make_app(AUTHSERVER_MAX_REQUEST_BYTES=len(content) - 1)  # the fast path reads 9 kB
+
+    response, read = send(app.test_client(), "/t/clinic-a/token", content.encode(), FORM)
+
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert str(len(content) - 1) in response.json["error_description"]
+    assert read == 0
 
 
 # -- Basic credentials that cannot be read -----------------------------------------------------
