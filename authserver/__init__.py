@@ -58,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             "hide_parameters": True,
         },
         SECRET_KEY=settings["AUTHSERVER_SECRET_KEY"],
+        MAX_CONTENT_LENGTH=settings["AUTHSERVER_MAX_REQUEST_BYTES"],
         SESSION_COOKIE_SECURE=settings["AUTHSERVER_PUBLIC_URL"].startswith("https://"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -74,6 +74,12 @@ DEFAULTS: dict[str, Any] = {
     # deleted (seconds; authserver/upkeep.py). They decide nothing once expired: the margin is for
     # instances' clocks and for an operator looking into the last hour.
     "AUTHSERVER_EXPIRED_ROW_RETENTION": 3600,
+    # The largest request body taken (bytes; Flask's MAX_CONTENT_LENGTH): a larger one is a 413
+    # before any of it is read, so no request can make a worker hold more. The largest legitimate
+    # body is about 19 kB (a sign-in with a 1,024-character password whose next is the longest
+    # authorization request); token requests with an assertion, introspection of the longest
+    # token, consent and an EHR's launch context take 3-9 kB.
+    "AUTHSERVER_MAX_REQUEST_BYTES": 64 * 1024,
     # The name of the per-tenant session cookie holding the CSRF secret (authserver/sessions.py;
     # Flask's SESSION_COOKIE_NAME), for a deployment whose other apps share its host. Not
     # Flask's "session": browsers may still hold one of those for path /, from when every
@@ -98,6 +104,7 @@ MINIMUMS: dict[str, float] = {
     "AUTHSERVER_JWKS_MAX_AGE_LIMIT": 0,
     "AUTHSERVER_INTROSPECTION_CACHE_SECONDS": 0,
     "AUTHSERVER_EXPIRED_ROW_RETENTION": 0,
+    "AUTHSERVER_MAX_REQUEST_BYTES": 1,
 }
 ARGON2_MEMORY_PER_LANE = 8  # KiB: argon2's least memory for each lane of parallelism
 KEK_HELP = (

@@ -32,7 +32,9 @@ Answer = Callable[[str, dict[str, Any], bytes], "bytes | None"]
 # A tenant slug as tenants are named (tenancy.urls.SLUG); anything else is not ours.
 ROUTE = re.compile(rf"/t/({SLUG.pattern})/(introspect|token)")
 FORM_TYPE = "application/x-www-form-urlencoded"
-MAX_BODY = MAX_TOKEN_LENGTH + 1024  # larger bodies go to Flask, which refuses them properly
+# Larger bodies go to Flask, which refuses them properly; so do bodies over the deployment's
+# limit (MAX_CONTENT_LENGTH), which Flask refuses unread.
+MAX_BODY = MAX_TOKEN_LENGTH + 1024
 INTROSPECTION_HEADERS = [("Content-Type", "application/json"), *NO_STORE.items()]
 
 
@@ -42,6 +44,7 @@ class HotPaths:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.wsgi_app = app.wsgi_app
+        self.max_body = min(MAX_BODY, app.config["MAX_CONTENT_LENGTH"])
         # What Flask adds to every response (nosniff, no Referer, HSTS), listed once here: an
         # answer costs no header work beyond its Content-Length.
         every_response = list(response_headers(app).items())
@@ -71,12 +74,11 @@ class HotPaths:
                 return [content]
         return self.wsgi_app(environ, start_response)
 
-    @staticmethod
-    def _candidate(environ: dict[str, Any]) -> re.Match[str] | None:
+    def _candidate(self, environ: dict[str, Any]) -> re.Match[str] | None:
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
             return None  # parameters in the URL too: the full path decides what they mean
         content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         length = environ.get("CONTENT_LENGTH", "")
-        if content_type != FORM_TYPE or not length.isdigit() or int(length) > MAX_BODY:
+        if content_type != FORM_TYPE or not length.isdigit() or int(length) > self.max_body:
             return None
         return ROUTE.fullmatch(environ.get("PATH_INFO", ""))

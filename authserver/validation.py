@@ -12,12 +12,17 @@ from authserver.errors import ValidationError
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 MAX_URL_LENGTH = 2000
+# What no database can hold or compare: NUL (PostgreSQL refuses it) and a lone UTF-16 surrogate,
+# which no driver can encode as UTF-8. JSON spells one as "\ud800"; Python holds a command-line
+# byte that is not UTF-8 as one (PEP 383).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def text(value: str | None, field: str, *, max_length: int, required: bool = True) -> str | None:
     """Strip ``value`` and enforce its length; ``None`` or blank is allowed unless ``required``.
 
-    :raises ValidationError: when blank but required, over-long or holding control characters.
+    :raises ValidationError: when blank but required, over-long, holding control characters
+        or not text a database can hold (:func:`storable`).
     """
     value = (value or "").strip()
     if not value:
@@ -28,7 +33,18 @@ def text(value: str | None, field: str, *, max_length: int, required: bool = Tru
         raise ValidationError(f"{field} is longer than {max_length} characters")
     if any(ord(char) < 32 for char in value):
         raise ValidationError(f"{field} contains control characters")
+    if not storable(value):
+        raise ValidationError(f"{field} is not valid UTF-8 text")
     return value
+
+
+def storable(value: str) -> bool:
+    """Whether a database can hold and compare ``value``: it holds no NUL and no lone surrogate.
+
+    Anything else reaching a query fails there as a server error; a value from a request that
+    is not storable names nothing this server holds.
+    """
+    return UNSTORABLE.search(value) is None
 
 
 def web_url(
@@ -82,13 +98,31 @@ def color(value: str, field: str = "primary colour") -> str:
 
 
 def json_strings(value: Any) -> Iterator[str]:
-    """Every string in a parsed JSON value, object keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from json_strings(item)
+    """Every string in a parsed JSON value, object keys included, in no particular order.
+
+    Walked without recursion, so a value of any depth is walked in full.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value: 0 for a string, a number,
+    true, false or null, 1 for ``[]`` or ``{"a": 1}``. Counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        members = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend((member, depth + 1) for member in members)
+    return deepest

@@ -15,6 +15,7 @@ from flask import make_response
 from flask import render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from authserver.errors import ServiceError
 from authserver.tenancy.resolution import current_view_has
@@ -130,6 +131,14 @@ def init_app(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers.add(name, value)
         return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> tuple[Any, int]:
+        # Werkzeug refuses a body over MAX_CONTENT_LENGTH when something first reads it (the
+        # input checks, before any view); a malformed request in the protocol's words.
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        message = f"The request body is larger than the {limit} bytes this server takes."
+        return error_response(413, "invalid_request", message)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> tuple[Any, int]:

@@ -306,6 +306,7 @@ def test_a_non_integer_in_an_integer_setting_is_refused(monkeypatch, settings):
         ("AUTHSERVER_ARGON2_MEMORY_COST", 8),  # below 8 KiB per lane (4 lanes)
         ("AUTHSERVER_INTROSPECTION_CACHE_SECONDS", -5.0),
         ("AUTHSERVER_EXPIRED_ROW_RETENTION", -1),  # rows forgotten before they expire
+        ("AUTHSERVER_MAX_REQUEST_BYTES", 0),  # every request with a body refused
     ],
 )
 def test_a_setting_out_of_its_range_is_refused_at_start(settings, name, value):

@@ -28,10 +28,19 @@ DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path under this tenant, so the login page cannot redirect anywhere else."""
+    """Only a path under this tenant, so the login page cannot redirect anywhere else, written
+    in printing characters and no spaces, as a ``Location`` header takes it (a line break there
+    is a server error, a tab one a browser drops)."""
     home = url_for(".home")
     prefix = home  # "/t/{slug}/"
-    if target and target.startswith(prefix) and "//" not in target and "\\" not in target:
+    if (
+        target
+        and target.startswith(prefix)
+        and "//" not in target
+        and "\\" not in target
+        and target.isprintable()
+        and " " not in target
+    ):
         # Browsers resolve "..", also as "%2e%2e": /t/a/../b/ is another tenant's page.
         segments = unquote(urlsplit(target).path).split("/")
         if not DOT_SEGMENTS & set(segments):
@@ -46,6 +55,7 @@ def login() -> Response | tuple[str, int] | str:
     if not form.validate_on_submit():
         status = 400 if form.is_submitted() else 200
         return render_tenant_page("accounts/login.html", form=form), status
+    destination = _safe_next(form.next.data)  # judged before anything is committed
     tenant = current_tenant()
     user = service.authenticate(tenant, form.username.data or "", form.password.data or "")
     if user is None:
@@ -61,7 +71,7 @@ def login() -> Response | tuple[str, int] | str:
     session.clear()
     token, _ = service.start_session(tenant, user)
     db.session.commit()
-    response = redirect(_safe_next(form.next.data), code=303)
+    response = redirect(destination, code=303)
     sessions.set_cookie(response, token)
     return response
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 from flask.cli import with_appcontext
 
@@ -12,6 +10,7 @@ from authserver.cli.common import ACTOR
 from authserver.cli.common import Commands
 from authserver.cli.common import emit
 from authserver.cli.common import nothing_changed
+from authserver.cli.common import password_from_stdin
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 
@@ -37,7 +36,7 @@ def create(
     tenant: str, username: str, roles: tuple[str, ...], fhir_user: str | None, password_stdin: bool
 ) -> None:
     """Create USERNAME at TENANT; the password comes from stdin, never the command line."""
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = password_from_stdin()
     created = service.create_user(
         tenant_named(tenant), username, password, list(roles), fhir_user=fhir_user, actor=ACTOR
     )
@@ -98,7 +97,7 @@ def set_password(tenant: str, username: str, password_stdin: bool) -> None:
     """
     tenant_row = tenant_named(tenant)
     account = service.get_user(tenant_row, username)
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = password_from_stdin()
     ended = service.set_password(tenant_row, account, password, actor=ACTOR)
     emit({**service.describe_user(account), "sessions_ended": ended})
 

@@ -38,12 +38,15 @@ from authserver.clients.jwks_fetch import jwks_cache
 from authserver.clients.metadata import SIGNING_ALGS
 from authserver.clients.metadata import can_verify
 from authserver.clients.models import Client
+from authserver.inputs import MAX_JSON_DEPTH
 from authserver.inputs import describable
 from authserver.keys.crypto import thumbprint
 from authserver.tenancy import service as tenants
 from authserver.tenancy.resolution import current_tenant
 from authserver.tenancy.resolution import public_url_for
 from authserver.tenancy.urls import TOKEN_PATH
+from authserver.validation import json_depth
+from authserver.validation import storable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,19 @@ class PrivateKeyJWTAuthentication(JWTBearerClientAssertion):
         if client is not None and claimed and claimed != client.client_id:
             raise InvalidClientError(description="client_id does not match the assertion.")
         return client
+
+    def extract_assertion(self, assertion: str) -> tuple[Any, dict[str, Any]]:
+        """Authlib's reading of the unverified assertion, which also finds malformed a payload
+        nesting more than :data:`MAX_JSON_DEPTH` levels (Authlib catches only a ValueError,
+        and Python's parser raises a RecursionError at about a thousand: a 500)."""
+        malformed = InvalidClientError(description="Invalid JWT payload.")  # as Authlib says it
+        try:
+            headers, claims = super().extract_assertion(assertion)
+        except RecursionError:
+            raise malformed from None
+        if json_depth(claims) > MAX_JSON_DEPTH:
+            raise malformed
+        return headers, claims
 
     def get_audiences(self) -> list[str]:
         token_url = tenants.urls(current_tenant()).url(TOKEN_PATH)
@@ -129,7 +145,7 @@ class AssertionClaims(PrivateKeyJWTAuthentication):
 
 
 def check_jti(jti: Any) -> None:
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or "\x00" in jti:
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or not storable(jti):
         raise InvalidClientError(description="Invalid JWT ID.")
 
 

@@ -174,7 +174,7 @@ def _resource_server_shape(
 
 def find_client(tenant: Tenant, client_id: str) -> Client | None:
     """The active client ``client_id`` of ``tenant``; another tenant's client is none."""
-    if "\x00" in client_id:  # names no client (an assertion's sub can hold anything)
+    if not validation.storable(client_id):  # names none (an assertion's sub can hold anything)
         return None
     return db.session.scalar(_ACTIVE_CLIENT, {"tenant_id": tenant.id, "client_id": client_id})
 

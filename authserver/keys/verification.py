@@ -21,6 +21,7 @@ from sqlalchemy import select
 from authserver.extensions import db
 from authserver.keys.models import IN_JWKS
 from authserver.keys.models import SigningKey
+from authserver.validation import storable
 
 _keys = SigningKey.__table__.c
 _PUBLISHED_KEY = select(_keys.alg, _keys.public_jwk).where(
@@ -45,7 +46,7 @@ def verifying_key(tenant_id: int, kid: str) -> VerifyingKey | None:
     cache = current_app.extensions.setdefault("authserver.verifying_keys", {})
     key = cache.get((tenant_id, kid))
     if key is None:
-        if "\x00" in kid:  # names no key, and PostgreSQL cannot compare it
+        if not storable(kid):  # names no key, and no database can compare it
             return None
         row = db.session.execute(_PUBLISHED_KEY, {"tenant_id": tenant_id, "kid": kid}).first()
         if row is None:

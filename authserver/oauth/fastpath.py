@@ -64,6 +64,7 @@ from authserver.clients.assertions import select_key
 from authserver.clients.jwks_fetch import JWKSFetchError
 from authserver.clients.jwks_fetch import jwks_cache
 from authserver.clients.models import ACTIVE as CLIENT_ACTIVE
+from authserver.inputs import MAX_JSON_DEPTH
 from authserver.keys import service as keys
 from authserver.keys.models import ACTIVE as KEY_ACTIVE
 from authserver.models import UTCDateTime
@@ -80,6 +81,7 @@ from authserver.tokens.limits import scope_fits
 from authserver.tokens.models import ACCESS
 from authserver.tokens.service import ACCESS_TOKEN_TYPE
 from authserver.tokens.service import new_grant_id
+from authserver.validation import storable
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +368,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
     assertion = params["client_assertion"]
     try:
         compact = jws.extract_compact(assertion.encode())
+        if compact.payload.count(b"[") + compact.payload.count(b"{") > MAX_JSON_DEPTH:
+            return None  # may nest deeper than the full path reads: it says so
         header, unverified = compact.headers(), json.loads(compact.payload)
     except (JoseError, ValueError):
         return None
@@ -375,6 +379,8 @@ def issue(slug: str, params: dict[str, str]) -> dict[str, Any] | None:
         return None
     if alg not in SIGNING_ALGS or params.get("client_id", client_id) != client_id:
         return None
+    if not storable(client_id):
+        return None  # names no client: never sent to the database (the full path says so)
     try:
         entry = store.entries.get((slug, client_id)) or store.load(slug, client_id)
         if entry is None:

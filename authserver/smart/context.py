@@ -13,6 +13,7 @@ from authserver.smart.scopes import ScopeSet
 from authserver.tokens.limits import MAX_FHIR_CONTEXT_LENGTH
 from authserver.tokens.limits import MAX_INTENT_LENGTH
 from authserver.validation import json_strings
+from authserver.validation import storable
 
 # Token-response members that carry launch context (SMART 2.2 §2.4 of our requirements).
 RESPONSE_MEMBERS = (
@@ -123,8 +124,8 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
         raise ValueError(f"fhirContext may hold at most {MAX_FHIR_CONTEXT_ITEMS} items")
     checked = [_context_item(item, index) for index, item in enumerate(items)]
     text = json.dumps(checked)
-    if any("\x00" in string for string in json_strings(checked)):
-        raise ValueError("fhirContext must not hold a NUL character")
+    if not all(map(storable, json_strings(checked))):
+        raise ValueError("fhirContext must not hold a NUL character or a lone surrogate")
     if len(text) > MAX_FHIR_CONTEXT_LENGTH:
         # It rides in every access token, with the scope (tokens/limits.py).
         raise ValueError(f"fhirContext may be at most {MAX_FHIR_CONTEXT_LENGTH} characters of JSON")

@@ -457,6 +457,35 @@ def test_next_outside_the_tenant_falls_back_to_the_tenant_home(client, tenant, a
     assert response.headers["Location"] == "/t/clinic-a/"
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/t/clinic-a/\r\n",
+        "/t/clinic-a/\r\nSet-Cookie: authserver_login=planted",
+        "/t/clinic-a/\n",
+        "/t/clinic-a/\t/evil.example",
+        "/t/clinic-a/ x",
+        "/t/clinic-a/\x7f",
+        "/t/clinic-a/\u2028",
+    ],
+    ids=["crlf", "header-injection", "lf", "tab", "space", "delete", "line-separator"],
+)
+def test_next_with_a_line_break_or_another_unprintable_character_is_ignored(
+    client, tenant, alice, target
+):
+    """Sent as a link (?next=/t/clinic-a/%0d%0a), a line break once made the sign-in a 500
+    after its session was committed and audited, with no cookie to show for it."""
+    response = post_login(
+        client, "clinic-a", username="alice", password=DUMMY_PASSWORD, next=target
+    )
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/t/clinic-a/"
+    assert login_cookie(response) is not None
+    assert client.get("/t/clinic-a/").status_code == 200
+    assert session_count() == 1
+
+
 # --- Logout -----------------------------------------------------------------------------------
 
 

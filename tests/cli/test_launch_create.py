@@ -39,6 +39,22 @@ def test_an_option_missing_or_unreadable_is_refused_in_one_line(cli, app_client_
     assert db.session.query(Launch).count() == 0
 
 
+@pytest.mark.parametrize(
+    "fhir_context",
+    ['[{"canonical": "urn:\\ud800"}]', '[{"identifier": {"value": "\\udfff"}}]'],
+    ids=["in-a-member", "in-an-identifier"],
+)
+def test_a_fhir_context_holding_a_lone_surrogate_is_refused(cli, app_client_id, fhir_context):
+    """JSON can spell one (``\\ud800``), which no strict JSON parser reads: kept, it would ride
+    in every access token of the launch."""
+    args = ["clinic-a", "--patient", "pt-1", "--client", app_client_id]
+
+    line = refused(cli, "launch", "create", *args, "--fhir-context", fhir_context)
+
+    assert line == "Error: fhirContext must not hold a NUL character or a lone surrogate"
+    assert db.session.query(Launch).count() == 0
+
+
 def test_a_refusal_exits_1_like_every_other(cli, app_client_id):
     missing_patient = cli.invoke(args=["launch", "create", "clinic-a", "--client", app_client_id])
     missing_client = cli.invoke(args=["launch", "create", "clinic-a", "--patient", "pt-1"])

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from authserver.audit.models import AuditRecord
+from authserver.errors import ValidationError
 from authserver.extensions import db
 from authserver.launch import service as launches
 from authserver.launch.models import Launch
@@ -527,6 +528,9 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         {"patient": "pt-1", "need_patient_banner": "yes"},
         {"patient": "pt-1", "intent": 7},
         {"patient": "pt-1", "fhirContext": [{"canonical": "urn:x\u0000y"}]},
+        {"patient": "pt-1", "intent": "\ud800"},
+        {"patient": "pt-1", "fhirContext": [{"canonical": "urn:\ud800"}]},
+        {"patient": "pt-1", "fhirContext": [{"identifier": {"value": "\udfff"}}]},
         {"patient": "pt-1", "fhirContext": [{"reference": None}]},
         {"patient": "pt-1", "fhirContext": [{"reference": "Patient/2", "type": "Observation"}]},
         {"patient": "pt-1", "fhirContext": [{"reference": f"Observation/{i}"} for i in range(21)]},
@@ -551,6 +555,11 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         "banner-not-boolean",
         "intent-not-text",
         "nul-in-a-member",  # PostgreSQL cannot keep it in jsonb, so it would be stuck forever
+        # No database driver can encode a lone surrogate: a 500 for intent's column, and the
+        # JSON columns would keep it for every token, whose JSON no strict parser reads.
+        "surrogate-intent",
+        "surrogate-in-a-member",
+        "surrogate-in-an-identifier",
         "null-reference",
         "type-against-the-reference",
         "too-many-items",  # it rides in every access token: SMART asks for tokens under ~8 kB
@@ -645,6 +654,14 @@ def test_a_launch_stored_unbound_is_used_by_no_app(doctor, clinic):
         params = ehr_params(clinic, launch_id, client_id=app.client_id)
         assert_refused(doctor.get("/t/clinic-a/authorize", query_string=params))
     assert db.session.scalar(db.select(Launch)).used_at is None
+
+
+def test_an_intent_no_database_can_hold_is_refused_by_the_service(clinic):
+    """Whoever calls it (the endpoint refuses such JSON first; a command line's byte that is not
+    UTF-8 arrives as a lone surrogate), the service never hands one to the database."""
+    with pytest.raises(ValidationError, match="intent is not valid UTF-8 text"):
+        new_launch(clinic, intent="caf\udce9")
+    assert db.session.query(Launch).count() == 0
 
 
 def test_post_launch_needs_json(client, clinic, ehr):

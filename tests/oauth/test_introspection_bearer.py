@@ -7,6 +7,8 @@ else as a bearer token is a 401 as RFC 6750 §3 describes it, never an answer.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from dataclasses import replace
 
@@ -337,6 +339,17 @@ def test_a_refresh_token_is_invalid_token(client, home, issue):
 @pytest.mark.parametrize("bearer", ["", "not-a-token", "a.b.c", "é"])
 def test_a_bearer_that_is_no_token_is_invalid_token(client, home, issue, bearer):
     response = introspect(client, home.slug, bearer, issue(home).access_token)
+
+    assert_bearer_refused(response, "invalid_token", home.slug)
+
+
+def test_a_bearer_whose_kid_is_a_lone_surrogate_is_invalid_token(client, home, gateway, issue):
+    """JSON can spell one ("\\ud800"), which no database driver can encode: it names no key."""
+    _, payload, signature = bearer_token(client, gateway).split(".")
+    header = json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": "\ud800"}).encode()
+    forged = ".".join((base64.urlsafe_b64encode(header).rstrip(b"=").decode(), payload, signature))
+
+    response = introspect(client, home.slug, forged, issue(home).access_token)
 
     assert_bearer_refused(response, "invalid_token", home.slug)
 

@@ -8,6 +8,7 @@ everyday request.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -27,6 +28,7 @@ from authserver.oauth import fastpath
 from authserver.tenancy import service as tenants
 from authserver.tokens import service as tokens
 from authserver.web import PUBLIC_DOCUMENT_MAX_AGE
+from tests.fixtures.assertions import assertion_claims
 from tests.fixtures.assertions import jwks_of
 from tests.fixtures.assertions import make_client_key
 from tests.fixtures.assertions import token_form
@@ -265,6 +267,57 @@ def test_a_bad_signature_is_refused_by_the_full_path(client, backend, answers):
     response = post(client, backend.assertion(TOKEN_URL, key=make_client_key(kid=backend.key.kid)))
     assert response.status_code == 400
     assert response.json["error"] == "invalid_client"
+    assert answers == [None]
+
+
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+def test_a_lone_surrogate_in_the_assertion_is_refused_by_the_full_path(
+    client, backend, answers, claim
+):
+    """JSON can spell one ("\\ud800"), which no database driver can encode: the fast path
+    declines, and the full path refuses the client, recording nothing."""
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    recorded = db.session.query(UsedAssertion).count()
+
+    response = post(client, backend.assertion(TOKEN_URL, **{claim: "\ud800"}))
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_client"
+    assert answers == [None]
+    assert db.session.query(UsedAssertion).count() == recorded
+
+
+def test_a_subject_no_database_can_hold_is_never_looked_up(app, client, backend, monkeypatch):
+    """Declined before the database: the lookup would fail there and close a raw connection,
+    which the next request would have to open again."""
+    store = app.extensions[fastpath.EXTENSION]
+    looked_up = []
+    monkeypatch.setattr(store, "load", lambda *key: looked_up.append(key))
+
+    response = post(client, backend.assertion(TOKEN_URL, sub="\ud800"))
+
+    assert response.status_code == 400 and response.json["error"] == "invalid_client"
+    assert looked_up == []
+
+
+@pytest.mark.parametrize("depth", [33, 2000])  # 2000: a body the fast path reads (9 kB)
+def test_a_payload_nesting_too_deep_is_refused_by_the_full_path(client, backend, answers, depth):
+    """Signed by the client itself, and refused all the same: no claim nests, and past about a
+    thousand levels Python's parser gives up with a RecursionError."""
+    post(client, backend.assertion(TOKEN_URL))
+    answers.clear()
+    claims = json.dumps(assertion_claims(backend.client_id, TOKEN_URL))
+    payload = claims[:-1] + ', "note": ' + "[" * depth + "]" * depth + "}"
+    headers = {"kid": backend.key.kid, "typ": "JWT"}
+    assertion = jwt.PyJWS().encode(
+        payload.encode(), backend.key.private_key, algorithm=backend.key.alg, headers=headers
+    )
+
+    response = post(client, assertion)
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json == {"error": "invalid_client", "error_description": "Invalid JWT payload."}
     assert answers == [None]
 
 
