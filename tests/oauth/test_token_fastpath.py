@@ -382,12 +382,21 @@ def test_the_purge_it_runs_now_and_then_forgets_only_expired_records(
     assert "expired-long-ago" not in left and len(left) == 2
 
 
+def broken_purge_statement(*_):
+    return db.text("DELETE FROM no_such")
+
+
+def purge_failing_outside_the_database(*_):
+    raise RuntimeError("not a database error")
+
+
+@pytest.mark.parametrize("failure", [broken_purge_statement, purge_failing_outside_the_database])
 def test_a_failing_purge_still_answers_with_the_token_it_recorded(
-    app, client, backend, answers, monkeypatch, caplog
+    app, client, backend, answers, monkeypatch, caplog, failure
 ):
     assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
     monkeypatch.setattr(upkeep.secrets, "randbelow", lambda _: 0)  # this request purges
-    monkeypatch.setattr(upkeep, "_batch", lambda *_: db.text("DELETE FROM no_such"))
+    monkeypatch.setattr(upkeep, "_batch", failure)
 
     response = post(client, backend.assertion(TOKEN_URL))
 
