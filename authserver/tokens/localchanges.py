@@ -25,10 +25,10 @@ from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.orm import Session
 
 from authserver.extensions import db
+from authserver.tokens.statecache import EVERY_TENANT
 
 # The tables the NOTIFY triggers watch (migration 68265a9805a3).
 WATCHED_TABLES = frozenset({"tenants", "clients", "users", "signing_keys", "issued_tokens"})
-EVERY_TENANT = "*"
 _CHANGED = "authserver.token_state_changed"  # Session.info key: tenant ids (or EVERY_TENANT)
 _registered = False
 
