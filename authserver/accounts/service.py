@@ -32,9 +32,7 @@ from authserver.outcomes import Outcome
 from authserver.smart import scopes
 from authserver.tenancy.models import Tenant
 from authserver.tokens import revocation
-from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
-from authserver.tokens.limits import scope_fits
-from authserver.tokens.limits import scope_length
+from authserver.tokens.limits import scope_too_long
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,149}")
 FHIR_USER = re.compile(
@@ -96,11 +94,9 @@ def parse_ceiling(scope_list: list[str]) -> scopes.ScopeSet:
                 f"{scope.text!r} cannot be in a role ceiling: use patient/ or user/ resource "
                 "scopes, e.g. user/Observation.rs"
             )
-    if not scope_fits(str(ceiling)):
-        raise ValidationError(
-            f"the ceiling's scopes take {scope_length(str(ceiling))} characters, more than the "
-            f"{MAX_TOKEN_SCOPE_LENGTH} an access token can carry: set fewer or broader scopes"
-        )
+    too_long = scope_too_long(str(ceiling), "the ceiling's scopes")
+    if too_long:
+        raise ValidationError(f"{too_long}: set fewer or broader scopes")
     return ceiling
 
 

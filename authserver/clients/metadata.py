@@ -14,9 +14,7 @@ from authserver.smart.scopes import InvalidScope
 from authserver.smart.scopes import ResourceScope
 from authserver.smart.scopes import Scope
 from authserver.smart.scopes import parse_scope
-from authserver.tokens.limits import MAX_TOKEN_SCOPE_LENGTH
-from authserver.tokens.limits import scope_fits
-from authserver.tokens.limits import scope_length
+from authserver.tokens.limits import scope_too_long
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -117,11 +115,9 @@ def scopes(scope_list: list[str], *, grants: list[str]) -> str:
                 "never issued a refresh token"
             )
     allowed = " ".join(dict.fromkeys(scope_list))
-    if not scope_fits(allowed):
-        raise ValidationError(
-            f"the scopes take {scope_length(allowed)} characters, more than the "
-            f"{MAX_TOKEN_SCOPE_LENGTH} an access token can carry: register fewer or broader scopes"
-        )
+    too_long = scope_too_long(allowed, "the scopes")
+    if too_long:
+        raise ValidationError(f"{too_long}: register fewer or broader scopes")
     return allowed
 
 

@@ -63,6 +63,17 @@ def scope_fits(scope: str) -> bool:
     return scope_length(scope) <= MAX_TOKEN_SCOPE_LENGTH
 
 
+def scope_too_long(scope: str, whose: str) -> str | None:
+    """Why no token can carry ``scope`` (``whose`` names it: "the scopes", "the ceiling's
+    scopes"), or None when one can."""
+    if scope_fits(scope):
+        return None
+    return (
+        f"{whose} take {scope_length(scope)} characters, more than the "
+        f"{MAX_TOKEN_SCOPE_LENGTH} an access token can carry"
+    )
+
+
 def fits(token: str) -> bool:
     """Whether ``token`` is short enough for a header and for our introspection."""
     return len(token) <= MAX_TOKEN_LENGTH
