@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -16,29 +15,14 @@ from authserver.cli.common import nothing_changed
 from authserver.cli.common import service_command
 from authserver.cli.common import tenant_named
 from authserver.clients import service
-from authserver.clients.metadata import GRANT_TYPES
 from authserver.clients.models import APP
-from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
-from authserver.clients.models import Client
 from authserver.errors import ValidationError
 
 
 @click.group(cls=Commands)
 def client() -> None:
     """Register apps (OAuth clients) and resource servers."""
-
-
-def describe_client(client: Client, secret: str | None = None) -> dict[str, Any]:
-    """The client as the commands print it (:func:`service.describe`), saying what a resource
-    server may get: its registration holds no grant types or scopes, yet each may introspect
-    and get its ``introspect`` token with the grants ``Client.check_grant_type`` lets it use
-    (``client_credentials``); printing none would tell the operator it gets nothing."""
-    shown = service.describe(client, secret)
-    if client.kind == RESOURCE_SERVER:
-        shown["grant_types"] = [grant for grant in GRANT_TYPES if client.check_grant_type(grant)]
-        shown["scope"] = INTROSPECTION_SCOPE
-    return shown
 
 
 @client.command("create")
@@ -119,7 +103,7 @@ def create(
         service_account=service_account,
         actor=ACTOR,
     )
-    emit(describe_client(registration.client, registration.client_secret))
+    emit(service.describe(registration.client, registration.client_secret))
 
 
 def _check_auth_method_given_alone(chosen: list[str]) -> None:
@@ -164,7 +148,7 @@ def list_(tenant: str) -> None:
     """List TENANT's clients."""
     emit(
         [
-            {**describe_client(row), "status": row.status}
+            {**service.describe(row), "status": row.status}
             for row in service.list_clients(tenant_named(tenant))
         ]
     )
@@ -177,7 +161,7 @@ def list_(tenant: str) -> None:
 @service_command
 def delete(tenant: str, client_id: str) -> None:
     """Delete CLIENT_ID at TENANT: it can no longer authenticate."""
-    emit(describe_client(service.delete(tenant_named(tenant), client_id, actor=ACTOR)))
+    emit(service.describe(service.delete(tenant_named(tenant), client_id, actor=ACTOR)))
 
 
 @client.command("reset-secret")
@@ -188,7 +172,7 @@ def delete(tenant: str, client_id: str) -> None:
 def reset_secret(tenant: str, client_id: str) -> None:
     """Give CLIENT_ID a new secret, printed this once; the old one stops working."""
     registration = service.reset_secret(tenant_named(tenant), client_id, actor=ACTOR)
-    emit(describe_client(registration.client, registration.client_secret))
+    emit(service.describe(registration.client, registration.client_secret))
 
 
 @client.command("set-scopes")
@@ -204,7 +188,7 @@ def set_scopes(tenant: str, client_id: str, scopes: tuple[str, ...]) -> None:
     outcome = service.set_scopes(tenant_named(tenant), client_id, list(scopes), actor=ACTOR)
     if not outcome.changed:
         nothing_changed(f"Client {client_id} of tenant {tenant} has those scopes already")
-    emit(describe_client(outcome.row))
+    emit(service.describe(outcome.row))
 
 
 @client.command("set-policy")
@@ -232,7 +216,7 @@ def set_policy(
     if not outcome.changed:
         nothing_changed(f"Client {client_id} of tenant {tenant} has that policy already")
     app = outcome.row
-    emit({**describe_client(app), "trusted": app.trusted, "legacy_smart_v1": app.legacy_smart_v1})
+    emit({**service.describe(app), "trusted": app.trusted, "legacy_smart_v1": app.legacy_smart_v1})
 
 
 @client.command("link-service-account")
@@ -248,7 +232,7 @@ def link_service_account(tenant: str, client_id: str, username: str) -> None:
     if not outcome.changed:
         account = linked.service_account.username
         nothing_changed(f"Client {client_id} of tenant {tenant} acts for {account} already")
-    emit(describe_client(linked))
+    emit(service.describe(linked))
 
 
 @client.command("unlink-service-account")
@@ -261,4 +245,4 @@ def unlink_service_account(tenant: str, client_id: str) -> None:
     outcome = service.set_service_account(tenant_named(tenant), client_id, None, actor=ACTOR)
     if not outcome.changed:
         nothing_changed(f"Client {client_id} of tenant {tenant} acts for no service account")
-    emit(describe_client(outcome.row))
+    emit(service.describe(outcome.row))

@@ -11,7 +11,6 @@ from flask_migrate import upgrade
 from werkzeug.serving import run_simple
 
 from authserver.accounts import service as accounts
-from authserver.cli.clients import describe_client
 from authserver.cli.common import OneLineErrors
 from authserver.cli.common import emit
 from authserver.clients import service as clients
@@ -93,7 +92,7 @@ def _demo_tenant(slug: str, name: str, color: str) -> dict[str, Any]:
     return {
         **tenants.describe(tenant),
         "users": users,
-        "app": describe_client(app),
+        "app": clients.describe(app),
         "resource_server": gateway_secret,
     }
 
@@ -128,4 +127,4 @@ def _gateway_secret(tenant: Tenant) -> dict[str, Any]:
         tenant, DEMO_GATEWAY, RESOURCE_SERVER, auth_method="client_secret_basic"
     )
     registration = clients.reset_secret(tenant, gateway.client_id, actor=ACTOR)
-    return describe_client(registration.client, registration.client_secret)
+    return clients.describe(registration.client, registration.client_secret)

@@ -25,6 +25,7 @@ from authserver.clients import metadata
 from authserver.clients.models import ACTIVE
 from authserver.clients.models import APP
 from authserver.clients.models import DELETED
+from authserver.clients.models import INTROSPECTION_SCOPE
 from authserver.clients.models import RESOURCE_SERVER
 from authserver.clients.models import Client
 from authserver.errors import NotFound
@@ -286,15 +287,25 @@ def set_scopes(
 
 
 def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
-    """The client's registration as the CLI prints it; the secret only when just made."""
+    """The client's registration as the CLI prints it; the secret only when just made.
+
+    A resource server's registration holds no grant types or scopes, yet each may get its
+    ``introspect`` token with the grants ``Client.check_grant_type`` lets it use
+    (``client_credentials``): those are shown, as printing none would say it gets nothing.
+    """
+    resource_server = client.kind == RESOURCE_SERVER
     shown: dict[str, Any] = {
         "client_id": client.client_id,
         "name": client.name,
         "kind": client.kind,
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
         "redirect_uris": client.redirect_uris,
-        "scope": client.allowed_scope,
-        "grant_types": client.grant_types,
+        "scope": INTROSPECTION_SCOPE if resource_server else client.allowed_scope,
+        "grant_types": (
+            [grant for grant in metadata.GRANT_TYPES if client.check_grant_type(grant)]
+            if resource_server
+            else client.grant_types
+        ),
     }
     if client.jwks_uri:
         shown["jwks_uri"] = client.jwks_uri
