@@ -279,6 +279,17 @@ def test_a_backend_wildcard_spelt_out_as_a_stored_registration_is_invalid_scope(
     assert answers == [None]
 
 
+def refresh_request(family: tokens.Authorization) -> dict[str, str]:
+    """The token request refreshing a refresh token issued now for ``family``."""
+    refresh_token = tokens.issue_refresh_token(family)
+    db.session.commit()
+    return {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": family.client.client_id,
+    }
+
+
 def test_a_family_granted_before_the_bounds_is_refused_a_refresh_and_kept(client, clinic):
     """A refresh token of the audit's 199 scopes (issued before the bounds) refreshes to no
     14 kB token; it stays good for a refresh that asks for less."""
@@ -290,13 +301,7 @@ def test_a_family_granted_before_the_bounds_is_refused_a_refresh_and_kept(client
         user=clinic.patient,
         context={"patient": "p-clinic-a"},
     )
-    refresh_token = tokens.issue_refresh_token(family)
-    db.session.commit()
-    data = {
-        "grant_type": "refresh_token",
-        "refresh_token": refresh_token,
-        "client_id": clinic.public_app.client_id,
-    }
+    data = refresh_request(family)
 
     assert_invalid_scope(client.post("/t/clinic-a/token", data=data), "scopes to grant are longer")
     assert access_tokens_recorded() == 0
@@ -351,13 +356,7 @@ def test_a_refresh_that_would_sign_too_long_a_token_is_invalid_scope(sprawling, 
             "fhirUser": f"{sprawling_fhir_base()}/Patient/p-clinic-a",
         },
     )
-    refresh_token = tokens.issue_refresh_token(family)
-    db.session.commit()
-    data = {
-        "grant_type": "refresh_token",
-        "refresh_token": refresh_token,
-        "client_id": clinic.public_app.client_id,
-    }
+    data = refresh_request(family)
 
     assert_invalid_scope(client.post("/t/clinic-a/token", data=data), TOO_LONG)
     assert access_tokens_recorded() == 0
