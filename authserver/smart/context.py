@@ -12,6 +12,7 @@ from authserver.smart.scopes import LaunchScope
 from authserver.smart.scopes import ScopeSet
 from authserver.tokens.limits import MAX_FHIR_CONTEXT_LENGTH
 from authserver.tokens.limits import MAX_INTENT_LENGTH
+from authserver.validation import json_depth
 from authserver.validation import json_strings
 from authserver.validation import storable
 
@@ -30,6 +31,10 @@ _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
 # Context types with a token-response member of their own, not a fhirContext item (TOK-11).
 OWN_MEMBER_TYPES = ("patient", "encounter")
 MAX_FHIR_CONTEXT_ITEMS = 20
+# The array, an item, its identifier, and a FHIR Identifier's own nesting (type.coding[n],
+# assigner.identifier...) with room to spare. Deeper JSON is no FHIR context, and every app and
+# gateway that parses the token would have to walk it.
+MAX_FHIR_CONTEXT_DEPTH = 10
 
 
 def token_response_members(context: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +127,8 @@ def fhir_context(items: Any) -> list[dict[str, Any]]:
         raise ValueError("fhirContext must be a JSON array of objects")
     if len(items) > MAX_FHIR_CONTEXT_ITEMS:
         raise ValueError(f"fhirContext may hold at most {MAX_FHIR_CONTEXT_ITEMS} items")
+    if json_depth(items) > MAX_FHIR_CONTEXT_DEPTH:
+        raise ValueError(f"fhirContext may nest at most {MAX_FHIR_CONTEXT_DEPTH} levels deep")
     checked = [_context_item(item, index) for index, item in enumerate(items)]
     text = json.dumps(checked)
     if not all(map(storable, json_strings(checked))):

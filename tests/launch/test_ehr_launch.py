@@ -36,6 +36,26 @@ FHIR_CONTEXT = [
     {"canonical": "http://example.org/Questionnaire/q|1.0", "type": "Questionnaire"},
 ]
 VERIFIER = new_verifier()
+# A FHIR Identifier as deep as the datatype goes: fhirContext, item, identifier, assigner,
+# its identifier, type, coding, a coding: 8 levels.
+DEEP_IDENTIFIER = {
+    "system": "urn:oid:2.16.840.1.113883.4.1",
+    "value": "123-45-6789",
+    "assigner": {
+        "identifier": {
+            "value": "ssa",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203"}]},
+        }
+    },
+}
+
+
+def nested_identifier(levels):
+    """An identifier object that nests ``levels`` objects deep."""
+    identifier = {"value": "x"}
+    for _ in range(levels - 1):
+        identifier = {"extension": identifier}
+    return identifier
 
 
 @pytest.fixture
@@ -543,6 +563,7 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         {"patient": "pt-1", "encounter": 0},
         {"patient": "pt-1", "fhirContext": {}},
         {"patient": "pt-1", "fhirContext": ""},
+        {"patient": "pt-1", "fhirContext": [{"identifier": nested_identifier(9)}]},
     ],
     ids=[
         "no-patient",
@@ -574,6 +595,8 @@ def test_post_launch_resource_server_of_another_tenant_is_unknown(
         "zero-encounter",
         "context-an-empty-object",
         "context-an-empty-string",
+        # Within the body's nesting limit, but no FHIR context nests so deep (11 levels).
+        "context-nested-too-deep",
     ],
 )
 def test_post_launch_refuses_a_malformed_context(client, clinic, ehr, body):
@@ -721,6 +744,25 @@ def test_cli_launch_create(cli, clinic):
             "fhirContext may be at most 1536 characters of JSON",
         ),
         (["--patient", "p", "--intent", "é" * 34], "intent may take at most 200 characters"),
+        # No other limit holds the command line's JSON: 500 levels fit in 1536 characters.
+        (
+            [
+                "--patient",
+                "p",
+                "--fhir-context",
+                json.dumps([{"identifier": nested_identifier(9)}]),
+            ],
+            "fhirContext may nest at most 10 levels deep",
+        ),
+        (
+            [
+                "--patient",
+                "p",
+                "--fhir-context",
+                '[{"identifier": {"a": ' + "[" * 500 + "]" * 500 + "}}]",
+            ],
+            "fhirContext may nest at most 10 levels deep",
+        ),
     ],
 )
 def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, message):
@@ -730,6 +772,15 @@ def test_cli_launch_create_refuses_bad_input_in_one_line(cli, clinic, args, mess
     assert result.exit_code != 0
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_fhir_identifier_as_deep_as_the_datatype_goes_is_kept(client, clinic, ehr):
+    headers = basic(ehr.client.client_id, ehr.client_secret)
+    context = [{"identifier": DEEP_IDENTIFIER, "type": "Coverage"}]
+    body = {"patient": "pt-1", "client_id": clinic.public_app.client_id, "fhirContext": context}
+    response = client.post("/t/clinic-a/launch", json=body, headers=headers)
+    assert response.status_code == 201, response.json
+    assert db.session.scalar(db.select(Launch)).fhir_context == context
 
 
 def test_cli_launch_create_needs_the_app(cli, clinic):
