@@ -26,6 +26,7 @@ from authserver.outcomes import Outcome
 from authserver.tenancy.models import ACTIVE
 from authserver.tenancy.models import SUSPENDED
 from authserver.tenancy.models import Tenant
+from authserver.tenancy.urls import INTROSPECTION_PATH
 from authserver.tenancy.urls import JWKS_PATH
 from authserver.tenancy.urls import LOGIN_PATH
 from authserver.tenancy.urls import OPENID_CONFIGURATION_PATH
@@ -98,6 +99,7 @@ def create_tenant(
     name = validation.text(display_name, "display name", max_length=200)
     if fhir_base_url is not None:
         fhir_base_url = validate_fhir_base_url(fhir_base_url)
+        _check_not_introspection(slug, fhir_base_url)
     if db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise Conflict(f"tenant {slug!r} already exists")
     tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
@@ -125,6 +127,16 @@ def validate_fhir_base_url(url: str) -> str:
             f"{ASSUMED_URL_LENGTH} an access token has for its aud"
         )
     return url
+
+
+def _check_not_introspection(slug: str, fhir_base_url: str) -> None:
+    # The introspection endpoint is the aud of resource servers' introspect tokens, and only of
+    # theirs (tokens/introspection.py): as the FHIR base, it would make every other token inactive.
+    public_url = current_app.config["AUTHSERVER_PUBLIC_URL"]
+    if fhir_base_url == TenantURLs(public_url.rstrip("/"), slug).url(INTROSPECTION_PATH):
+        raise ValidationError(
+            "the FHIR base URL must not be the tenant's own introspection endpoint"
+        )
 
 
 def get_tenant(slug: str) -> Tenant:

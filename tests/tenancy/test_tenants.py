@@ -219,6 +219,20 @@ def test_a_fhir_base_url_too_long_for_a_token_is_refused_and_nothing_is_stored(
     assert audit_count() == audited
 
 
+def test_the_tenants_own_introspection_endpoint_is_no_fhir_base_url(cli, tenant):
+    before, audited = stored_tenants(), audit_count()
+    url = "https://auth.example.test/t/riverside/introspect"
+
+    message = refused(cli, "tenant", "create", "riverside", "--name", "R", "--fhir-base-url", url)
+
+    assert message == "Error: the FHIR base URL must not be the tenant's own introspection endpoint"
+    assert stored_tenants() == before
+    assert audit_count() == audited
+    # Another tenant's breaks none of this one's tokens: each token's is under its own issuer.
+    created = run(cli, "tenant", "create", "lakeside", "--name", "L", "--fhir-base-url", url)
+    assert created["fhir_base_url"] == url
+
+
 def test_a_fhir_base_url_at_the_bound_is_accepted(cli):
     created = run(
         cli, "tenant", "create", "riverside", "--name", "R", "--fhir-base-url", FHIR_BASE_AT_BOUND
