@@ -8,6 +8,7 @@ code tables, so the account and client services can revoke without importing the
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -24,6 +25,9 @@ from authserver.tenancy.models import Tenant
 from authserver.tokens.models import ACCESS
 from authserver.tokens.models import REFRESH
 from authserver.tokens.models import IssuedToken
+
+# How far the clocks of the instances sharing a database may be apart.
+INSTANCE_CLOCK_SKEW = timedelta(seconds=60)
 
 if TYPE_CHECKING:  # type names only: this module needs no account or client code
     from authserver.accounts.models import User
@@ -104,14 +108,13 @@ def _expire_codes(tenant: Tenant, condition: Any) -> int:
     of these codes holds its row until it commits its tokens; this waits for it, and the
     revocation's statements after this one see those tokens and revoke them.
     """
-    now = utcnow()
     statement = (
         update(AuthorizationCode)
         .where(
             AuthorizationCode.tenant_id == tenant.id,
             condition,
             AuthorizationCode.used_at.is_(None),
-            AuthorizationCode.expires_at > now,
+            AuthorizationCode.expires_at > utcnow() - INSTANCE_CLOCK_SKEW,  # as :func:`_live`
         )
         # Its issue time, not this clock's now: an instance whose clock runs behind ends it too.
         .values(expires_at=AuthorizationCode.issued_at)
@@ -169,14 +172,16 @@ def _live(tenant: Tenant, *conditions: Any) -> tuple[Any, ...]:
 
     The others already answer inactive and buy nothing (introspection and the refresh grant read
     ``used_at`` and ``expires_at`` too): a revocation leaves them as they are, and neither counts
-    nor audits them.
+    nor audits them. "Expired" by this instance's clock with :data:`INSTANCE_CLOCK_SKEW` to
+    spare: another instance whose clock runs behind still answers for a token this one sees
+    just expired.
     """
     return (
         IssuedToken.tenant_id == tenant.id,
         *conditions,
         IssuedToken.revoked_at.is_(None),
         IssuedToken.used_at.is_(None),
-        IssuedToken.expires_at > utcnow(),
+        IssuedToken.expires_at > utcnow() - INSTANCE_CLOCK_SKEW,
     )
 
 

@@ -453,6 +453,19 @@ def test_a_code_not_yet_exchanged_buys_nothing_after_its_user_or_client_is_revok
     assert exchange(signed_in, clinic, later, VERIFIER, app=other_app).status_code == 200
 
 
+def test_a_code_expired_by_this_clock_alone_is_ended_by_a_revocation(signed_in, clinic):
+    # Another instance whose clock runs up to a minute behind would still exchange it.
+    get_code(signed_in, clinic, VERIFIER)
+    just_expired = utcnow() - timedelta(seconds=30)
+    db.session.execute(update(AuthorizationCode).values(expires_at=just_expired))
+    db.session.commit()
+
+    revocation.revoke_for_user(clinic.tenant, clinic.patient)
+
+    ended = db.session.scalars(select(AuthorizationCode)).one()
+    assert ended.expires_at == ended.issued_at
+
+
 @pytest.mark.parametrize("revoke", ["user", "client"])
 def test_a_revocation_between_reading_a_code_and_claiming_it_still_ends_the_code(
     signed_in, clinic, monkeypatch, revoke

@@ -17,6 +17,7 @@ from authserver.extensions import db
 from authserver.keys import service as keys
 from authserver.models import utcnow
 from authserver.tenancy import service as tenants
+from authserver.tokens import revocation
 from authserver.tokens import service as tokens
 from authserver.tokens.models import IssuedToken
 from tests.fixtures.accounts import login
@@ -327,8 +328,8 @@ def test_cli_revokes_and_reports_only_the_live_tokens(cli, client, clinic, make_
     """Spent refresh tokens and expired tokens answer inactive already: `token revoke` leaves
     their rows as they are, and neither its output nor its audit record counts them."""
     login(client, clinic.slug, "pat")
-    tokens_for(client, clinic)  # an older authorization, expired since
-    expired = utcnow() - timedelta(seconds=1)
+    tokens_for(client, clinic)  # an older authorization, expired since, by every instance's clock
+    expired = utcnow() - revocation.INSTANCE_CLOCK_SKEW - timedelta(seconds=1)
     db.session.execute(
         update(IssuedToken)
         .where(IssuedToken.tenant_id == clinic.tenant.id)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import jwt
 import pytest
 
 from authserver.extensions import db
+from authserver.models import utcnow
 from authserver.tokens import revocation
 from authserver.tokens import service
 from authserver.tokens.models import IssuedToken
@@ -106,6 +109,23 @@ def test_revoke_for_user_and_client(authorization):
     assert revocation.revoke_for_user(authorization.tenant, authorization.user) == 1
     service.issue_access_token(authorization)
     assert revocation.revoke_for_client(authorization.tenant, authorization.client) == 1
+
+
+@pytest.mark.parametrize(
+    ("expired_ago", "revoked"),
+    [(timedelta(seconds=30), True), (timedelta(seconds=90), False)],
+    ids=["another-instance-may-still-answer-for-it", "expired-everywhere"],
+)
+def test_a_token_expired_by_this_clock_alone_is_revoked_too(authorization, expired_ago, revoked):
+    # An instance whose clock runs up to a minute behind still finds it live.
+    service.issue_access_token(authorization)
+    row = db.session.scalar(IssuedToken.for_tenant(authorization.tenant))
+    row.expires_at = utcnow() - expired_ago
+    db.session.commit()
+
+    assert revocation.revoke_for_user(authorization.tenant, authorization.user) == int(revoked)
+    db.session.refresh(row)
+    assert row.is_revoked is revoked
 
 
 def test_another_tenant_sees_and_revokes_none_of_these_tokens(authorization, other_tenant):
