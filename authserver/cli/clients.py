@@ -52,6 +52,11 @@ def client() -> None:
     "--resource-server", is_flag=True, help="A resource server (FHIR gateway) credential."
 )
 @click.option(
+    "--may-launch",
+    is_flag=True,
+    help="A resource server that may also start EHR launches (POST /launch): the EHR's.",
+)
+@click.option(
     "--service-account",
     metavar="USERNAME",
     help="Backend client: act for this user of TENANT, within its role ceiling.",
@@ -70,9 +75,15 @@ def create(
     scopes: tuple[str, ...],
     grant_types: tuple[str, ...],
     resource_server: bool,
+    may_launch: bool,
     service_account: str | None,
 ) -> None:
     """Register a client at TENANT; prints its client_id, and its secret this once."""
+    if may_launch and not resource_server:
+        raise ValidationError(
+            "--may-launch goes with --resource-server: only a resource server (an EHR) "
+            "starts launches, never an app"
+        )
     chosen = [
         flag
         for flag, given in (
@@ -101,6 +112,7 @@ def create(
         jwks=_read_jwks(jwks_file),
         jwks_uri=jwks_uri,
         service_account=service_account,
+        may_launch=may_launch,
         actor=ACTOR,
     )
     emit(service.describe(registration.client, registration.client_secret))
