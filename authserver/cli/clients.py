@@ -231,6 +231,27 @@ def set_policy(
     emit({**service.describe(app), "trusted": app.trusted, "legacy_smart_v1": app.legacy_smart_v1})
 
 
+@client.command("set-launch")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.option(
+    "--may-launch/--may-not-launch",
+    default=None,
+    help="Let this resource server start EHR launches, or stop it (its unused launches end).",
+)
+@with_appcontext
+@service_command
+def set_launch(tenant: str, client_id: str, may_launch: bool | None) -> None:
+    """Let resource server CLIENT_ID of TENANT start EHR launches (POST /launch), or stop it."""
+    if may_launch is None:
+        raise ValidationError("nothing to change: give --may-launch or --may-not-launch")
+    outcome = service.set_launch(tenant_named(tenant), client_id, may_launch, actor=ACTOR)
+    if not outcome.changed:
+        may = "may" if may_launch else "may not"
+        nothing_changed(f"Client {client_id} of tenant {tenant} {may} start launches already")
+    emit(service.describe(outcome.row))
+
+
 @client.command("link-service-account")
 @click.argument("tenant")
 @click.argument("client_id")

@@ -91,7 +91,7 @@ def register(
 
     :param service_account: username of the tenant's user a backend client acts for
         (:func:`set_service_account`).
-    :param may_launch: a resource server that may start EHR launches (``POST /launch``).
+    :param may_launch: a resource server that may start EHR launches (:func:`set_launch`).
     :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`, a
         service account that :func:`set_service_account` would refuse, or an app that would
         start launches.
@@ -376,6 +376,42 @@ def set_policy(
         trusted=client.trusted,
         legacy_smart_v1=client.legacy_smart_v1,
     )
+    return Outcome(client, changed=True)
+
+
+def set_launch(
+    tenant: Tenant, client_id: str, may_launch: bool, *, actor: str | None = None
+) -> Outcome[Client]:
+    """Let resource server ``client_id`` start EHR launches (``POST /launch``), or stop it.
+
+    ``POST /launch`` reads the client's row on every request, so its next one is answered by
+    the new registration, on every instance. Withdrawing the right also ends the launches it
+    started that no app has used yet, as :func:`delete` does: whoever stopped trusting it to
+    launch stops trusting what it launched. A resource server that has the right asked for
+    already is left as is, and nothing is audited.
+
+    :raises NotFound: for a client ``tenant`` does not have.
+    :raises ValidationError: for an app: apps never start launches.
+    """
+    client = get_client(tenant, client_id)
+    if client.kind != RESOURCE_SERVER:
+        raise ValidationError(f"client {client_id!r} is an app: {APP_LAUNCHES}")
+    if client.may_launch == may_launch:
+        return Outcome(client, changed=False)
+    client.may_launch = may_launch
+    if may_launch:
+        db.session.flush()
+        audit.record(tenant, AuditEvent.CLIENT_LAUNCH_GRANTED, actor=actor, subject=client_id)
+    else:
+        launches = _end_launches_of(tenant, client)
+        db.session.flush()
+        audit.record(
+            tenant,
+            AuditEvent.CLIENT_LAUNCH_WITHDRAWN,
+            actor=actor,
+            subject=client_id,
+            launches_ended=launches,
+        )
     return Outcome(client, changed=True)
 
 

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import logging
 
+import requests
 from sqlalchemy import select
 from sqlalchemy import update
 
 from authserver.audit.models import AuditRecord
 from authserver.clients.models import Client
 from authserver.extensions import db
+from authserver.launch import service as launches
 from authserver.launch.models import Launch
+from tests.fixtures.accounts import login
+from tests.fixtures.commands import refused
+from tests.fixtures.commands import run
 from tests.fixtures.tokens import basic
+from tests.oauth.conftest import authorization_params
+from tests.oauth.conftest import authorize
+from tests.oauth.conftest import new_verifier
+from tests.oauth.conftest import redirect_params
 
 NOT_REGISTERED = "This credential is not registered to start launches."
+VERIFIER = new_verifier()
 
 
 def resource_server(make_client, tenant, *, may_launch=False, name="FHIR gateway"):
@@ -111,11 +121,67 @@ def test_an_app_is_refused_whatever_its_row_says(client, clinic):
     assert launches_at(clinic.tenant) == 0
 
 
+def test_granting_and_withdrawing_the_right_answers_the_next_launch_of_a_running_server(
+    live_server, cli, clinic, make_client
+):
+    """The endpoint reads the client's row on each request: a server started before the change
+    (another instance, say) answers by the new registration, with no restart."""
+    server = live_server()
+    gateway = resource_server(make_client, clinic.tenant)
+    client_id = gateway.client.client_id
+
+    def launch():
+        return requests.post(
+            f"{server.url}/t/clinic-a/launch",
+            json={"patient": "pt-1", "client_id": clinic.public_app.client_id},
+            auth=(client_id, gateway.client_secret),
+            timeout=10,
+        )
+
+    assert launch().status_code == 403
+    run(cli, "client", "set-launch", "clinic-a", client_id, "--may-launch")
+    started = launch()
+    assert started.status_code == 201, started.text
+    run(cli, "client", "set-launch", "clinic-a", client_id, "--may-not-launch")
+    withdrawn = launch()
+    assert withdrawn.status_code == 403
+    assert withdrawn.json()["error_description"] == NOT_REGISTERED
+
+
+def test_withdrawing_the_right_ends_the_launches_it_started(client, cli, clinic, make_client):
+    """As deleting the credential does: whoever stopped trusting it to launch stops trusting a
+    launch it started that no app has used yet."""
+    ehr = resource_server(make_client, clinic.tenant, may_launch=True, name="EHR")
+    started = post_launch(client, clinic.slug, ehr, clinic.public_app.client_id)
+    assert started.status_code == 201, started.json
+    kept_id, _ = launches.create_launch(
+        clinic.tenant, patient="pt-1", client_id=clinic.public_app.client_id, actor="cli"
+    )
+    db.session.commit()
+
+    run(cli, "client", "set-launch", "clinic-a", ehr.client.client_id, "--may-not-launch")
+
+    login(client, clinic.slug, "doc")
+    ended = authorize_with(client, clinic, started.json["launch"])
+    assert ended["error"] == "invalid_request" and "code" not in ended
+    assert "code" in authorize_with(client, clinic, kept_id)
+    [withdrawn] = events("client:launch-withdrawn")
+    assert (withdrawn.actor, withdrawn.subject) == ("cli", ehr.client.client_id)
+    assert withdrawn.details == {"launches_ended": 1}
+
+
+def authorize_with(client, clinic, launch_id):
+    params = authorization_params(
+        clinic, verifier=VERIFIER, scope="launch openid user/*.rs", launch=launch_id
+    )
+    return redirect_params(authorize(client, clinic, params))
+
+
 def test_a_right_granted_at_one_tenant_is_none_at_another(
-    client, clinic, other_clinic, make_client
+    client, cli, clinic, other_clinic, make_client
 ):
     """Tenant A's EHR may launch at A only; tenant B's resource server of the same name is B's
-    own registration, without the right."""
+    own registration, without the right, and A's right cannot be changed from B."""
     ehr_a = resource_server(make_client, clinic.tenant, may_launch=True, name="EHR")
     ehr_b = resource_server(make_client, other_clinic.tenant, name="EHR")
     app_b = other_clinic.public_app.client_id
@@ -123,6 +189,8 @@ def test_a_right_granted_at_one_tenant_is_none_at_another(
     foreign = post_launch(client, "clinic-b", ehr_a, app_b)
     assert foreign.status_code == 401 and foreign.json["error"] == "invalid_client"
     assert_not_registered(post_launch(client, "clinic-b", ehr_b, app_b))
+    line = refused(cli, "client", "set-launch", "clinic-b", ehr_a.client.client_id, "--may-launch")
+    assert "no client" in line
     assert post_launch(client, "clinic-a", ehr_b, clinic.public_app.client_id).status_code == 401
 
     assert launches_at(other_clinic.tenant) == 0
