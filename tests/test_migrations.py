@@ -159,6 +159,60 @@ def test_the_one_active_key_revision_keeps_the_newest_signer_and_publishes_the_o
             db.engine.dispose()
 
 
+LAUNCH_RIGHT_REVISION_PARENT = "9c4e2b7a1d05"
+
+
+def _launch_rights():
+    with db.engine.connect() as connection:
+        rows = connection.execute(text("SELECT name, kind, may_launch FROM clients ORDER BY id"))
+        return [(name, kind, bool(right)) for name, kind, right in rows]
+
+
+def test_the_launch_right_revision_lets_existing_resource_servers_keep_launching(
+    make_database_url, tmp_path
+):
+    """Every resource server could launch before it: an EHR among them must keep working after
+    the upgrade. Apps never launch; a resource server registered afterwards gets the right only
+    when asked. The downgrade takes the column and nothing else."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            tenant = tenants.create_tenant("clinic-m", "Clinic M")
+            for name in ("Gateway", "EHR"):
+                clients.register(
+                    tenant, name=name, kind="resource_server", auth_method="client_secret_basic"
+                )
+            clients.register(
+                tenant, name="App", auth_method="none", redirect_uris=["https://app.test/cb"]
+            )
+            db.session.commit()
+            db.session.remove()
+            downgrade(directory=directory, revision=LAUNCH_RIGHT_REVISION_PARENT)
+            columns = {column["name"] for column in inspect(db.engine).get_columns("clients")}
+            assert "may_launch" not in columns
+            assert _counts() == {"clients": 3, "issued_tokens": 0}
+
+            upgrade(directory=directory)
+
+            assert _launch_rights() == [
+                ("Gateway", "resource_server", True),
+                ("EHR", "resource_server", True),
+                ("App", "app", False),
+            ]
+            tenant = tenants.get_tenant("clinic-m")
+            clients.register(
+                tenant, name="New", kind="resource_server", auth_method="client_secret_basic"
+            )
+            db.session.commit()
+            assert _launch_rights()[-1] == ("New", "resource_server", False)
+            assert _differences() == []
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
 def _counts():
     with db.engine.connect() as connection:
         return {

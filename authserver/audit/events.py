@@ -42,6 +42,8 @@ class AuditEvent(StrEnum):
     LAUNCH_CREATED = "launch:created"
     CLIENT_SERVICE_ACCOUNT_LINKED = "client:service-account-linked"
     CLIENT_SERVICE_ACCOUNT_UNLINKED = "client:service-account-unlinked"
+    CLIENT_LAUNCH_GRANTED = "client:launch-granted"
+    CLIENT_LAUNCH_WITHDRAWN = "client:launch-withdrawn"
     SERVICE_ACCOUNT_TOKEN_ISSUED = "service-account:token-issued"
 
 

@@ -52,6 +52,11 @@ def client() -> None:
     "--resource-server", is_flag=True, help="A resource server (FHIR gateway) credential."
 )
 @click.option(
+    "--may-launch",
+    is_flag=True,
+    help="A resource server that may also start EHR launches (POST /launch): the EHR's.",
+)
+@click.option(
     "--service-account",
     metavar="USERNAME",
     help="Backend client: act for this user of TENANT, within its role ceiling.",
@@ -70,9 +75,15 @@ def create(
     scopes: tuple[str, ...],
     grant_types: tuple[str, ...],
     resource_server: bool,
+    may_launch: bool,
     service_account: str | None,
 ) -> None:
     """Register a client at TENANT; prints its client_id, and its secret this once."""
+    if may_launch and not resource_server:
+        raise ValidationError(
+            "--may-launch goes with --resource-server: only a resource server (an EHR) "
+            "starts launches, never an app"
+        )
     chosen = [
         flag
         for flag, given in (
@@ -101,6 +112,7 @@ def create(
         jwks=_read_jwks(jwks_file),
         jwks_uri=jwks_uri,
         service_account=service_account,
+        may_launch=may_launch,
         actor=ACTOR,
     )
     emit(service.describe(registration.client, registration.client_secret))
@@ -217,6 +229,27 @@ def set_policy(
         nothing_changed(f"Client {client_id} of tenant {tenant} has that policy already")
     app = outcome.row
     emit({**service.describe(app), "trusted": app.trusted, "legacy_smart_v1": app.legacy_smart_v1})
+
+
+@client.command("set-launch")
+@click.argument("tenant")
+@click.argument("client_id")
+@click.option(
+    "--may-launch/--may-not-launch",
+    default=None,
+    help="Let this resource server start EHR launches, or stop it (its unused launches end).",
+)
+@with_appcontext
+@service_command
+def set_launch(tenant: str, client_id: str, may_launch: bool | None) -> None:
+    """Let resource server CLIENT_ID of TENANT start EHR launches (POST /launch), or stop it."""
+    if may_launch is None:
+        raise ValidationError("nothing to change: give --may-launch or --may-not-launch")
+    outcome = service.set_launch(tenant_named(tenant), client_id, may_launch, actor=ACTOR)
+    if not outcome.changed:
+        may = "may" if may_launch else "may not"
+        nothing_changed(f"Client {client_id} of tenant {tenant} {may} start launches already")
+    emit(service.describe(outcome.row))
 
 
 @client.command("link-service-account")

@@ -48,7 +48,9 @@ DEMO_APP_SCOPES = [
     "user/*.rs",
 ]
 DEMO_APP_REDIRECT = "http://localhost:8000/callback"
+# Two resource servers, as a deployment has: the gateway introspects, the EHR starts launches.
 DEMO_GATEWAY = "Demo FHIR gateway"
+DEMO_EHR = "Demo EHR"
 
 
 @click.command("demo", cls=OneLineErrors)
@@ -88,12 +90,12 @@ def _demo_tenant(slug: str, name: str, color: str) -> dict[str, Any]:
         redirect_uris=[DEMO_APP_REDIRECT],
         scopes=DEMO_APP_SCOPES,
     )
-    gateway_secret = _gateway_secret(tenant)
     return {
         **tenants.describe(tenant),
         "users": users,
         "app": clients.describe(app),
-        "resource_server": gateway_secret,
+        "resource_server": _with_fresh_secret(tenant, DEMO_GATEWAY),
+        "ehr": _with_fresh_secret(tenant, DEMO_EHR, may_launch=True),
     }
 
 
@@ -121,10 +123,13 @@ def _ensure_client(tenant: Tenant, name: str, kind: str, **metadata: Any) -> Cli
     return clients.register(tenant, name=name, kind=kind, actor=ACTOR, **metadata).client
 
 
-def _gateway_secret(tenant: Tenant) -> dict[str, Any]:
-    # A secret is shown only when made, so each demo run gives the gateway a fresh one.
-    gateway = _ensure_client(
-        tenant, DEMO_GATEWAY, RESOURCE_SERVER, auth_method="client_secret_basic"
+def _with_fresh_secret(tenant: Tenant, name: str, **metadata: Any) -> dict[str, Any]:
+    """The demo's resource server ``name``, registered if missing, with its secret.
+
+    A secret is shown only when made, so each demo run gives the resource server a fresh one.
+    """
+    server = _ensure_client(
+        tenant, name, RESOURCE_SERVER, auth_method="client_secret_basic", **metadata
     )
-    registration = clients.reset_secret(tenant, gateway.client_id, actor=ACTOR)
+    registration = clients.reset_secret(tenant, server.client_id, actor=ACTOR)
     return clients.describe(registration.client, registration.client_secret)

@@ -59,6 +59,10 @@ class Client(TenantOwned, ClientMixin, Base):
     trusted: Mapped[bool] = mapped_column(default=False, server_default=false())
     # A confidential SMART v1 app that cannot send PKCE; public clients never may omit it.
     legacy_smart_v1: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A resource server registered as an EHR may start launches (POST /launch); one that only
+    # introspects (a FHIR gateway) may not, so its leaked secret mints no launch for any
+    # patient. Every resource server may introspect; an app never launches, whatever this says.
+    may_launch: Mapped[bool] = mapped_column(default=False, server_default=false())
     # A backend client may act for a service-account user of its tenant: that user's role
     # ceiling also bounds its tokens, and its tokens are recorded (and revoked) as that user's.
     # No ON DELETE action: deleting a linked user is refused, since SET NULL would silently lift

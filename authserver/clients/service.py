@@ -52,6 +52,7 @@ SECRET_PREFIX = "ascs"
 RESOURCE_SERVER_SCOPES = (
     "a resource server has no scopes: it introspects tokens, it is never issued one"
 )
+APP_LAUNCHES = "only a resource server (an EHR) starts launches, never an app"
 # Plain SQL, the same on PostgreSQL and SQLite (3.35+), built once: this runs on every token
 # request. The WHERE lets a record whose assertion has expired be taken over by a new one.
 _USE_ASSERTION = text(
@@ -83,14 +84,17 @@ def register(
     jwks: Any = None,
     jwks_uri: str | None = None,
     service_account: str | None = None,
+    may_launch: bool = False,
     actor: str | None = None,
 ) -> Registration:
     """Register an app or a resource server at ``tenant``; everything is checked first.
 
     :param service_account: username of the tenant's user a backend client acts for
         (:func:`set_service_account`).
-    :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`, or a
-        service account that :func:`set_service_account` would refuse.
+    :param may_launch: a resource server that may start EHR launches (:func:`set_launch`).
+    :raises ValidationError: for any metadata that breaks the rules in :mod:`metadata`, a
+        service account that :func:`set_service_account` would refuse, or an app that would
+        start launches.
     """
     name = validation.text(name, "name", max_length=200)
     metadata.auth_method(auth_method)
@@ -98,6 +102,8 @@ def register(
     keys = _key_source(auth_method, jwks, jwks_uri)
     if kind == RESOURCE_SERVER:
         grants = _resource_server_shape(auth_method, uris, grant_types, scopes)
+    elif may_launch:
+        raise ValidationError(APP_LAUNCHES)
     else:
         grants = metadata.grant_types(
             grant_types or metadata.default_grant_types(auth_method, bool(uris)),
@@ -120,12 +126,18 @@ def register(
         allowed_scope=metadata.scopes(scopes or [], grants=grants),
         grant_types=grants,
         service_account=account,
+        may_launch=may_launch,
         **keys,
     )
     db.session.add(client)
     db.session.flush()
     audit.record(
-        tenant, AuditEvent.CLIENT_CREATED, actor=actor, subject=client.client_id, kind=kind
+        tenant,
+        AuditEvent.CLIENT_CREATED,
+        actor=actor,
+        subject=client.client_id,
+        kind=kind,
+        may_launch=client.may_launch,
     )
     if account is not None:
         _audit_link(tenant, client, actor)
@@ -292,6 +304,7 @@ def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
     A resource server's registration holds no grant types or scopes, yet each may get its
     ``introspect`` token with the grants ``Client.check_grant_type`` lets it use
     (``client_credentials``): those are shown, as printing none would say it gets nothing.
+    Whether it may start EHR launches (``may_launch``) is shown too; an app never may.
     """
     resource_server = client.kind == RESOURCE_SERVER
     shown: dict[str, Any] = {
@@ -307,6 +320,8 @@ def describe(client: Client, secret: str | None = None) -> dict[str, Any]:
             else client.grant_types
         ),
     }
+    if resource_server:
+        shown["may_launch"] = client.may_launch
     if client.jwks_uri:
         shown["jwks_uri"] = client.jwks_uri
     if client.service_account is not None:
@@ -361,6 +376,42 @@ def set_policy(
         trusted=client.trusted,
         legacy_smart_v1=client.legacy_smart_v1,
     )
+    return Outcome(client, changed=True)
+
+
+def set_launch(
+    tenant: Tenant, client_id: str, may_launch: bool, *, actor: str | None = None
+) -> Outcome[Client]:
+    """Let resource server ``client_id`` start EHR launches (``POST /launch``), or stop it.
+
+    ``POST /launch`` reads the client's row on every request, so its next one is answered by
+    the new registration, on every instance. Withdrawing the right also ends the launches it
+    started that no app has used yet, as :func:`delete` does: whoever stopped trusting it to
+    launch stops trusting what it launched. A resource server that has the right asked for
+    already is left as is, and nothing is audited.
+
+    :raises NotFound: for a client ``tenant`` does not have.
+    :raises ValidationError: for an app: apps never start launches.
+    """
+    client = get_client(tenant, client_id)
+    if client.kind != RESOURCE_SERVER:
+        raise ValidationError(f"client {client_id!r} is an app: {APP_LAUNCHES}")
+    if client.may_launch == may_launch:
+        return Outcome(client, changed=False)
+    client.may_launch = may_launch
+    if may_launch:
+        db.session.flush()
+        audit.record(tenant, AuditEvent.CLIENT_LAUNCH_GRANTED, actor=actor, subject=client_id)
+    else:
+        launches = _end_launches_of(tenant, client)
+        db.session.flush()
+        audit.record(
+            tenant,
+            AuditEvent.CLIENT_LAUNCH_WITHDRAWN,
+            actor=actor,
+            subject=client_id,
+            launches_ended=launches,
+        )
     return Outcome(client, changed=True)
 
 

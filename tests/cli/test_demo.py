@@ -24,6 +24,7 @@ from authserver.extensions import db
 from authserver.tenancy.models import Tenant
 from tests.fixtures.accounts import login
 from tests.fixtures.database import FAST_ARGON2
+from tests.fixtures.tokens import basic
 from tests.pg import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,25 @@ def test_each_demo_run_gives_the_gateway_a_fresh_secret(development_app):
     gateway = clients.find_client(tenant, new["client_id"])
     assert gateway.check_client_secret(new["client_secret"])
     assert not gateway.check_client_secret(old["client_secret"])
+
+
+def test_the_demo_ehr_starts_launches_and_its_gateway_does_not(development_app):
+    """``POST /launch`` as the README describes it works with the demo's EHR credential; the
+    gateway's, which introspects, starts none."""
+    clinic = run_demo(development_app)["demo-clinic"]
+    server = development_app.test_client()
+    body = {"patient": "demo-patient-1", "client_id": clinic["app"]["client_id"]}
+
+    def launch(credential):
+        headers = basic(credential["client_id"], credential["client_secret"])
+        return server.post("/t/demo-clinic/launch", json=body, headers=headers)
+
+    assert (clinic["ehr"]["may_launch"], clinic["resource_server"]["may_launch"]) == (True, False)
+    started = launch(clinic["ehr"])
+    assert started.status_code == 201, started.json
+    assert started.json["patient"] == "demo-patient-1"
+    refused = launch(clinic["resource_server"])
+    assert refused.status_code == 403 and refused.json["error"] == "unauthorized_client"
 
 
 def test_the_demo_refuses_to_run_in_production(app):

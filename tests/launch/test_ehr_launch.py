@@ -58,9 +58,20 @@ def nested_identifier(levels):
     return identifier
 
 
+def make_ehr(make_client, tenant, **metadata):
+    """A resource server of ``tenant`` registered to start launches: the EHR's credential."""
+    return make_client(
+        tenant,
+        kind="resource_server",
+        auth_method="client_secret_basic",
+        may_launch=True,
+        **metadata,
+    )
+
+
 @pytest.fixture
 def ehr(make_client, clinic):
-    return make_client(clinic.tenant, kind="resource_server", auth_method="client_secret_basic")
+    return make_ehr(make_client, clinic.tenant)
 
 
 def basic(client_id, secret):
@@ -85,9 +96,7 @@ def test_ehr_launch_with_encounter_and_fhir_context_at_two_tenants(
     server = live_server()
     issued = {}
     for current in (clinic, other_clinic):
-        gateway = make_client(
-            current.tenant, kind="resource_server", auth_method="client_secret_basic"
-        )
+        ehr = make_ehr(make_client, current.tenant)
         started = requests.post(
             f"{server.url}/t/{current.slug}/launch",
             json={
@@ -98,7 +107,7 @@ def test_ehr_launch_with_encounter_and_fhir_context_at_two_tenants(
                 "need_patient_banner": True,
                 "client_id": current.confidential_app.client_id,
             },
-            auth=(gateway.client.client_id, gateway.client_secret),
+            auth=(ehr.client.client_id, ehr.client_secret),
             timeout=10,
         )
         assert started.status_code == 201, started.text

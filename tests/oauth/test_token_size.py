@@ -452,7 +452,9 @@ def widest(make_app, make_tenant, make_user, make_client):
     make_user(tenant, "doc", roles=STAFF_ROLES, fhir_user="PractitionerRole/" + "u" * 64)
     app = make_client(tenant, scopes=app_scopes(MAX_TOKEN_SCOPE_LENGTH)).client
     set_policy(tenant, app, trusted=True)
-    ehr = make_client(tenant, kind=RESOURCE_SERVER, auth_method="client_secret_basic")
+    ehr = make_client(
+        tenant, kind=RESOURCE_SERVER, auth_method="client_secret_basic", may_launch=True
+    )
     return deployment.test_client(), tenant, app, ehr
 
 
