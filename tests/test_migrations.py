@@ -1,5 +1,6 @@
 """The migrations build exactly the schema the models describe, and undo it again."""
 
+import jwt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -517,5 +518,54 @@ def test_the_tenant_references_revision_stops_at_a_row_naming_another_tenants(
                 version = connection.execute(text("SELECT version_num FROM alembic_version"))
                 assert version.scalar() == TENANT_REFERENCES_REVISION_PARENT
             assert _references() == held
+        finally:
+            db.engine.dispose()
+
+
+OPAQUE_SUBJECT_REVISION_PARENT = "117c253dd27e"
+
+
+def _subjects():
+    with db.engine.connect() as connection:
+        return connection.execute(text("SELECT id, subject FROM users ORDER BY id")).all()
+
+
+def test_the_opaque_subject_revision_keeps_the_sub_of_every_user_made_before_it(
+    make_database_url, tmp_path
+):
+    """Users made before it keep ``str(id)``, the ``sub`` their tokens carried, so an app that
+    keyed its accounts on ``sub`` still finds them; and SQLite's rebuild of ``users`` keeps
+    every row that names a user. Users made after it get a random subject."""
+    app = _migrated_app(make_database_url, tmp_path)
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        try:
+            upgrade(directory=directory)
+            for slug in ("clinic-u", "clinic-v"):
+                _clinic_with_rows_naming_each_other(slug)
+            db.session.commit()
+            db.session.remove()
+            held = _references()
+            downgrade(directory=directory, revision=OPAQUE_SUBJECT_REVISION_PARENT)
+            columns = {column["name"] for column in inspect(db.engine).get_columns("users")}
+            assert "subject" not in columns
+            assert _references() == held
+
+            upgrade(directory=directory)
+
+            subjects = _subjects()
+            assert len(subjects) == 2
+            assert [subject for _, subject in subjects] == [str(id_) for id_, _ in subjects]
+            assert _references() == held
+            assert _differences() == []
+            tenant = tenants.get_tenant("clinic-u")
+            rosa = accounts.get_user(tenant, "rosa")
+            app_client = next(c for c in clients.list_clients(tenant) if c.name == "App")
+            authorization = tokens.Authorization(tenant, app_client, "openid", user=rosa)
+            token = tokens.issue_access_token(authorization)["access_token"]
+            assert jwt.decode(token, options={"verify_signature": False})["sub"] == str(rosa.id)
+            newcomer = accounts.create_user(tenant, "sam", "a sturdy passphrase", ["nurse"])
+            assert newcomer.subject != str(newcomer.id)
+            db.session.commit()
         finally:
             db.engine.dispose()

@@ -61,6 +61,7 @@ class User(TenantOwned, Base):
     keyed_by_tenant = True
     __table_args__ = (
         UniqueConstraint("tenant_id", "username"),
+        UniqueConstraint("tenant_id", "subject"),
         # For the rows that name a user in its tenant: roles held, logins, codes, tokens, the
         # clients it is the service account of.
         UniqueConstraint("tenant_id", "id"),
@@ -68,6 +69,11 @@ class User(TenantOwned, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150))
+    # The user's ``sub`` wherever the user is named outside the server (ID and access tokens,
+    # introspection, the CLI): random, not the row id, which would tell every tenant's apps how
+    # many people all tenants have signed up and in what order; never reassigned (OIDC Core
+    # §2). Users made before revision 6f3a9d2c1b84 keep str(id), the sub they had then.
+    subject: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     fhir_user: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=ACTIVE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -219,6 +220,7 @@ def create_user(
     user = User(
         tenant_id=tenant.id,
         username=username,
+        subject=new_subject(),
         password_hash=passwords().hash(password),
         fhir_user=fhir_user,
         roles=role_rows,
@@ -228,6 +230,11 @@ def create_user(
     flush_or_conflict(f"user {username!r} already exists at tenant {tenant.slug!r}")
     audit.record(tenant, AuditEvent.USER_CREATED, actor=actor, subject=username, roles=roles)
     return user
+
+
+def new_subject() -> str:
+    """A fresh ``sub`` for a new user: random, so it tells nothing of the user or of others."""
+    return str(uuid.uuid4())
 
 
 def find_user(tenant: Tenant, username: str) -> User | None:
@@ -391,6 +398,7 @@ def end_session(tenant: Tenant, login: LoginSession) -> None:
 def describe_user(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
+        "subject": user.subject,
         "username": user.username,
         "roles": user.role_names,
         "fhir_user": user.fhir_user,

@@ -94,6 +94,7 @@ _REFRESH_STATE = (
     select(
         *_STATE_COLUMNS,
         _tokens.user_id,
+        _users.subject.label("user_subject"),
         _tokens.scope,
         _tokens.context,
         _tokens.issued_at,
@@ -333,7 +334,7 @@ def _refresh_token(tenant: Tenant, token: str) -> TokenState | None:
     answer: dict[str, Any] = {
         "scope": row.scope,
         "client_id": row.client_id,
-        "sub": str(row.user_id) if row.user_id is not None else row.client_id,
+        "sub": row.user_subject if row.user_id is not None else row.client_id,
         "exp": _epoch(row.expires_at),
         "iat": _epoch(row.issued_at),
         "iss": issuer,

@@ -79,7 +79,9 @@ class Authorization:
 
     @property
     def subject(self) -> str:
-        return str(self.user.id) if self.user is not None else self.client.client_id
+        """The token's ``sub``: the user's opaque subject, or the client itself (RFC 9068 §2.2)
+        when no user signed in, a service account's client included."""
+        return self.user.subject if self.user is not None else self.client.client_id
 
 
 def issue_access_token(

@@ -83,11 +83,12 @@ def test_create_prints_the_new_account_and_not_its_password(cli, tenant):
     assert PASSWORD not in str(run(cli, "user", "list", "clinic-a"))
 
 
-def test_create_output_has_id_username_roles_and_fhir_user(cli, tenant):
+def test_create_output_has_id_subject_username_roles_and_fhir_user(cli, tenant):
     created = create_user(cli, "clinic-a", "pat", "--role", "patient", "--fhir-user", "Patient/p1")
 
     assert created == {
         "id": created["id"],
+        "subject": service.find_user(tenant, "pat").subject,
         "username": "pat",
         "roles": ["patient"],
         "fhir_user": "Patient/p1",
@@ -121,6 +122,24 @@ def test_the_same_username_in_two_tenants_is_two_users_with_their_own_passwords(
     assert service.authenticate(other_tenant, "alice", "password of B") == alice_b
     with pytest.raises(VerifyMismatchError):
         PasswordHasher().verify(alice_b.password_hash, "password of A")
+
+
+def test_a_subject_names_one_user_of_its_tenant(tenant, other_tenant, make_user):
+    """``(tenant_id, subject)`` is unique: a tenant's apps key their accounts on ``sub``, so two
+    users of one tenant never share one; another tenant's user may hold the same value."""
+    alice, bob = make_user(tenant, "alice"), make_user(tenant, "bob")
+    carol = make_user(other_tenant, "carol")
+    carol.subject = alice.subject
+    db.session.commit()
+    bob_subject = bob.subject
+
+    bob.subject = alice.subject
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+    assert service.find_user(tenant, "bob").subject == bob_subject
+    assert service.find_user(other_tenant, "carol").subject == alice.subject
 
 
 def test_each_tenant_starts_with_the_nine_clinical_roles(tenant, other_tenant):
@@ -182,7 +201,10 @@ def test_a_user_created_elsewhere_meanwhile_is_a_conflict_not_a_crash(cli, tenan
         with db.engine.begin() as connection:
             connection.execute(
                 User.__table__.insert().values(
-                    tenant_id=tenant.id, username="alice", password_hash="made elsewhere"
+                    tenant_id=tenant.id,
+                    username="alice",
+                    subject=service.new_subject(),
+                    password_hash="made elsewhere",
                 )
             )
 

@@ -192,7 +192,7 @@ def test_id_token(signed_in, clinic, client):
         body["id_token"], key, algorithms=["RS256"], audience=clinic.public_app.client_id
     )
     assert claims["iss"] == "https://auth.example.test/t/clinic-a"
-    assert claims["sub"] == str(clinic.patient.id)
+    assert claims["sub"] == clinic.patient.subject
     assert claims["nonce"] == "nonce-42"
     assert claims["fhirUser"] == "https://auth.example.test/t/clinic-a/fhir/Patient/p-clinic-a"
     assert isinstance(claims["auth_time"], int) and claims["auth_time"] <= claims["iat"]

@@ -80,7 +80,7 @@ def test_active_access_token_answers_every_member(client, home, gateway, issue):
     assert body["active"] is True
     assert body["scope"] == SCOPE
     assert body["client_id"] == issued.client_id
-    assert body["sub"] == str(issued.user_id)
+    assert body["sub"] == issued.subject
     assert body["username"].startswith("user")
     assert body["token_type"] == "Bearer"
     assert body["iss"] == issuer
@@ -142,7 +142,7 @@ def test_refresh_token_is_introspectable_whatever_the_hint(client, home, gateway
     assert body["token_type"] == "refresh_token"
     assert body["client_id"] == issued.client_id
     assert body["scope"] == SCOPE
-    assert body["sub"] == str(issued.user_id)
+    assert body["sub"] == issued.subject
     assert body["tenant"] == home.slug
     assert body["roles"] == ["nurse", "physician"]
     assert body["patient"] == CONTEXT["patient"]

@@ -48,7 +48,7 @@ def test_access_token_is_an_rfc9068_jwt_of_the_tenant(client, authorization):
     claims = verify(client, "clinic-a", token)
     assert claims["iss"] == "https://auth.example.test/t/clinic-a"
     assert claims["tenant"] == "clinic-a"
-    assert claims["sub"] == str(authorization.user.id)
+    assert claims["sub"] == authorization.user.subject
     assert claims["client_id"] == authorization.client.client_id
     assert claims["scope"] == "openid fhirUser patient/Observation.rs"
     assert claims["roles"] == ["nurse", "physician"]

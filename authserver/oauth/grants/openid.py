@@ -105,7 +105,7 @@ class SmartOpenIDCode(OpenIDCode):
         return service.nonce_seen(current_tenant(), request.client, nonce)
 
     def generate_user_info(self, user: Any, scope: str) -> UserInfo:
-        return UserInfo(sub=str(user.id))
+        return UserInfo(sub=user.subject)
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
         tenant = current_tenant()
@@ -114,7 +114,7 @@ class SmartOpenIDCode(OpenIDCode):
         claims = id_token_claims(
             issuer=urls.issuer,
             client_id=request.client.client_id,
-            subject=str(request.user.id),
+            subject=request.user.subject,
             scope=token["scope"],
             issued_at=int(time.time()),
             lifetime=tenant.id_token_lifetime,
