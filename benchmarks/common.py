@@ -124,16 +124,18 @@ def wsgi_command(options: argparse.Namespace, app: str, port: int) -> list[str]:
 
 
 @contextmanager
-def serving(command: list[str], *, cwd: Path, env: dict[str, str], ready: str) -> Iterator[None]:
+def serving(
+    command: list[str], *, cwd: Path, env: dict[str, str], ready: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` (in a process group of its own) until the block ends; wait until GET
-    ``ready`` answers at all. Its output is shown only if it exits early."""
+    ``ready`` answers at all. Yields the process; its output is shown only if it exits early."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             _wait_until_up(ready, process, log)
-            yield
+            yield process
         finally:
             os.killpg(process.pid, 15)
             try:
