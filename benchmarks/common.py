@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.pg import ThrowawayPostgres  # noqa: E402 - after the repository is importable
+from tests.pg import PG_BIN  # noqa: E402 - after the repository is importable
+from tests.pg import ThrowawayPostgres  # noqa: E402
 from tests.pg import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -41,6 +42,7 @@ __all__ = [
     "BIN",
     "DEFAULT_BENCH_DIR",
     "NODE_CLIENT",
+    "PG_BIN",
     "ROOT",
     "Result",
     "ThrowawayPostgres",

@@ -36,17 +36,22 @@ not what is measured, and nobody signs in); everything else is as production mak
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
+from contextlib import contextmanager
+from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from common import BIN
+from common import PG_BIN
 from common import ROOT
 from common import Result
 from common import ThrowawayPostgres
@@ -85,6 +91,7 @@ CHEAP_PASSWORDS = {
     "AUTHSERVER_ARGON2_MEMORY_COST": "8",
     "AUTHSERVER_ARGON2_PARALLELISM": "1",
 }
+STATE = "many_tenants.json"  # in a --keep folder: the settings, tenants and client key
 ENDPOINTS = ("smart-configuration", "openid-configuration", "jwks", "introspection", "token")
 
 
@@ -107,6 +114,19 @@ class Onboarding:
     database_bytes: int
 
 
+@dataclass(frozen=True)
+class Setup:
+    """The database made (or kept from an earlier run), and what the load needs of it."""
+
+    env: dict[str, str]  # authserver's settings (production), its public URL's port included
+    clinics: list[Clinic]
+    client_pem: bytes  # the backend clients' private key (one for all)
+
+    @property
+    def port(self) -> int:
+        return int(self.env["AUTHSERVER_PUBLIC_URL"].rsplit(":", 1)[1])
+
+
 def main() -> None:
     options = parse_args()
     require_tools("wrk")
@@ -117,26 +137,71 @@ def main() -> None:
         f"{options.blocking_threads} thread\n",
         flush=True,
     )
-    client_key = ec.generate_private_key(ec.SECP256R1())
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="authserver-bench-") as tmp:
-        work = Path(tmp)
-        cluster = ThrowawayPostgres().start()
-        stack.callback(cluster.stop)
-        port = free_port()
-        env = authserver_environment(cluster.create_database("bench"), work, port)
+        setup = stack.enter_context(database(options, Path(tmp)))
+        if not options.only:
+            return
+        port = setup.port
+        command = wsgi_command(options, "wsgi:app", port)
+        env = {**os.environ, **setup.env}
+        with serving(command, cwd=ROOT, env=env, ready=url(port, "/healthz")) as server:
+            load = Load(options, Path(tmp), port, setup.client_pem)
+            runs = load.measure_all(setup.clinics, server.pid)
+    report(options, len(setup.clinics), runs, load.memory)
+
+
+@contextmanager
+def database(options: argparse.Namespace, work: Path) -> Iterator[Setup]:
+    """A throwaway PostgreSQL with the tenants made and timed; with ``--keep``, one kept in that
+    folder, made by the first run and served again by the next ones."""
+    if options.keep is not None and (options.keep / STATE).exists():
+        state = json.loads((options.keep / STATE).read_text())
+        cluster = KeptPostgres(options.keep, state["postgres_port"]).start_server()
+        print(f"the {len(state['clinics'])} tenants made earlier in {options.keep}", flush=True)
+        try:
+            yield Setup(
+                state["env"], [Clinic(**c) for c in state["clinics"]], state["pem"].encode()
+            )
+        finally:
+            cluster.stop()
+        return
+    if options.keep is not None and (options.keep / "data").exists():
+        sys.exit(f"{options.keep} holds a cluster but no {STATE}: an earlier run failed; remove it")
+    cluster = (KeptPostgres(options.keep) if options.keep else ThrowawayPostgres()).start()
+    try:
+        folder = options.keep or work
+        env = authserver_environment(cluster.create_database("bench"), folder, free_port())
+        client_key = ec.generate_private_key(ec.SECP256R1())
         with environment({**env, **CHEAP_PASSWORDS}):
             clinics, onboarding = prepare(options.tenants, client_jwk(client_key))
         report_onboarding(onboarding)
         measure_commands(options, env, clinics)
-        if not options.only:
-            return
-        command = wsgi_command(options, "wsgi:app", port)
-        with serving(command, cwd=ROOT, env={**os.environ, **env}, ready=url(port, "/healthz")) as (
-            server
-        ):
-            load = Load(options, work, port, pem(client_key))
-            runs = load.measure_all(clinics, server.pid)
-    report(options, runs, load.memory)
+        setup = Setup(env, clinics, pem(client_key))
+        if options.keep is not None:
+            state = {
+                "env": env,
+                "clinics": [asdict(clinic) for clinic in clinics],
+                "pem": setup.client_pem.decode(),
+                "postgres_port": cluster.port,
+            }
+            (options.keep / STATE).write_text(json.dumps(state))
+        yield setup
+    finally:
+        cluster.stop()
+
+
+class KeptPostgres(ThrowawayPostgres):
+    """A cluster in ``folder`` that outlives the run (``--keep``): stopped, never removed."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        super().__init__()
+        shutil.rmtree(self.root, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.root, self.data = folder, folder / "data"
+        self.port = port or self.port
+
+    def stop(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
 
 
 def parse_args() -> argparse.Namespace:
@@ -166,6 +231,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--show-refusals", action="store_true", help="print refused answers (slows the runs)"
+    )
+    parser.add_argument(
+        "--keep",
+        type=lambda value: Path(value).resolve(),
+        help="keep the database in this folder; a later run given it serves it again",
     )
     options = parser.parse_args()
     unknown = set(options.only) - set(ENDPOINTS)
@@ -252,7 +322,8 @@ def furnish(tenant: Any, backend_jwk: dict[str, str]) -> Clinic:
         user=user,
         context={"patient": "patient-1", "fhirUser": "Practitioner/1"},
     )
-    token = tokens.issue_access_token(authorization)["access_token"]
+    # A week, so that a database kept with --keep still has live tokens in a later run.
+    token = tokens.issue_access_token(authorization, expires_in=7 * 24 * 3600)["access_token"]
     return Clinic(
         slug=tenant.slug,
         gateway=basic(gateway.client.client_id, gateway.client_secret or ""),
@@ -524,8 +595,9 @@ def child_pids(parent: int) -> list[int]:
 # -- the report -------------------------------------------------------------------------------
 
 
-def report(options: argparse.Namespace, runs: list[Run], memory: dict[str, list[int]]) -> None:
-    n = options.tenants
+def report(
+    options: argparse.Namespace, n: int, runs: list[Run], memory: dict[str, list[int]]
+) -> None:
     print(f"\n{'what':22} {'3: rps':>8} {'p99 ms':>7} {f'{n}: rps':>10} {'p99 ms':>7}", end="")
     print(f" {'3 again':>8} {'p99 ms':>7} {'N / 3':>6}")
     for endpoint in options.only:
