@@ -88,7 +88,11 @@ log = logging.getLogger(__name__)
 EXTENSION = "authserver.token_fastpath"
 GRANT_TYPE = "client_credentials"
 PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion", "client_id"}
-MAX_ENTRIES = 4096
+# Clients kept per process. Enough for the 10,000 clinics the platform is sized for, each with a
+# backend client, and more: an entry takes about 7 KiB (its signer, its client's parsed keys),
+# so at most about 110 MiB. Past that the entry kept longest makes room for the new one, so only
+# the clients beyond the bound are read again, never all of them at once.
+MAX_ENTRIES = 16_384
 # The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
 JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
 
@@ -293,7 +297,7 @@ class IssuanceStore:
             versions=tuple(row[11:]),
         )
         if len(self.entries) >= MAX_ENTRIES:
-            self.entries.clear()
+            del self.entries[next(iter(self.entries))]  # dicts keep insertion order
         self.entries[(slug, client_id)] = entry
         return entry
 
