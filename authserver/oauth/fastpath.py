@@ -89,9 +89,10 @@ EXTENSION = "authserver.token_fastpath"
 GRANT_TYPE = "client_credentials"
 PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion", "client_id"}
 # Clients kept per process. Enough for the 10,000 clinics the platform is sized for, each with a
-# backend client, and more: an entry takes about 7 KiB (its signer, its client's parsed keys),
-# so at most about 110 MiB. Past that the entry kept longest makes room for the new one, so only
-# the clients beyond the bound are read again, never all of them at once.
+# backend client, and more: an entry takes up to about 20 KiB once it has verified and signed
+# (its client's parsed key and its tenant's RSA signer, with what OpenSSL keeps for them), so at
+# most about 330 MiB (benchmarks/many_tenants.py). Past that the entry kept longest makes room
+# for the new one, so only the clients beyond the bound are read again, never all of them.
 MAX_ENTRIES = 16_384
 # The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
 JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
