@@ -91,7 +91,7 @@ PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion"
 # Clients kept per process. Enough for the 10,000 clinics the platform is sized for, each with a
 # backend client, and more: an entry takes up to about 20 KiB once it has verified and signed
 # (its client's parsed key and its tenant's RSA signer, with what OpenSSL keeps for them), so at
-# most about 330 MiB (benchmarks/many_tenants.py). Past that the entry kept longest makes room
+# most about 320 MiB (benchmarks/many_tenants.py). Past that the entry kept longest makes room
 # for the new one, so only the clients beyond the bound are read again, never all of them.
 MAX_ENTRIES = 16_384
 # The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
