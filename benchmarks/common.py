@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.pg import ThrowawayPostgres  # noqa: E402 - after the repository is importable
+from tests.pg import PG_BIN  # noqa: E402 - after the repository is importable
+from tests.pg import ThrowawayPostgres  # noqa: E402
 from tests.pg import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -41,6 +42,7 @@ __all__ = [
     "BIN",
     "DEFAULT_BENCH_DIR",
     "NODE_CLIENT",
+    "PG_BIN",
     "ROOT",
     "Result",
     "ThrowawayPostgres",
@@ -124,16 +126,18 @@ def wsgi_command(options: argparse.Namespace, app: str, port: int) -> list[str]:
 
 
 @contextmanager
-def serving(command: list[str], *, cwd: Path, env: dict[str, str], ready: str) -> Iterator[None]:
+def serving(
+    command: list[str], *, cwd: Path, env: dict[str, str], ready: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` (in a process group of its own) until the block ends; wait until GET
-    ``ready`` answers at all. Its output is shown only if it exits early."""
+    ``ready`` answers at all. Yields the process; its output is shown only if it exits early."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             _wait_until_up(ready, process, log)
-            yield
+            yield process
         finally:
             os.killpg(process.pid, 15)
             try:

@@ -45,6 +45,10 @@ class ThrowawayPostgres:
             "--encoding=UTF8",
             "--no-sync",
         )
+        return self.start_server()
+
+    def start_server(self) -> ThrowawayPostgres:
+        """Start the server on the cluster :meth:`start` made (again, for one that is kept)."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

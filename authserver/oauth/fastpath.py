@@ -88,7 +88,12 @@ log = logging.getLogger(__name__)
 EXTENSION = "authserver.token_fastpath"
 GRANT_TYPE = "client_credentials"
 PARAMETERS = {"grant_type", "scope", "client_assertion_type", "client_assertion", "client_id"}
-MAX_ENTRIES = 4096
+# Clients kept per process. Enough for the 10,000 clinics the platform is sized for, each with a
+# backend client, and more: an entry takes up to about 20 KiB once it has verified and signed
+# (its client's parsed key and its tenant's RSA signer, with what OpenSSL keeps for them), so at
+# most about 320 MiB (benchmarks/many_tenants.py). Past that the entry kept longest makes room
+# for the new one, so only the clients beyond the bound are read again, never all of them.
+MAX_ENTRIES = 16_384
 # The full path's allow-list (jwt.decode(..., algorithms=SIGNING_ALGS)), built once.
 JWS = JWSRegistry(algorithms=list(SIGNING_ALGS))
 
@@ -293,7 +298,7 @@ class IssuanceStore:
             versions=tuple(row[11:]),
         )
         if len(self.entries) >= MAX_ENTRIES:
-            self.entries.clear()
+            del self.entries[next(iter(self.entries))]  # dicts keep insertion order
         self.entries[(slug, client_id)] = entry
         return entry
 

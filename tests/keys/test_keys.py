@@ -112,6 +112,28 @@ def test_the_private_key_is_encrypted_at_rest(app, tenant):
     )
 
 
+def test_a_stored_rsa_key_is_opened_without_testing_its_primes_again(app, tenant, monkeypatch):
+    """OpenSSL's RSA consistency check costs about 45 ms a key, which each worker would pay for
+    each tenant it signs for (thousands after a restart); the GCM tag already proves the PEM is
+    the key the server generated, for this tenant and kid."""
+    loaded = []
+    load = crypto.serialization.load_pem_private_key
+
+    def spy(pem, password, **options):
+        loaded.append(options)
+        return load(pem, password, **options)
+
+    monkeypatch.setattr(crypto.serialization, "load_pem_private_key", spy)
+    key = db.session.scalar(SigningKey.for_tenant(tenant))
+    keks = app.config["AUTHSERVER_KEY_ENCRYPTION_KEYS"]
+
+    opened = crypto.decrypt_private_key(key.private_key_ciphertext, keks, key.associated_data)
+
+    assert loaded == [{"unsafe_skip_rsa_key_validation": True}]
+    token = jwt.encode({"sub": "someone"}, opened, algorithm="RS256")
+    assert jwt.decode(token, jwt.PyJWK(key.public_jwk).key, algorithms=["RS256"])
+
+
 def test_another_kek_cannot_open_the_private_key(tenant, make_app):
     other = make_app(AUTHSERVER_KEY_ENCRYPTION_KEY=OTHER_KEK)
     with other.app_context():

@@ -482,6 +482,27 @@ def test_the_fast_path_answers_tokens_it_has_not_seen_for_a_caller_that_checks_o
     assert fast_answers == answers
 
 
+def test_a_token_verified_past_the_bound_drops_only_the_one_verified_longest_ago(
+    app, client, home, gateway, issue
+):
+    """A worker remembers the tokens whose signature it checked, up to a bound: with thousands
+    of tenants it holds many, and one more must not make it check every one of them again."""
+    verified = app.extensions.setdefault("authserver.verified_tokens", {})
+    verified.clear()
+    others = [
+        (0, number.to_bytes(32, "big")) for number in range(introspection.MAX_VERIFIED_TOKENS)
+    ]
+    verified.update(dict.fromkeys(others, ({}, "kid")))  # stand-ins for other tenants' tokens
+    issued = issue(home)
+
+    assert gateway.introspect(client, issued.access_token).json["active"] is True
+
+    assert introspection.remembered_claims(home.id, issued.access_token) is not None
+    assert len(verified) == introspection.MAX_VERIFIED_TOKENS
+    assert others[0] not in verified
+    assert set(others[1:]) <= verified.keys()
+
+
 # -- bad input: never a 500, never active ----------------------------------------------------
 
 

@@ -103,6 +103,36 @@ def test_everyday_request_is_answered_by_the_fast_path_and_recorded(
     assert jwt.decode(assertion, options={"verify_signature": False})["jti"] in used
 
 
+def test_a_worker_keeps_the_clients_of_ten_thousand_tenants(app, client, backend, answers):
+    """Each backend client is read once per process, and stays: a worker serving the 10,000
+    clinics the platform is sized for, each with its client, drops none of them."""
+    entries = app.extensions[fastpath.EXTENSION].entries
+    entries.clear()
+    others = {(f"clinic-{number:05d}", f"app_{number}"): object() for number in range(9_999)}
+    entries.update(others)  # stand-ins for the entries of other tenants' clients
+
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+
+    assert answers[-1] is not None
+    assert ("clinic-a", backend.client_id) in entries
+    assert others.keys() <= entries.keys()
+
+
+def test_a_client_beyond_the_bound_drops_only_the_entry_kept_longest(app, client, backend, answers):
+    entries = app.extensions[fastpath.EXTENSION].entries
+    entries.clear()
+    others = [(f"clinic-{number:05d}", f"app_{number}") for number in range(fastpath.MAX_ENTRIES)]
+    entries.update(dict.fromkeys(others, object()))
+
+    assert post(client, backend.assertion(TOKEN_URL)).status_code == 200
+
+    assert answers[-1] is not None
+    assert ("clinic-a", backend.client_id) in entries
+    assert len(entries) == fastpath.MAX_ENTRIES
+    assert others[0] not in entries
+    assert set(others[1:]) <= entries.keys()
+
+
 def test_replayed_assertion_is_refused_after_a_fast_path_success(client, backend, answers):
     post(client, backend.assertion(TOKEN_URL))
     assertion = backend.assertion(TOKEN_URL)
