@@ -99,10 +99,10 @@ def create_tenant(
     name = validation.text(display_name, "display name", max_length=200)
     if fhir_base_url is not None:
         fhir_base_url = validate_fhir_base_url(fhir_base_url)
-        _check_not_introspection(slug, fhir_base_url)
+    tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
+    _check_fhir_base_not_introspection(tenant)
     if db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
         raise Conflict(f"tenant {slug!r} already exists")
-    tenant = Tenant(slug=slug, display_name=name, fhir_base_url_override=fhir_base_url)
     db.session.add(tenant)
     flush_or_conflict(f"tenant {slug!r} already exists")  # made elsewhere since the check above
     audit.record(tenant, AuditEvent.TENANT_CREATED, actor=actor, subject=slug)
@@ -129,11 +129,11 @@ def validate_fhir_base_url(url: str) -> str:
     return url
 
 
-def _check_not_introspection(slug: str, fhir_base_url: str) -> None:
+def _check_fhir_base_not_introspection(tenant: Tenant) -> None:
     # The introspection endpoint is the aud of resource servers' introspect tokens, and only of
     # theirs (tokens/introspection.py): as the FHIR base, it would make every other token inactive.
-    public_url = current_app.config["AUTHSERVER_PUBLIC_URL"]
-    if fhir_base_url == TenantURLs(public_url.rstrip("/"), slug).url(INTROSPECTION_PATH):
+    tenant_urls = urls(tenant)
+    if tenant_urls.fhir_base_url == tenant_urls.url(INTROSPECTION_PATH):
         raise ValidationError(
             "the FHIR base URL must not be the tenant's own introspection endpoint"
         )
