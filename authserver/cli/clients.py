@@ -80,10 +80,7 @@ def create(
 ) -> None:
     """Register a client at TENANT; prints its client_id, and its secret this once."""
     if may_launch and not resource_server:
-        raise ValidationError(
-            "--may-launch goes with --resource-server: only a resource server (an EHR) "
-            "starts launches, never an app"
-        )
+        raise ValidationError(f"--may-launch goes with --resource-server: {service.APP_LAUNCHES}")
     chosen = [
         flag
         for flag, given in (
